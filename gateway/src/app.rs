@@ -1,0 +1,252 @@
+//! The application: shared state and `app(state) -> Router`.
+//!
+//! ```text
+//!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► routes::{llm, ops}
+//!                                                                     │ snapshot (memory)
+//!                                                                     │ chaos counters (store)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use http::{HeaderValue, Method, header};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::chaos::Chaos;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Runtime options the routes read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Allowed CORS origins (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Base URL used in links the gateway hands out.
+    pub public_url: Option<String>,
+    /// Whether state is shared through Redis (unknown tenants are read through).
+    pub shared: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_body_bytes: 10 * 1024 * 1024,
+            cors_origins: vec!["*".into()],
+            public_url: None,
+            shared: false,
+        }
+    }
+}
+
+/// Everything a request handler may touch.
+pub struct AppState {
+    /// Tenant configuration, read without locks or I/O.
+    pub snapshot: Arc<SnapshotHandle>,
+    /// Shared state (counters, read-through).
+    pub store: Arc<dyn Store>,
+    /// Chaos decisions.
+    pub chaos: Chaos,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Traffic counters for status.
+    pub stats: Arc<Stats>,
+    /// Options.
+    pub options: Options,
+    /// Cancelled at shutdown: open streams end cleanly.
+    pub shutdown: CancellationToken,
+    /// Set when draining: readiness answers 503.
+    pub draining: AtomicBool,
+}
+
+/// Shared handle to the state.
+pub type App = Arc<AppState>;
+
+impl AppState {
+    /// Builds the state around a store and a snapshot.
+    pub fn new(
+        store: Arc<dyn Store>,
+        snapshot: Arc<SnapshotHandle>,
+        metrics: Arc<Metrics>,
+        options: Options,
+    ) -> App {
+        Arc::new(AppState {
+            chaos: Chaos::new(store.clone(), metrics.clone()),
+            snapshot,
+            store,
+            metrics,
+            stats: Arc::new(Stats::default()),
+            options,
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the process should receive traffic.
+    pub fn ready(&self) -> bool {
+        self.snapshot.is_synced() && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The tenant named by a `/t/{tenantId}/` path prefix (set before routing).
+#[derive(Debug, Clone)]
+pub struct PathTenant(pub String);
+
+/// The tenant a response was for (set by handlers, read by the metrics layer).
+#[derive(Debug, Clone)]
+pub struct TenantLabel(pub Arc<str>);
+
+/// Strips `/t/{tenantId}` from the path so the same routes serve both forms.
+pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/t/") else {
+        return req;
+    };
+    let (tenant, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let tenant = tenant.to_string();
+    let new_path = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    match new_path.parse() {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => return req,
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(PathTenant(tenant));
+    }
+    req
+}
+
+fn surface_of(route: &str) -> &'static str {
+    match route {
+        "/healthz" | "/readyz" | "/metrics" => "ops",
+        r if r.starts_with("/v1/")
+            || r.starts_with("/chat/")
+            || r.starts_with("/responses")
+            || r.starts_with("/embeddings")
+            || r.starts_with("/models") =>
+        {
+            "llm"
+        }
+        _ => "other",
+    }
+}
+
+async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let surface = surface_of(&route);
+    let guard = RequestTimer {
+        app: app.clone(),
+        surface,
+        route,
+        started,
+        status: None,
+        tenant: None,
+    };
+    finish(guard, next.run(req).await)
+}
+
+fn finish(mut guard: RequestTimer, resp: Response) -> Response {
+    guard.status = Some(resp.status().as_u16());
+    guard.tenant = resp.extensions().get::<TenantLabel>().map(|t| t.0.clone());
+    resp
+}
+
+/// Records a request's metrics when dropped: a request abandoned by its client is recorded
+/// with status 499.
+struct RequestTimer {
+    app: App,
+    surface: &'static str,
+    route: String,
+    started: Instant,
+    status: Option<u16>,
+    tenant: Option<Arc<str>>,
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        let tenant = self.tenant.as_deref().unwrap_or("");
+        self.app.metrics.observe(
+            self.surface,
+            &self.route,
+            self.status.unwrap_or(499),
+            tenant,
+            self.started,
+        );
+    }
+}
+
+fn cors(options: &Options) -> CorsLayer {
+    let origins = if options.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            options
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("mcp-session-id"),
+            header::HeaderName::from_static("mcp-protocol-version"),
+            header::HeaderName::from_static("x-ratelimit-limit-requests"),
+            header::HeaderName::from_static("x-ratelimit-remaining-requests"),
+            header::HeaderName::from_static("x-ratelimit-reset-requests"),
+            header::HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+            header::HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+            header::HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+        ])
+}
+
+/// The router (without the `/t/{id}` rewrite, which must run before routing: see [`service`]).
+pub fn app(state: App) -> Router {
+    Router::new()
+        .merge(crate::routes::llm::router())
+        .merge(crate::routes::ops::router())
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(cors(&state.options))
+        .with_state(state)
+}
+
+/// The service handed to the server: the tenant-prefix rewrite in front of [`app`].
+pub type Service = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
+/// The full service: the tenant-prefix rewrite in front of [`app`].
+pub fn service(state: App) -> Service {
+    tower::ServiceBuilder::new()
+        .map_request(rewrite_tenant_prefix as fn(Request) -> Request)
+        .service(app(state))
+}

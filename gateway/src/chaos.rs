@@ -1,0 +1,182 @@
+//! Chaos decisions (SPEC §5): given a tenant's profile and a surface, whether this request is
+//! rate-limited, fails, waits or gets a broken stream.
+//!
+//! Counters (rate-limit windows, `failFirst`, `every`) live in the store so that they hold across
+//! processes in shared mode; when the store is unreachable they fall back to per-process counting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use understudy_crds::{ChaosKind, ChaosProfileSpec, Surface, keys};
+
+use crate::metrics::Metrics;
+use crate::snapshot::TenantRuntime;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+
+/// A fault to inject into this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 with Retry-After.
+    RateLimited {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+    /// An error status (500, 502, 503, 529).
+    ServerError(u16),
+    /// The stream stops after this many events with no terminal event.
+    StreamCut(u32),
+    /// After this many events one event carries invalid JSON.
+    Malformed(u32),
+}
+
+/// The rate-limit state reported in the providers' headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Requests left in this window.
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    pub reset_secs: u64,
+    /// Unix seconds when the window resets.
+    pub reset_at: u64,
+}
+
+/// What chaos does to one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The fault, if one is injected.
+    pub fault: Option<Fault>,
+    /// Delay before the first byte (streams: before the first event).
+    pub latency: Option<Duration>,
+    /// Present while a rate_limit profile is in force.
+    pub rate: Option<RateInfo>,
+}
+
+impl Outcome {
+    /// The profile name of what was injected, for metrics and logs.
+    pub fn injected(&self) -> Option<&'static str> {
+        match (self.fault, self.latency) {
+            (Some(Fault::RateLimited { .. }), _) => Some("rate_limit"),
+            (Some(Fault::ServerError(_)), _) => Some("server_error"),
+            (Some(Fault::StreamCut(_)), _) => Some("stream_cut"),
+            (Some(Fault::Malformed(_)), _) => Some("malformed_stream"),
+            (None, Some(_)) => Some("latency"),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Evaluates profiles against shared counters.
+pub struct Chaos {
+    store: Arc<dyn Store>,
+    /// Per-process counters used while the shared store is unreachable.
+    local: MemoryStore,
+    metrics: Arc<Metrics>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Chaos {
+    /// A chaos evaluator over `store`.
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Chaos {
+            store,
+            local: MemoryStore::new(),
+            metrics,
+        }
+    }
+
+    async fn count(&self, key: String, ttl: Option<u64>) -> u64 {
+        let shared = match ttl {
+            Some(ttl) => self.store.incr_expiring(&key, ttl).await,
+            None => self.store.incr(&key).await,
+        };
+        match shared {
+            Ok(n) => n,
+            Err(e) => {
+                self.metrics.redis_error("chaos_counter");
+                tracing::debug!(error = %e, "chaos counter falls back to this process");
+                self.local
+                    .incr_expiring_now(&key, ttl.unwrap_or(u64::MAX / 4))
+            }
+        }
+    }
+
+    /// Decides what happens to one request of `tenant` on `surface`.
+    pub async fn evaluate(&self, tenant: &TenantRuntime, surface: Surface) -> Outcome {
+        let Some(spec) = tenant.config.chaos.as_ref() else {
+            return Outcome::default();
+        };
+        if spec.profile == ChaosKind::None || !spec.surfaces.contains(&surface) {
+            return Outcome::default();
+        }
+        let outcome = self.evaluate_spec(tenant.id(), spec).await;
+        if let Some(kind) = outcome.injected() {
+            self.metrics.chaos_injected(surface, kind, tenant.id());
+        }
+        outcome
+    }
+
+    async fn evaluate_spec(&self, tenant: &str, spec: &ChaosProfileSpec) -> Outcome {
+        let window = spec.window_seconds.max(1);
+        let now = now_secs();
+        let window_start = now / window * window;
+        let window_end = window_start + window;
+        if spec.profile == ChaosKind::RateLimit {
+            let n = self
+                .count(
+                    keys::rate_limit_window(tenant, window_start),
+                    Some(window + 1),
+                )
+                .await;
+            let reset_secs = (window_end - now).max(1);
+            let rate = RateInfo {
+                limit: spec.limit,
+                remaining: spec.limit.saturating_sub(n),
+                reset_secs,
+                reset_at: window_end,
+            };
+            let fault = (n > spec.limit).then_some(Fault::RateLimited {
+                retry_after: reset_secs,
+            });
+            return Outcome {
+                fault,
+                latency: None,
+                rate: Some(rate),
+            };
+        }
+        let selected = if spec.fail_first > 0 {
+            self.count(
+                keys::fail_first_window(tenant, window_start),
+                Some(window + 1),
+            )
+            .await
+                <= spec.fail_first
+        } else if spec.every >= 2 {
+            self.count(keys::every_counter(tenant), None)
+                .await
+                .is_multiple_of(spec.every)
+        } else {
+            spec.probability >= 1.0 || fastrand::f64() < spec.probability
+        };
+        if !selected {
+            return Outcome::default();
+        }
+        let mut out = Outcome::default();
+        match spec.profile {
+            ChaosKind::ServerError => out.fault = Some(Fault::ServerError(spec.status_code)),
+            ChaosKind::Latency => out.latency = Some(Duration::from_millis(spec.latency_ms)),
+            ChaosKind::StreamCut => out.fault = Some(Fault::StreamCut(spec.after_chunks)),
+            ChaosKind::MalformedStream => out.fault = Some(Fault::Malformed(spec.after_chunks)),
+            ChaosKind::None | ChaosKind::RateLimit => {}
+        }
+        out
+    }
+}

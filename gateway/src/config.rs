@@ -1,0 +1,113 @@
+//! Command line and environment (`--flag` / `UNDERSTUDY_*`), validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Understudy's gateway: a stand-in for the OpenAI and Anthropic APIs (and, as the project grows,
+/// MCP servers and event channels), answering per tenant from scenario manifests.
+#[derive(Debug, Parser)]
+#[command(name = "understudy-gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every manifest under DIR without serving; exit 1 listing every problem.
+    Validate {
+        /// The manifests folder.
+        dir: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Serving options.
+#[derive(Debug, clap::Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "UNDERSTUDY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Shared mode: keep all state in this Redis (redis://host:port/db).
+    #[arg(long, env = "UNDERSTUDY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Load Tenant, Scenario and ChaosProfile manifests from this folder (and reload on change).
+    #[arg(long, env = "UNDERSTUDY_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// Base URL used in links the gateway hands out.
+    #[arg(long, env = "UNDERSTUDY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Allowed CORS origins, comma-separated (`*` for any).
+    #[arg(
+        long,
+        env = "UNDERSTUDY_CORS_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Largest accepted request body, in bytes (larger → 413).
+    #[arg(long, env = "UNDERSTUDY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// After SIGTERM: how long readiness reports 503 while new connections are still accepted.
+    #[arg(long, env = "UNDERSTUDY_DRAIN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
+    /// After the grace period: how long in-flight requests may take before the process exits.
+    #[arg(long, env = "UNDERSTUDY_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Full configuration resync period (a safety net behind change notices).
+    #[arg(long, env = "UNDERSTUDY_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+}
+
+impl ServeArgs {
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {url:?}"
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(
+                "--max-body-bytes (UNDERSTUDY_MAX_BODY_BYTES) must be at least 1024".into(),
+            );
+        }
+        if let Some(dir) = &self.manifests
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "--manifests (UNDERSTUDY_MANIFESTS) {} is not a readable folder",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+}

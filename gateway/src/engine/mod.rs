@@ -1,0 +1,204 @@
+//! The mock model: no I/O, no clocks. Given a tenant and a normalised conversation it decides the
+//! answer (text or a tool call); the API adapters in `routes::llm` render it in each provider's
+//! wire format.
+//!
+//! ```text
+//!  request JSON ──adapter──► Conversation ──decide(tenant)──► Decision ──adapter──► JSON / SSE frames
+//! ```
+
+pub mod embed;
+pub mod settings;
+pub mod tokens;
+
+use serde_json::Value;
+
+use crate::snapshot::TenantRuntime;
+
+/// What the request allows regarding tool calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model decides (a matching scenario's tool is called).
+    #[default]
+    Auto,
+    /// Never call a tool.
+    None,
+    /// Some tool must be called.
+    Required,
+    /// This tool must be called.
+    Named(String),
+}
+
+/// A conversation reduced to what scenario matching needs, the same for every API.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    /// Text of the most recent user message that holds text.
+    pub last_user_text: Option<String>,
+    /// User messages holding text (tool-result-only messages do not count).
+    pub user_turns: usize,
+    /// Tool results anywhere in the conversation (the loop guard counts these).
+    pub tool_results: usize,
+    /// Names of the tools with a result after the most recent user text (unresolvable ids give
+    /// `None`).
+    pub results_since_user: Vec<Option<String>>,
+    /// Tool names the request offers.
+    pub offered_tools: Vec<String>,
+    /// The request's tool_choice.
+    pub tool_choice: ToolChoice,
+    /// Characters of message and system text, for the token estimate.
+    pub input_chars: usize,
+}
+
+/// The answer the mock model gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer with text.
+    Text {
+        /// The text (truncated later by max_tokens).
+        text: String,
+        /// The scenario that produced it (`None`: default response or fallback).
+        scenario: Option<usize>,
+    },
+    /// Call a tool.
+    ToolCall {
+        /// The tool's name.
+        name: String,
+        /// The arguments (a JSON object).
+        arguments: Value,
+        /// The scenario that produced it.
+        scenario: usize,
+    },
+}
+
+impl Decision {
+    /// The scenario behind the answer, if any (for hit counters).
+    pub fn scenario(&self) -> Option<usize> {
+        match self {
+            Decision::Text { scenario, .. } => *scenario,
+            Decision::ToolCall { scenario, .. } => Some(*scenario),
+        }
+    }
+}
+
+/// Picks the scenario answering `text` at turn `turns` (SPEC §3.2 and §11): highest priority,
+/// then one whose `turn` matches over one without, then most distinct keywords matched, then
+/// earliest created.
+pub fn select(tenant: &TenantRuntime, text: &str, turns: usize) -> Option<usize> {
+    let lower = text.to_lowercase();
+    let mut best: Option<(usize, (i32, bool, usize))> = None;
+    for (i, s) in tenant.config.scenarios.iter().enumerate() {
+        let keywords = &tenant.keywords_lower[i];
+        if keywords.is_empty() {
+            continue;
+        }
+        let turn_bound = match s.spec.turn {
+            Some(t) if t as usize != turns => continue,
+            Some(_) => true,
+            None => false,
+        };
+        let hits = keywords
+            .iter()
+            .filter(|k| lower.contains(k.as_str()))
+            .count();
+        let matched = match s.spec.match_mode {
+            understudy_crds::MatchMode::Any => hits > 0,
+            understudy_crds::MatchMode::All => hits == keywords.len(),
+        };
+        if !matched {
+            continue;
+        }
+        let rank = (s.spec.priority, turn_bound, hits);
+        // Strictly greater: on a full tie the earlier scenario stays.
+        if best.as_ref().is_none_or(|(_, r)| rank > *r) {
+            best = Some((i, rank));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// The answer text of a scenario: `responseJson` serialised, else `response`.
+pub fn scenario_text(tenant: &TenantRuntime, idx: usize) -> String {
+    let spec = &tenant.config.scenarios[idx].spec;
+    match &spec.response_json {
+        Some(v) => serde_json::to_string(v).unwrap_or_default(),
+        None => spec.response.clone(),
+    }
+}
+
+/// The text when no scenario matches.
+pub fn fallback_text(tenant: &TenantRuntime) -> String {
+    tenant.config.default_response.clone().unwrap_or_else(|| {
+        format!(
+            "This is Understudy's mock answer for tenant '{}': no scenario matched the request.",
+            tenant.id()
+        )
+    })
+}
+
+/// Decides the answer (SPEC §3.3).
+pub fn decide(tenant: &TenantRuntime, conv: &Conversation) -> Decision {
+    let matched = conv
+        .last_user_text
+        .as_deref()
+        .and_then(|t| select(tenant, t, conv.user_turns));
+    let may_call = !conv.offered_tools.is_empty()
+        && conv.tool_choice != ToolChoice::None
+        && conv.tool_results < tenant.settings.max_tool_results;
+    if may_call {
+        let scenarios = &tenant.config.scenarios;
+        let tool_of = |i: usize| scenarios[i].spec.tool_name.as_deref();
+        let offered = |name: &str| conv.offered_tools.iter().any(|t| t == name);
+        let answered = |name: &str| {
+            conv.results_since_user
+                .iter()
+                .any(|r| r.as_deref() == Some(name))
+        };
+        // The highest-priority scenario (earliest on ties) defining a tool that satisfies `ok`.
+        let best_defining = |ok: &dyn Fn(&str) -> bool| {
+            let mut best: Option<usize> = None;
+            for (i, s) in scenarios.iter().enumerate() {
+                if s.spec.tool_name.as_deref().is_some_and(ok)
+                    && best.is_none_or(|b| s.spec.priority > scenarios[b].spec.priority)
+                {
+                    best = Some(i);
+                }
+            }
+            best
+        };
+        let call = match &conv.tool_choice {
+            ToolChoice::Named(name) => matched
+                .filter(|&i| tool_of(i) == Some(name.as_str()))
+                .or_else(|| best_defining(&|n| n == name)),
+            ToolChoice::Required => matched
+                .filter(|&i| tool_of(i).is_some_and(offered))
+                .or_else(|| best_defining(&|n| offered(n))),
+            ToolChoice::Auto => {
+                matched.filter(|&i| tool_of(i).is_some_and(|n| offered(n) && !answered(n)))
+            }
+            ToolChoice::None => None,
+        };
+        if let Some(i) = call {
+            let spec = &scenarios[i].spec;
+            return Decision::ToolCall {
+                name: spec.tool_name.clone().unwrap_or_default(),
+                arguments: spec
+                    .tool_arguments
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                scenario: i,
+            };
+        }
+    }
+    match matched {
+        Some(i) => Decision::Text {
+            text: scenario_text(tenant, i),
+            scenario: Some(i),
+        },
+        None => Decision::Text {
+            text: fallback_text(tenant),
+            scenario: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! `understudy-gateway`: parses configuration, starts telemetry, runs the server.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use understudy_gateway::config::{Cli, Command};
+use understudy_gateway::{manifests, server, telemetry};
+
+fn validate(dir: &std::path::Path) -> ExitCode {
+    match manifests::load(dir) {
+        Ok(loaded) => {
+            let scenarios: usize = loaded
+                .report
+                .tenants
+                .iter()
+                .map(|t| t.scenarios.len())
+                .sum();
+            println!(
+                "{}: {} file(s), {} tenant(s), {} scenario(s): valid",
+                dir.display(),
+                loaded.files,
+                loaded.report.tenants.len(),
+                scenarios
+            );
+            for s in &loaded.report.superseded {
+                println!("note: {s}: superseded by an older ChaosProfile of the same tenant");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Validate { dir }) = &cli.command {
+        return validate(dir);
+    }
+    let args = cli.serve;
+    let _telemetry = match telemetry::init(args.log_format) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: cannot start telemetry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = async {
+        let running = server::start(&args).await?;
+        let listener = server::bind(args.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            store = running.app.store.backend(),
+            manifests = ?args.manifests,
+            "understudy-gateway {} serving",
+            env!("CARGO_PKG_VERSION")
+        );
+        server::serve(running, listener, &args, server::shutdown_signal()).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Manifests from a folder (`--manifests`): loaded at start-up, written into the store exactly as
+//! the operator would (read-only through the API), and reloaded when a file changes.
+//!
+//! The same code runs in embedded mode (memory store) and shared mode (Redis). With several
+//! processes seeding the same folder, one holds a short lock and stamps a generation with the
+//! content hash; the others find an equal generation and skip (SPEC §12).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+use understudy_crds::keys;
+use understudy_crds::manifests::{Loaded, load_dir};
+use understudy_crds::model::{ConfigSource, TenantConfig};
+
+use crate::store::{Store, StoreError};
+use crate::sync::SyncHandle;
+
+/// Why manifests could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The folder cannot be read.
+    #[error("cannot read manifests folder {dir}: {source}")]
+    Unreadable {
+        /// The folder.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// At least one manifest is invalid; every problem is listed, one per line.
+    #[error("{count} invalid manifest(s):\n{list}")]
+    Invalid {
+        /// How many problems.
+        count: usize,
+        /// One line per problem: file, document, field, message.
+        list: String,
+    },
+}
+
+/// Loads and validates a folder; every problem is reported, not just the first.
+pub fn load(dir: &Path) -> Result<Loaded, ManifestError> {
+    let loaded =
+        load_dir(dir, ConfigSource::Manifest).map_err(|source| ManifestError::Unreadable {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    if loaded.report.problems.is_empty() {
+        return Ok(loaded);
+    }
+    let list = loaded
+        .report
+        .problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(ManifestError::Invalid {
+        count: loaded.report.problems.len(),
+        list,
+    })
+}
+
+/// Writes a folder's tenants into the store.
+pub struct Seeder {
+    store: Arc<dyn Store>,
+    holder: String,
+}
+
+impl Seeder {
+    /// A seeder writing into `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Seeder {
+            store,
+            holder: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Writes `loaded` unless an equal generation is already in the store (`force` ignores the
+    /// generation, after the store was emptied). Returns whether this call wrote.
+    pub async fn seed(&self, loaded: &Loaded, force: bool) -> Result<bool, StoreError> {
+        for _ in 0..50 {
+            if self
+                .store
+                .try_lock(keys::SEED_LOCK, &self.holder, 10_000)
+                .await?
+            {
+                let result = self.seed_locked(loaded, force).await;
+                let _ = self.store.unlock(keys::SEED_LOCK, &self.holder).await;
+                return result;
+            }
+            // Someone else is seeding; if it is the same content we will find its generation.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(StoreError::Unavailable(
+            "timed out waiting for the seed lock".into(),
+        ))
+    }
+
+    async fn seed_locked(&self, loaded: &Loaded, force: bool) -> Result<bool, StoreError> {
+        let epoch = self.store.epoch().await?;
+        let generation = self.store.get_value(keys::SEED_GENERATION).await?;
+        if !force && epoch.is_some() && generation.as_deref() == Some(loaded.content_hash.as_str())
+        {
+            return Ok(false);
+        }
+        let existing = self.store.load_all().await?;
+        let wanted: HashMap<&str, &TenantConfig> = loaded
+            .report
+            .tenants
+            .iter()
+            .map(|t| (t.tenant_id.as_str(), t))
+            .collect();
+        for (cfg, _) in &existing.tenants {
+            if cfg.source == ConfigSource::Manifest && !wanted.contains_key(cfg.tenant_id.as_str())
+            {
+                self.store.delete_tenant(&cfg.tenant_id).await?;
+            }
+        }
+        let current: HashMap<&str, &TenantConfig> = existing
+            .tenants
+            .iter()
+            .map(|(t, _)| (t.tenant_id.as_str(), t))
+            .collect();
+        for t in &loaded.report.tenants {
+            if let Some(c) = current.get(t.tenant_id.as_str()) {
+                if *c == t {
+                    continue;
+                }
+                if c.source == ConfigSource::Kubernetes {
+                    tracing::warn!(tenant = %t.tenant_id, "tenant id is managed by Kubernetes; the manifest copy is skipped");
+                    continue;
+                }
+                if c.source == ConfigSource::Api {
+                    tracing::warn!(tenant = %t.tenant_id, "a manifest replaces the API-created tenant of the same id");
+                }
+            }
+            self.store.put_tenant(t).await?;
+        }
+        self.store
+            .set_value(keys::SEED_GENERATION, &loaded.content_hash)
+            .await?;
+        if epoch.is_none() {
+            self.store
+                .set_epoch(&uuid::Uuid::new_v4().to_string())
+                .await?;
+        }
+        tracing::info!(
+            tenants = loaded.report.tenants.len(),
+            files = loaded.files,
+            "manifests written to the {} store",
+            self.store.backend()
+        );
+        Ok(true)
+    }
+}
+
+/// Watches `dir`, reseeding on every change (a broken edit keeps the last good configuration and
+/// logs why), after the store was emptied, and periodically as a safety net.
+pub async fn run_watcher(
+    dir: PathBuf,
+    seeder: Arc<Seeder>,
+    sync: Arc<SyncHandle>,
+    resync: Duration,
+    cancel: CancellationToken,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.try_send(());
+        }
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::Recursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch manifests; changes need a restart");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "no file watcher available; changes need a restart");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(resync);
+    tick.tick().await;
+    loop {
+        let force = tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(()) = rx.recv() => {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+                false
+            }
+            _ = sync.epoch_lost.notified() => true,
+            _ = tick.tick() => false,
+        };
+        match load(&dir) {
+            Ok(loaded) => {
+                if let Err(e) = seeder.seed(&loaded, force).await {
+                    tracing::warn!(error = %e, "could not write manifests; will retry");
+                }
+            }
+            Err(e) => tracing::error!(
+                "manifests changed but are invalid; keeping the last good configuration\n{e}"
+            ),
+        }
+    }
+}

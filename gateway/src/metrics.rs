@@ -1,0 +1,206 @@
+//! Prometheus metrics. Labels come from small known sets: routes are matched route templates,
+//! tenants are bounded to [`MAX_TENANT_LABELS`] distinct values (the rest become `_other`), and
+//! no label ever carries raw user text.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use understudy_crds::Surface;
+
+/// Distinct tenant label values kept before folding into `_other`.
+pub const MAX_TENANT_LABELS: usize = 1000;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    chaos: IntCounterVec,
+    redis_errors: IntCounterVec,
+    open_streams: IntGaugeVec,
+    /// The configuration version this process serves.
+    pub config_version: IntGauge,
+    /// Tenants in this process's snapshot.
+    pub tenants: IntGauge,
+    /// Stats flushes that failed (their counts are kept for the next flush).
+    pub stats_flush_errors: IntGauge,
+    tenant_labels: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn must<T>(r: Result<T, prometheus::Error>) -> T {
+    // Only fails for malformed metric definitions, which are constants here.
+    r.expect("metric definitions are valid")
+}
+
+/// Surface label of a surface.
+pub fn surface_label(s: Surface) -> &'static str {
+    match s {
+        Surface::Llm => "llm",
+        Surface::Mcp => "mcp",
+        Surface::Channels => "channels",
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_http_requests_total",
+                "HTTP requests by surface, route, status and tenant",
+            ),
+            &["surface", "route", "status", "tenant"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "understudy_http_request_duration_seconds",
+                "Time to response headers by surface, route and tenant",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["surface", "route", "tenant"],
+        ));
+        let chaos = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_chaos_injections_total",
+                "Faults injected by chaos profiles",
+            ),
+            &["surface", "profile", "tenant"],
+        ));
+        let redis_errors = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_redis_errors_total",
+                "Failed Redis operations by operation",
+            ),
+            &["op"],
+        ));
+        let open_streams = must(IntGaugeVec::new(
+            Opts::new("understudy_open_streams", "Open SSE streams by surface"),
+            &["surface"],
+        ));
+        let config_version = must(IntGauge::new(
+            "understudy_config_version",
+            "Configuration version served",
+        ));
+        let tenants = must(IntGauge::new(
+            "understudy_tenants",
+            "Tenants in this process's snapshot",
+        ));
+        let stats_flush_errors = must(IntGauge::new(
+            "understudy_stats_flush_errors",
+            "Traffic-counter flushes that failed",
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(chaos.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(open_streams.clone()),
+            Box::new(config_version.clone()),
+            Box::new(tenants.clone()),
+            Box::new(stats_flush_errors.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            chaos,
+            redis_errors,
+            open_streams,
+            config_version,
+            tenants,
+            stats_flush_errors,
+            tenant_labels: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label for a tenant id: itself while fewer than 1,000 are known, else `_other`.
+    pub fn tenant_label(&self, tenant: &str) -> String {
+        let mut known = self.tenant_labels.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(tenant) {
+            return tenant.to_string();
+        }
+        if known.len() < MAX_TENANT_LABELS {
+            known.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "_other".to_string()
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, surface: &str, route: &str, status: u16, tenant: &str, started: Instant) {
+        let tenant = self.tenant_label(tenant);
+        let mut buf = [0u8; 3];
+        self.requests
+            .with_label_values(&[surface, route, status_str(status, &mut buf), &tenant])
+            .inc();
+        self.duration
+            .with_label_values(&[surface, route, &tenant])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one chaos injection.
+    pub fn chaos_injected(&self, surface: Surface, profile: &str, tenant: &str) {
+        let tenant = self.tenant_label(tenant);
+        self.chaos
+            .with_label_values(&[surface_label(surface), profile, &tenant])
+            .inc();
+    }
+
+    /// Counts one failed Redis operation.
+    pub fn redis_error(&self, op: &str) {
+        self.redis_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts an SSE stream as open until the guard drops.
+    pub fn stream_guard(&self, surface: Surface) -> StreamGuard {
+        let g = self
+            .open_streams
+            .with_label_values(&[surface_label(surface)]);
+        g.inc();
+        StreamGuard(g)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+fn status_str(status: u16, buf: &mut [u8; 3]) -> &str {
+    if !(100..=999).contains(&status) {
+        return "000";
+    }
+    buf[0] = b'0' + (status / 100) as u8;
+    buf[1] = b'0' + (status / 10 % 10) as u8;
+    buf[2] = b'0' + (status % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+/// Decrements the open-stream gauge when dropped.
+pub struct StreamGuard(prometheus::IntGauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,528 @@
+//! `POST /v1/chat/completions` (OpenAI Chat Completions), streamed or not.
+
+use std::collections::HashMap;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{LlmError, Provider, sse};
+use crate::app::App;
+use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
+use crate::snapshot::TenantRuntime;
+
+/// The request fields the mock reads; everything else is accepted and ignored.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// Echoed in the answer.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<i64>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    tools: Option<Vec<ChatTool>>,
+    #[serde(default)]
+    functions: Option<Vec<FunctionDef>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// One message.
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallIn>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolCallIn {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionCallIn>,
+    #[serde(default)]
+    custom: Option<FunctionCallIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatTool {
+    #[serde(default)]
+    function: Option<FunctionDef>,
+    #[serde(default)]
+    custom: Option<FunctionDef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionDef {
+    name: String,
+}
+
+fn tool_choice(v: Option<&Value>) -> Result<ToolChoice, LlmError> {
+    match v {
+        None | Some(Value::Null) => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(LlmError::invalid(
+                format!("Invalid value for 'tool_choice': '{other}'. Supported values are: 'none', 'auto' and 'required'."),
+                Some("tool_choice"),
+            )),
+        },
+        Some(obj) => obj
+            .pointer("/function/name")
+            .or_else(|| obj.pointer("/custom/name"))
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Named(n.to_string()))
+            .ok_or_else(|| {
+                LlmError::invalid(
+                    "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or {\"type\":\"function\",\"function\":{\"name\":…}}.",
+                    Some("tool_choice"),
+                )
+            }),
+    }
+}
+
+/// Reduces the request to a [`Conversation`].
+pub fn conversation(req: &ChatRequest) -> Result<Conversation, LlmError> {
+    let mut conv = Conversation {
+        tool_choice: tool_choice(req.tool_choice.as_ref())?,
+        ..Default::default()
+    };
+    if let Some(tools) = &req.tools {
+        conv.offered_tools = tools
+            .iter()
+            .filter_map(|t| {
+                t.function
+                    .as_ref()
+                    .or(t.custom.as_ref())
+                    .map(|f| f.name.clone())
+            })
+            .collect();
+    }
+    if let Some(fns) = &req.functions {
+        conv.offered_tools
+            .extend(fns.iter().map(|f| f.name.clone()));
+    }
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
+    for m in &req.messages {
+        if let Some(c) = &m.content {
+            conv.input_chars += tokens::text_chars(c);
+        }
+        match m.role.as_str() {
+            "user" => {
+                let text = m
+                    .content
+                    .as_ref()
+                    .map(super::content_text)
+                    .unwrap_or_default();
+                if !text.is_empty() {
+                    conv.user_turns += 1;
+                    conv.last_user_text = Some(text);
+                    conv.results_since_user.clear();
+                }
+            }
+            "assistant" => {
+                for c in m.tool_calls.iter().flatten() {
+                    if let (Some(id), Some(f)) = (&c.id, c.function.as_ref().or(c.custom.as_ref()))
+                    {
+                        call_names.insert(id, &f.name);
+                        if let Some(a) = &f.arguments {
+                            conv.input_chars += tokens::text_chars(a);
+                        }
+                    }
+                }
+            }
+            "tool" => {
+                conv.tool_results += 1;
+                let name = m
+                    .tool_call_id
+                    .as_deref()
+                    .and_then(|id| call_names.get(id))
+                    .map(|n| n.to_string());
+                conv.results_since_user.push(name);
+            }
+            "function" => {
+                conv.tool_results += 1;
+                conv.results_since_user.push(m.name.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(conv)
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptDetails,
+    completion_tokens_details: CompletionDetails,
+}
+
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
+    audio_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CompletionDetails {
+    reasoning_tokens: u64,
+    audio_tokens: u64,
+    accepted_prediction_tokens: u64,
+    rejected_prediction_tokens: u64,
+}
+
+fn usage(prompt: u64, completion: u64) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: PromptDetails {
+            cached_tokens: 0,
+            audio_tokens: 0,
+        },
+        completion_tokens_details: CompletionDetails {
+            reasoning_tokens: 0,
+            audio_tokens: 0,
+            accepted_prediction_tokens: 0,
+            rejected_prediction_tokens: 0,
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<Choice<'a>>,
+    usage: Usage,
+    service_tier: &'static str,
+    system_fingerprint: &'static str,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: OutMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    annotations: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<OutToolCall<'a>>>,
+}
+
+#[derive(Serialize)]
+struct OutToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// Fixed identifiers of one answer (random in production, fixed in golden tests).
+pub struct Ids {
+    /// `chatcmpl-…`
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// `call_…` for a tool call.
+    pub call_id: String,
+}
+
+impl Ids {
+    /// Fresh random identifiers.
+    pub fn fresh() -> Self {
+        Ids {
+            id: super::ids::chat_id(),
+            created: super::ids::now_secs(),
+            call_id: super::ids::call_id(),
+        }
+    }
+}
+
+/// A rendered answer: the decision's text after truncation, or the tool call.
+pub struct Answer {
+    text: String,
+    finish: &'static str,
+    call: Option<(String, String)>,
+    completion_tokens: u64,
+}
+
+/// Applies max_tokens to a decision.
+pub fn answer(decision: &Decision, max_tokens: Option<u64>) -> Answer {
+    match decision {
+        Decision::Text { text, .. } => {
+            let (text, cut) = tokens::truncate(text, max_tokens);
+            let completion_tokens = tokens::estimate(text.chars().count());
+            Answer {
+                text,
+                finish: if cut { "length" } else { "stop" },
+                call: None,
+                completion_tokens,
+            }
+        }
+        Decision::ToolCall {
+            name, arguments, ..
+        } => {
+            let args = serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into());
+            let completion_tokens = tokens::estimate(args.chars().count() + name.len());
+            Answer {
+                text: String::new(),
+                finish: "tool_calls",
+                call: Some((name.clone(), args)),
+                completion_tokens,
+            }
+        }
+    }
+}
+
+/// The non-streamed `chat.completion` body.
+pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &Ids) -> Vec<u8> {
+    let choices = (0..n)
+        .map(|index| Choice {
+            index,
+            message: OutMessage {
+                role: "assistant",
+                content: if ans.call.is_some() {
+                    None
+                } else {
+                    Some(&ans.text)
+                },
+                refusal: None,
+                annotations: [],
+                tool_calls: ans.call.as_ref().map(|(name, args)| {
+                    vec![OutToolCall {
+                        id: &ids.call_id,
+                        kind: "function",
+                        function: OutFunction {
+                            name,
+                            arguments: args,
+                        },
+                    }]
+                }),
+            },
+            logprobs: None,
+            finish_reason: ans.finish,
+        })
+        .collect();
+    let body = Completion {
+        id: &ids.id,
+        object: "chat.completion",
+        created: ids.created,
+        model,
+        choices,
+        usage: usage(prompt_tokens, ans.completion_tokens * n as u64),
+        service_tier: "default",
+        system_fingerprint: "fp_understudy",
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The streamed `chat.completion.chunk` events.
+pub fn render_stream(
+    model: &str,
+    n: u32,
+    ans: &Answer,
+    prompt_tokens: u64,
+    include_usage: bool,
+    chunk_chars: usize,
+    ids: &Ids,
+) -> sse::Plan {
+    let model_json = serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into());
+    let usage_null = if include_usage { ",\"usage\":null" } else { "" };
+    let head = format!(
+        "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\"{usage_null},\"choices\":[{{\"index\":",
+        ids.id, ids.created, model_json
+    );
+    let chunk = |index: u32, delta: &str, finish: Option<&str>| {
+        let finish = finish.map_or("null".to_string(), |f| format!("\"{f}\""));
+        format!("{head}{index},\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}")
+    };
+    let mut plan = sse::Plan::default();
+    for index in 0..n {
+        match &ans.call {
+            None => {
+                plan.push(
+                    None,
+                    chunk(
+                        index,
+                        "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+                        None,
+                    ),
+                );
+                if index == 0 {
+                    plan.mark_content();
+                }
+                for piece in super::pieces(&ans.text, chunk_chars) {
+                    let delta = format!("{{\"content\":{}}}", serde_json::Value::from(piece));
+                    plan.push(None, chunk(index, &delta, None));
+                }
+            }
+            Some((name, args)) => {
+                let first = format!(
+                    "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":\"{}\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}]}}",
+                    ids.call_id,
+                    serde_json::Value::from(name.as_str())
+                );
+                plan.push(None, chunk(index, &first, None));
+                if index == 0 {
+                    plan.mark_content();
+                }
+                for piece in super::pieces(args, chunk_chars.max(16)) {
+                    let delta = format!(
+                        "{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":{}}}}}]}}",
+                        serde_json::Value::from(piece)
+                    );
+                    plan.push(None, chunk(index, &delta, None));
+                }
+            }
+        }
+        plan.push(None, chunk(index, "{}", Some(ans.finish)));
+    }
+    if include_usage {
+        let usage = serde_json::to_string(&usage(prompt_tokens, ans.completion_tokens * n as u64))
+            .unwrap_or_default();
+        plan.push(
+            None,
+            format!(
+                "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\",\"choices\":[],\"usage\":{usage}}}",
+                ids.id, ids.created, model_json
+            ),
+        );
+    }
+    plan.push(None, "[DONE]".into());
+    plan
+}
+
+/// Checks and reads the request.
+pub fn validate(req: &ChatRequest) -> Result<(u32, Option<u64>), LlmError> {
+    if req.messages.is_empty() {
+        return Err(LlmError::invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            Some("messages"),
+        ));
+    }
+    let n = match req.n {
+        None => 1,
+        Some(n) if (1..=128).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(LlmError::invalid(
+                format!("Invalid 'n': {n} is out of range; it must be between 1 and 128."),
+                Some("n"),
+            ));
+        }
+    };
+    let max = match req.max_completion_tokens {
+        Some(_) => super::max_tokens(req.max_completion_tokens, "max_completion_tokens")?,
+        None => super::max_tokens(req.max_tokens, "max_tokens")?,
+    };
+    Ok((n, max))
+}
+
+/// The handler.
+pub async fn handle(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let tenant = match super::tenant(&app, &parts).await {
+        Ok(t) => t,
+        Err(e) => return super::fail(e, Provider::OpenAi, None, None),
+    };
+    match serve(&app, &tenant, &parts, body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let rate = super::rate_for_error(&tenant, &e);
+            super::fail(e, Provider::OpenAi, Some(&tenant), rate)
+        }
+    }
+}
+
+async fn serve(
+    app: &App,
+    tenant: &TenantRuntime,
+    parts: &http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, LlmError> {
+    let bytes = super::body(app, parts, body).await?;
+    let req: ChatRequest = super::parse(&bytes)?;
+    let (n, max) = validate(&req)?;
+    let conv = conversation(&req)?;
+    let stream = req.stream.unwrap_or(false);
+    let outcome = super::chaos(app, tenant, stream).await?;
+    let decision = engine::decide(tenant, &conv);
+    super::record(app, tenant, &decision);
+    let ans = answer(&decision, max);
+    let prompt = tokens::estimate(conv.input_chars).max(1);
+    let ids = Ids::fresh();
+    let resp = if stream {
+        let include_usage = req
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let plan = render_stream(
+            &req.model,
+            n,
+            &ans,
+            prompt,
+            include_usage,
+            tenant.settings.stream_chunk_chars,
+            &ids,
+        );
+        sse::respond(app, plan, &tenant.settings, &outcome)
+    } else {
+        sse::respond_json(render_json(&req.model, n, &ans, prompt, &ids), &outcome)
+    };
+    Ok(super::finish(
+        resp,
+        Provider::OpenAi,
+        Some(tenant),
+        outcome.rate,
+    ))
+}

@@ -1,0 +1,341 @@
+//! The LLM surface (SPEC §3): OpenAI Chat Completions, Responses, Embeddings and Models, and
+//! Anthropic Messages. Every handler follows one pipeline:
+//!
+//! ```text
+//!  tenant (header or /t/ prefix, read-through) ─► body (limit, JSON, required fields)
+//!    ─► chaos (rate limit, errors) ─► engine::decide ─► render JSON or SSE plan ─► pace / break
+//! ```
+
+pub mod anthropic;
+pub mod chat;
+pub mod embeddings;
+pub mod error;
+pub mod ids;
+pub mod models;
+pub mod responses;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use understudy_crds::{Surface, Visibility};
+
+use crate::app::{App, PathTenant, TenantLabel};
+use crate::chaos::{Fault, Outcome, RateInfo};
+use crate::engine::{self, Decision};
+use crate::snapshot::TenantRuntime;
+pub use error::{LlmError, Provider};
+
+/// Routes of the LLM surface, with and without `/v1` for the OpenAI ones.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/chat/completions", post(chat::handle))
+        .route("/v1/responses", post(responses::handle))
+        .route("/responses", post(responses::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
+        .route("/embeddings", post(embeddings::handle))
+        .route("/v1/models", get(models::list))
+        .route("/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get_one))
+        .route("/models/{id}", get(models::get_one))
+        .route("/v1/messages", post(anthropic::handle))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+}
+
+/// Bounded wait for `X-Understudy-Config-Version`.
+const CONFIG_WAIT: Duration = Duration::from_secs(1);
+
+/// Resolves the request's tenant (SPEC §3): `/t/{id}/` prefix or `X-Tenant-ID`; missing → 400,
+/// unknown → 404 (after reading through to the shared store).
+pub async fn tenant(app: &App, parts: &Parts) -> Result<Arc<TenantRuntime>, LlmError> {
+    let id = match parts.extensions.get::<PathTenant>() {
+        Some(p) => p.0.clone(),
+        None => match parts.headers.get("x-tenant-id").map(|v| v.to_str()) {
+            Some(Ok(v)) if !v.trim().is_empty() => v.trim().to_string(),
+            Some(Err(_)) => {
+                return Err(LlmError::invalid(
+                    "The X-Tenant-ID header is not valid text.",
+                    Some("X-Tenant-ID"),
+                ));
+            }
+            _ => {
+                let mut e = LlmError::invalid(
+                    "Missing tenant: send the X-Tenant-ID header or use the /t/{tenantId}/ path prefix.",
+                    Some("X-Tenant-ID"),
+                );
+                e.code = Some("missing_tenant");
+                return Err(e);
+            }
+        },
+    };
+    if let Some(v) = parts.headers.get("x-understudy-config-version") {
+        let wanted: u64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                LlmError::invalid(
+                    "X-Understudy-Config-Version must be a configuration version number.",
+                    Some("X-Understudy-Config-Version"),
+                )
+            })?;
+        app.snapshot.wait_for_version(wanted, CONFIG_WAIT).await;
+    }
+    if !app.snapshot.is_synced() {
+        return Err(LlmError::unavailable(
+            "The gateway is starting and has no configuration yet; retry shortly.",
+        ));
+    }
+    if !understudy_crds::model::valid_tenant_id(&id) {
+        return Err(LlmError::not_found(
+            format!(
+                "Tenant '{}' not found: tenant ids match [A-Za-z0-9_.-]{{1,64}}.",
+                id.escape_default()
+            ),
+            "tenant_not_found",
+        ));
+    }
+    let found = match app.snapshot.tenant(&id) {
+        Some(t) => Some(t),
+        None if app.options.shared => read_through(app, &id).await,
+        None => None,
+    };
+    let t = found.ok_or_else(|| {
+        LlmError::not_found(format!("Tenant '{id}' not found."), "tenant_not_found")
+    })?;
+    if t.config.visibility == Visibility::Private {
+        // Identity (API keys, OIDC) arrives with the public API; until then a private tenant
+        // refuses every data-plane caller rather than serve anyone.
+        let mut e = LlmError::invalid(
+            format!(
+                "Tenant '{id}' is private: send its owner's API key as `Authorization: Bearer <key>` or `x-api-key: <key>`."
+            ),
+            None,
+        );
+        e.kind = error::Kind::Authentication;
+        e.status = http::StatusCode::UNAUTHORIZED;
+        return Err(e);
+    }
+    Ok(t)
+}
+
+async fn read_through(app: &App, id: &str) -> Option<Arc<TenantRuntime>> {
+    match app.store.get_tenant(id).await {
+        Ok(Some((cfg, v))) => {
+            let global = app.snapshot.load().version;
+            app.snapshot.apply_put(cfg, v, global);
+            app.snapshot.tenant(id)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            app.metrics.redis_error("read_through");
+            tracing::debug!(error = %e, tenant = id, "read-through failed");
+            None
+        }
+    }
+}
+
+/// Reads the body within the limit: over it → 413 (checked on Content-Length first).
+pub async fn body(app: &App, parts: &Parts, body: Body) -> Result<Bytes, LlmError> {
+    let limit = app.options.max_body_bytes;
+    if let Some(len) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        && len.parse::<u64>().is_ok_and(|l| l > limit as u64)
+    {
+        return Err(LlmError::too_large(limit));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(LlmError::too_large(limit))
+        }
+        Err(e) => Err(LlmError::invalid(
+            format!("Could not read the request body: {e}"),
+            None,
+        )),
+    }
+}
+
+/// Parses JSON into `T`, naming the offending field on failure.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LlmError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(LlmError::invalid(
+            "The request body is empty: send a JSON object.".to_string(),
+            None,
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = serde_path_to_error::deserialize(&mut de).map_err(error::from_json_error)?;
+    de.end().map_err(|e| {
+        LlmError::invalid(format!("Unexpected data after the JSON body: {e}"), None)
+    })?;
+    Ok(v)
+}
+
+/// Validates a max-tokens style field (SPEC §11: 1 ..= 1,000,000).
+pub fn max_tokens(value: Option<i64>, param: &str) -> Result<Option<u64>, LlmError> {
+    match value {
+        None => Ok(None),
+        Some(v) if (1..=engine::tokens::MAX_TOKENS_LIMIT).contains(&v) => Ok(Some(v as u64)),
+        Some(v) => Err(LlmError::invalid(
+            format!(
+                "Invalid '{param}': {v} is out of range; it must be between 1 and {}.",
+                engine::tokens::MAX_TOKENS_LIMIT
+            ),
+            Some(param),
+        )),
+    }
+}
+
+/// Runs chaos for the LLM surface: refusals become errors; the rest is returned for rendering.
+pub async fn chaos(app: &App, tenant: &TenantRuntime, stream: bool) -> Result<Outcome, LlmError> {
+    let outcome = app.chaos.evaluate(tenant, Surface::Llm).await;
+    match outcome.fault {
+        Some(Fault::RateLimited { retry_after }) => {
+            Err(LlmError::rate_limited(tenant.id(), retry_after))
+        }
+        Some(Fault::ServerError(status)) => Err(LlmError::injected(status)),
+        Some(Fault::StreamCut(_)) | Some(Fault::Malformed(_)) | None => {
+            if !stream && let Some(l) = outcome.latency {
+                tokio::time::sleep(l).await;
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// Counts the request for status (requests, unmatched, hits).
+pub fn record(app: &App, tenant: &TenantRuntime, decision: &Decision) {
+    let id = decision
+        .scenario()
+        .map(|i| tenant.config.scenarios[i].id.as_str());
+    app.stats.record(tenant.id(), Some(id));
+}
+
+/// Adds the providers' rate-limit headers and the tenant label to a response.
+pub fn finish(
+    mut resp: Response,
+    provider: Provider,
+    tenant: Option<&TenantRuntime>,
+    rate: Option<RateInfo>,
+) -> Response {
+    if let Some(r) = rate {
+        rate_headers(resp.headers_mut(), provider, r);
+    }
+    if let Some(t) = tenant {
+        resp.extensions_mut().insert(TenantLabel(Arc::from(t.id())));
+    }
+    resp
+}
+
+fn rate_headers(h: &mut HeaderMap, provider: Provider, r: RateInfo) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    match provider {
+        Provider::OpenAi => {
+            put("x-ratelimit-limit-requests", r.limit.to_string());
+            put("x-ratelimit-remaining-requests", r.remaining.to_string());
+            put("x-ratelimit-reset-requests", format!("{}s", r.reset_secs));
+        }
+        Provider::Anthropic => {
+            put("anthropic-ratelimit-requests-limit", r.limit.to_string());
+            put(
+                "anthropic-ratelimit-requests-remaining",
+                r.remaining.to_string(),
+            );
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(r.reset_at);
+            put(
+                "anthropic-ratelimit-requests-reset",
+                humantime::format_rfc3339_seconds(at).to_string(),
+            );
+        }
+    }
+}
+
+/// Renders an error, with rate-limit headers when a rate_limit profile is in force.
+pub fn fail(
+    e: LlmError,
+    provider: Provider,
+    tenant: Option<&TenantRuntime>,
+    rate: Option<RateInfo>,
+) -> Response {
+    finish(e.render(provider), provider, tenant, rate)
+}
+
+/// The rate-limit info for an error answer: a 429 still reports the window (remaining 0).
+pub fn rate_for_error(tenant: &TenantRuntime, e: &LlmError) -> Option<RateInfo> {
+    let spec = tenant.config.chaos.as_ref()?;
+    if spec.profile != understudy_crds::ChaosKind::RateLimit {
+        return None;
+    }
+    let window = spec.window_seconds.max(1);
+    let now = ids::now_secs();
+    let end = now / window * window + window;
+    Some(RateInfo {
+        limit: spec.limit,
+        remaining: 0,
+        reset_secs: e.retry_after.unwrap_or((end - now).max(1)),
+        reset_at: end,
+    })
+}
+
+/// Splits text into pieces of `n` characters (never inside a character).
+pub fn pieces(text: &str, n: usize) -> Vec<&str> {
+    let n = n.max(1);
+    let mut out = Vec::with_capacity(text.len() / n + 1);
+    let mut start = 0;
+    let mut count = 0;
+    for (i, _) in text.char_indices() {
+        if count == n {
+            out.push(&text[start..i]);
+            start = i;
+            count = 0;
+        }
+        count += 1;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// Extracts the text of message content: a string, or the `text` of its text parts.
+pub fn content_text(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                let ty = p.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                if matches!(ty, "text" | "input_text" | "output_text")
+                    && let Some(t) = p.get("text").and_then(|t| t.as_str())
+                {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(t);
+                }
+            }
+            out
+        }
+        _ => String::new(),
+    }
+}

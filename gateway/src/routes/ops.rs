@@ -1,0 +1,51 @@
+//! Operations endpoints (SPEC §10): liveness, readiness, Prometheus metrics.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use serde_json::json;
+
+use crate::app::App;
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let snap = app.snapshot.load();
+    let body = json!({
+        "ready": app.ready(),
+        "synced": app.snapshot.is_synced(),
+        "draining": app.draining.load(std::sync::atomic::Ordering::Acquire),
+        "store": app.store.backend(),
+        "config_version": snap.version,
+        "tenants": snap.tenants.len(),
+    });
+    let status = if app.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,216 @@
+//! The in-memory snapshot of every tenant's configuration that the request path reads.
+//!
+//! ```text
+//!  sync task ──apply_put / apply_del / replace──► SnapshotHandle (ArcSwap<Snapshot>) ◄── requests
+//!                                                   └─ watch<u64> version (X-Understudy-Config-Version waits on it)
+//! ```
+//!
+//! A snapshot is immutable; a change builds a new one and swaps it in, so a request sees one
+//! consistent configuration from start to finish and never takes a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use understudy_crds::model::TenantConfig;
+
+use crate::engine::settings::Settings;
+
+/// One tenant, pre-digested for the request path.
+#[derive(Debug)]
+pub struct TenantRuntime {
+    /// The document as stored.
+    pub config: TenantConfig,
+    /// The global version of the write that produced it.
+    pub version: u64,
+    /// Settings parsed once.
+    pub settings: Settings,
+    /// Lower-cased keywords per scenario (same order as `config.scenarios`), so matching does not
+    /// allocate per request.
+    pub keywords_lower: Vec<Vec<String>>,
+}
+
+impl TenantRuntime {
+    /// Digests a document.
+    pub fn new(config: TenantConfig, version: u64) -> Self {
+        let settings = Settings::from_value(&config.settings);
+        let keywords_lower = config
+            .scenarios
+            .iter()
+            .map(|s| {
+                let mut k: Vec<String> = s.spec.keywords.iter().map(|k| k.to_lowercase()).collect();
+                k.sort();
+                k.dedup();
+                k
+            })
+            .collect();
+        TenantRuntime {
+            config,
+            version,
+            settings,
+            keywords_lower,
+        }
+    }
+
+    /// The tenant id.
+    pub fn id(&self) -> &str {
+        &self.config.tenant_id
+    }
+}
+
+/// An immutable view of every tenant.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The highest global version applied.
+    pub version: u64,
+    /// The epoch of the store this snapshot was read from.
+    pub epoch: Option<String>,
+    /// tenant id → runtime.
+    pub tenants: HashMap<String, Arc<TenantRuntime>>,
+}
+
+/// The shared handle: current snapshot, version watch, readiness of the first sync.
+pub struct SnapshotHandle {
+    current: ArcSwap<Snapshot>,
+    version_tx: watch::Sender<u64>,
+    synced: AtomicBool,
+    /// Unix ms of the last successful contact with the store (full sync or notice).
+    last_contact_ms: AtomicU64,
+}
+
+impl Default for SnapshotHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl SnapshotHandle {
+    /// An empty, not yet synced handle.
+    pub fn new() -> Self {
+        SnapshotHandle {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            version_tx: watch::channel(0).0,
+            synced: AtomicBool::new(false),
+            last_contact_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// One tenant from the current snapshot.
+    pub fn tenant(&self, id: &str) -> Option<Arc<TenantRuntime>> {
+        self.current.load().tenants.get(id).cloned()
+    }
+
+    /// Whether the first full sync has completed.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds since the store was last heard from.
+    pub fn staleness_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.last_contact_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records contact with the store.
+    pub fn touch(&self) {
+        self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn publish(&self, next: Snapshot) {
+        let v = next.version;
+        self.current.store(Arc::new(next));
+        self.version_tx.send_if_modified(|cur| {
+            if v > *cur {
+                *cur = v;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Replaces everything (a full sync).
+    pub fn replace(&self, version: u64, epoch: Option<String>, tenants: Vec<(TenantConfig, u64)>) {
+        let tenants = tenants
+            .into_iter()
+            .map(|(c, v)| (c.tenant_id.clone(), Arc::new(TenantRuntime::new(c, v))))
+            .collect();
+        self.publish(Snapshot {
+            version,
+            epoch,
+            tenants,
+        });
+        self.synced.store(true, Ordering::Release);
+        self.touch();
+    }
+
+    /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
+    pub fn apply_put(&self, config: TenantConfig, tenant_version: u64, global_version: u64) {
+        let cur = self.load();
+        if cur
+            .tenants
+            .get(&config.tenant_id)
+            .is_some_and(|t| t.version > tenant_version)
+        {
+            return; // an older document than the one we serve
+        }
+        let mut tenants = cur.tenants.clone();
+        tenants.insert(
+            config.tenant_id.clone(),
+            Arc::new(TenantRuntime::new(config, tenant_version)),
+        );
+        self.publish(Snapshot {
+            version: cur.version.max(global_version),
+            epoch: cur.epoch.clone(),
+            tenants,
+        });
+        self.touch();
+    }
+
+    /// Applies one tenant deletion.
+    pub fn apply_del(&self, tenant: &str, global_version: u64) {
+        let cur = self.load();
+        let mut tenants = cur.tenants.clone();
+        tenants.remove(tenant);
+        self.publish(Snapshot {
+            version: cur.version.max(global_version),
+            epoch: cur.epoch.clone(),
+            tenants,
+        });
+        self.touch();
+    }
+
+    /// Raises the version without a change (a notice for a write we already hold).
+    pub fn bump_version(&self, version: u64) {
+        let cur = self.load();
+        if version > cur.version {
+            self.publish(Snapshot {
+                version,
+                epoch: cur.epoch.clone(),
+                tenants: cur.tenants.clone(),
+            });
+        }
+        self.touch();
+    }
+
+    /// Waits (at most `limit`) until the snapshot holds `version`; `true` if it does.
+    pub async fn wait_for_version(&self, version: u64, limit: Duration) -> bool {
+        let mut rx = self.version_tx.subscribe();
+        let wait = rx.wait_for(|v| *v >= version);
+        matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_)))
+    }
+}

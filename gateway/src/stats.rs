@@ -1,0 +1,98 @@
+//! Traffic counters for status (`requests`, `unmatched`, `lastRequestTime`, scenario `hits`),
+//! aggregated in process and flushed to the store every few seconds — never one store write per
+//! request (SPEC §12).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{StatsBatch, Store};
+
+/// Bound on distinct tenants buffered between flushes (a flood of unknown tenants cannot grow it:
+/// only tenants that exist are counted).
+const MAX_BUFFERED_TENANTS: usize = 10_000;
+
+/// The in-process aggregator.
+#[derive(Default)]
+pub struct Stats {
+    pending: Mutex<StatsBatch>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Stats {
+    /// Counts one data-plane request of `tenant`; `matched` is the scenario id that answered an
+    /// LLM request (`Some(None)` for an LLM request nothing matched, `None` for other traffic).
+    pub fn record(&self, tenant: &str, matched: Option<Option<&str>>) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.tenants.len() >= MAX_BUFFERED_TENANTS && !p.tenants.contains_key(tenant) {
+            return;
+        }
+        let t = p.tenants.entry(tenant.to_string()).or_default();
+        t.requests += 1;
+        t.last_request_ms = now_ms();
+        match matched {
+            Some(Some(id)) => *t.hits.entry(id.to_string()).or_default() += 1,
+            Some(None) => t.unmatched += 1,
+            None => {}
+        }
+    }
+
+    /// Takes what accumulated since the last call.
+    pub fn take(&self) -> StatsBatch {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a batch back after a failed flush so nothing is lost.
+    pub fn restore(&self, batch: StatsBatch) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (tenant, s) in batch.tenants {
+            let t = p.tenants.entry(tenant).or_default();
+            t.requests += s.requests;
+            t.unmatched += s.unmatched;
+            t.last_request_ms = t.last_request_ms.max(s.last_request_ms);
+            for (id, n) in s.hits {
+                *t.hits.entry(id).or_default() += n;
+            }
+        }
+    }
+
+    /// Flushes every `every` until cancelled, then once more.
+    pub async fn run_flusher(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        every: Duration,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = cancel.cancelled() => true,
+            };
+            let batch = self.take();
+            if !batch.tenants.is_empty()
+                && let Err(e) = store.flush_stats(&batch).await
+            {
+                metrics.redis_error("stats_flush");
+                metrics.stats_flush_errors.inc();
+                tracing::debug!(error = %e, "stats flush failed; keeping counts for the next one");
+                self.restore(batch);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+/// Hit counts per scenario id, for tests and status.
+pub type Hits = HashMap<String, u64>;

@@ -1,0 +1,216 @@
+//! Keeps a process's snapshot in step with the store (SPEC §12).
+//!
+//! ```text
+//!  subscribe ─► full sync ─► loop { notice → apply one tenant (gap → full sync)
+//!                                   every resync period → full sync
+//!                                   every second → epoch + instance check }
+//! ```
+//!
+//! An emptied store (no epoch marker) is never read as "every tenant deleted": the snapshot is
+//! kept until a writer repopulates the store and sets a new epoch. Whoever seeds manifests is
+//! told through [`SyncHandle::epoch_lost`] so it can write them back at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+use crate::store::{ConfigNotice, NoticeOp, Store, StoreError, SyncEvent};
+
+/// Timing of the sync loop.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncOptions {
+    /// Full resync period (a safety net behind notices).
+    pub resync: Duration,
+    /// Epoch and instance check period.
+    pub check: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            resync: Duration::from_secs(30),
+            check: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Signals shared between the sync task and the manifest seeder.
+#[derive(Default)]
+pub struct SyncHandle {
+    /// Notified when the store turns out to have been emptied (epoch gone).
+    pub epoch_lost: Notify,
+}
+
+struct Syncer {
+    store: Arc<dyn Store>,
+    snapshot: Arc<SnapshotHandle>,
+    metrics: Arc<Metrics>,
+    handle: Arc<SyncHandle>,
+}
+
+impl Syncer {
+    fn gauges(&self) {
+        let s = self.snapshot.load();
+        self.metrics.config_version.set(s.version as i64);
+        self.metrics.tenants.set(s.tenants.len() as i64);
+    }
+
+    async fn full_sync(&self) -> Result<(), StoreError> {
+        let full = self.store.load_all().await?;
+        let current = self.snapshot.load();
+        match (&full.epoch, self.snapshot.is_synced()) {
+            (Some(_), _) => {
+                if full.version < current.version {
+                    // The store restarted from a lower counter: lift it so later writes are seen.
+                    self.store.raise_version(current.version).await?;
+                }
+                self.snapshot
+                    .replace(full.version.max(current.version), full.epoch, full.tenants);
+            }
+            (None, false) => {
+                // A store never populated: this process marks it so a later emptying is noticed.
+                let epoch = self
+                    .store
+                    .init_epoch(&uuid::Uuid::new_v4().to_string())
+                    .await?;
+                self.snapshot
+                    .replace(full.version, Some(epoch), full.tenants);
+            }
+            (None, true) => {
+                tracing::warn!(
+                    tenants = current.tenants.len(),
+                    "the store was emptied: serving the last snapshot until it is repopulated"
+                );
+                self.store.raise_version(current.version).await?;
+                self.handle.epoch_lost.notify_waiters();
+                self.snapshot.touch();
+            }
+        }
+        self.gauges();
+        Ok(())
+    }
+
+    async fn apply(&self, n: ConfigNotice) -> Result<(), StoreError> {
+        let have = self.snapshot.load().version;
+        if n.version <= have {
+            return Ok(()); // already part of a full sync we did
+        }
+        if n.version > have + 1 {
+            tracing::debug!(have, got = n.version, "version gap: full resync");
+            return self.full_sync().await;
+        }
+        match n.op {
+            NoticeOp::Put => match self.store.get_tenant(&n.tenant).await? {
+                Some((cfg, v)) => self.snapshot.apply_put(cfg, v, n.version),
+                // Deleted again already; its delete notice follows.
+                None => self.snapshot.bump_version(n.version),
+            },
+            NoticeOp::Del => self.snapshot.apply_del(&n.tenant, n.version),
+        }
+        self.gauges();
+        Ok(())
+    }
+
+    async fn check(
+        &self,
+        epoch_seen: &mut Option<String>,
+        instance_seen: &mut Option<String>,
+    ) -> Result<(), StoreError> {
+        let instance = self.store.instance_id().await?;
+        let epoch = self.store.epoch().await?;
+        self.snapshot.touch();
+        let restarted = instance_seen.as_ref().is_some_and(|i| *i != instance);
+        let changed = *epoch_seen != epoch;
+        *instance_seen = Some(instance);
+        *epoch_seen = epoch;
+        if restarted || changed {
+            tracing::info!(
+                restarted,
+                epoch_changed = changed,
+                "store changed under us: full resync"
+            );
+            self.full_sync().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs until cancelled. Store errors are logged and retried; the snapshot keeps serving.
+pub async fn run(
+    store: Arc<dyn Store>,
+    snapshot: Arc<SnapshotHandle>,
+    metrics: Arc<Metrics>,
+    handle: Arc<SyncHandle>,
+    options: SyncOptions,
+    cancel: CancellationToken,
+) {
+    let s = Syncer {
+        store,
+        snapshot,
+        metrics,
+        handle,
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut epoch_seen: Option<String> = None;
+    let mut instance_seen: Option<String> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        // Subscribe before reading so that no write falls between the two.
+        let sub = match s.store.subscribe().await {
+            Ok(sub) => sub,
+            Err(e) => {
+                s.metrics.redis_error("subscribe");
+                tracing::warn!(error = %e, "cannot subscribe to configuration notices; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if let Err(e) = s.full_sync().await {
+            s.metrics.redis_error("load_all");
+            tracing::warn!(error = %e, "full configuration sync failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        epoch_seen = s.snapshot.load().epoch.clone().or(epoch_seen);
+        let mut sub = sub;
+        let mut resync = tokio::time::interval(options.resync);
+        resync.tick().await;
+        let mut check = tokio::time::interval(options.check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = sub.next() => match ev {
+                    Some(SyncEvent::Notice(n)) => s.apply(n).await,
+                    Some(SyncEvent::Lagged) => s.full_sync().await,
+                    None => {
+                        tracing::warn!("configuration notices stopped (store connection lost); resubscribing");
+                        break;
+                    }
+                },
+                _ = resync.tick() => s.full_sync().await,
+                _ = check.tick() => s.check(&mut epoch_seen, &mut instance_seen).await,
+            };
+            if let Err(e) = result {
+                s.metrics.redis_error("sync");
+                tracing::debug!(error = %e, "configuration sync step failed");
+            }
+        }
+    }
+}
