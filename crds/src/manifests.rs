@@ -259,3 +259,70 @@ pub fn load_dir(dir: &Path, source: ConfigSource) -> std::io::Result<Loaded> {
         files: files.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(text: &str) -> BuildReport {
+        let mut p = Parsed::default();
+        p.add_file("m.yaml", text);
+        p.build(ConfigSource::Manifest)
+    }
+
+    const TENANT: &str = "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop}\nspec: {tenantId: t_shop}\n";
+
+    #[test]
+    fn builds_tenant_with_scenarios_in_document_order() {
+        let r = build(&format!(
+            "{TENANT}---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: a}}\nspec: {{tenantRef: shop, keywords: [x], response: A}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: b, namespace: default}}\nspec: {{tenantRef: shop, keywords: [y], response: B}}\n"
+        ));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let t = &r.tenants[0];
+        assert_eq!(t.tenant_id, "t_shop");
+        let ids: Vec<_> = t.scenarios.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["default/a", "default/b"]);
+    }
+
+    #[test]
+    fn problems_name_file_document_and_field() {
+        let r = build(&format!(
+            "{TENANT}---\napiVersion: understudy.dev/v1alpha1\nkind: ChaosProfile\nmetadata: {{name: c}}\nspec: {{tenantRef: shop, probability: 2}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s}}\nspec: {{tenantRef: nope, keywords: [x]}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: t}}\nspec: {{tenantRef: shop, keywords: 3}}\n"
+        ));
+        let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(r.problems.len(), 3, "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("m.yaml, document 2") && t.contains("spec.probability")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("document 3") && t.contains("spec.tenantRef")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("document 4") && t.contains("spec.keywords")), "{text:#?}");
+        assert_eq!(r.tenants.len(), 1, "the valid tenant survives its neighbours' mistakes");
+    }
+
+    #[test]
+    fn invalid_tool_schema_private_without_owner_and_duplicate_ids_are_refused() {
+        let r = build(&format!(
+            "{TENANT}---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: other}}\nspec: {{tenantId: t_shop}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: priv}}\nspec: {{visibility: private}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s}}\nspec: {{tenantRef: shop, toolName: t, toolInputSchema: {{type: 12}}}}\n"
+        ));
+        let reasons: Vec<(&str, &str)> = r.problems.iter().map(|p| (p.field.as_str(), p.reason)).collect();
+        assert!(reasons.contains(&("spec.tenantId", "DuplicateTenantId")), "{reasons:?}");
+        assert!(reasons.contains(&("spec.owner", "Invalid")), "{reasons:?}");
+        assert!(reasons.contains(&("spec.toolInputSchema", "InvalidSchema")), "{reasons:?}");
+    }
+
+    #[test]
+    fn oldest_chaos_profile_is_in_force() {
+        let chaos = |name: &str, profile: &str| {
+            format!("---\napiVersion: understudy.dev/v1alpha1\nkind: ChaosProfile\nmetadata: {{name: {name}}}\nspec: {{tenantRef: shop, profile: {profile}}}\n")
+        };
+        let r = build(&format!("{TENANT}{}{}", chaos("first", "latency"), chaos("second", "server_error")));
+        assert_eq!(r.tenants[0].chaos.as_ref().unwrap().profile, crate::ChaosKind::Latency);
+        assert_eq!(r.superseded.len(), 1);
+        assert!(r.superseded[0].contains("second"));
+    }
+
+    #[test]
+    fn wrong_api_version_unknown_kind_and_bad_yaml_are_reported() {
+        let r = build("apiVersion: v1\nkind: Tenant\nmetadata: {name: a}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Widget\nmetadata: {name: w}\n---\n: : :\n  - [\n");
+        let fields: Vec<&str> = r.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["apiVersion", "kind", "(yaml)"]);
+    }
+}
