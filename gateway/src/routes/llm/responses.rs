@@ -316,13 +316,16 @@ fn render_stream(
 ) -> sse::Plan {
     let mut plan = sse::Plan::default();
     let mut seq = 0u64;
-    let mut push = |plan: &mut sse::Plan, ty: &'static str, mut v: Value| {
-        if let Some(o) = v.as_object_mut() {
-            o.insert("type".into(), json!(ty));
-            o.insert("sequence_number".into(), json!(seq));
+    let mut push = |plan: &mut sse::Plan, ty: &'static str, v: Value| {
+        // `type` and `sequence_number` lead, as in OpenAI's own events.
+        let mut event = serde_json::Map::new();
+        event.insert("type".into(), json!(ty));
+        event.insert("sequence_number".into(), json!(seq));
+        if let Value::Object(fields) = v {
+            event.extend(fields);
         }
         seq += 1;
-        plan.push(Some(ty), v.to_string());
+        plan.push(Some(ty), Value::Object(event).to_string());
     };
     push(
         &mut plan,

@@ -1,0 +1,110 @@
+//! Shared helpers for in-process HTTP tests: an app over a memory store with fixture tenants.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use understudy_crds::manifests::Parsed;
+use understudy_crds::model::ConfigSource;
+use understudy_gateway::app::{self, App, AppState, Options};
+use understudy_gateway::metrics::Metrics;
+use understudy_gateway::snapshot::SnapshotHandle;
+use understudy_gateway::store::Store;
+use understudy_gateway::store::memory::MemoryStore;
+
+/// Fixture manifests: a tenant with text, tool, turn and JSON scenarios.
+pub const MANIFESTS: &str = r#"
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: shop}
+spec:
+  tenantId: shop
+  defaultResponse: "Default answer."
+  settings: {models: [gpt-4o, claude-sonnet-4-5], max_tool_results: 3}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Scenario
+metadata: {name: invoices}
+spec:
+  tenantRef: shop
+  keywords: [invoice]
+  response: "Here are your invoices."
+  toolName: get_invoices
+  toolArguments: {customer_id: cus_1}
+  toolData: {invoices: [INV-1]}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Scenario
+metadata: {name: summary}
+spec:
+  tenantRef: shop
+  keywords: [summary]
+  responseJson: {status: shipped, items: 3}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: down}
+spec: {tenantId: down}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: ChaosProfile
+metadata: {name: down}
+spec: {tenantRef: down, profile: server_error, statusCode: 503}
+"#;
+
+/// An app serving [`MANIFESTS`] from a memory store, with `max_body_bytes` of 64 KiB.
+pub async fn app() -> App {
+    let mut parsed = Parsed::default();
+    parsed.add_file("fixture.yaml", MANIFESTS);
+    let report = parsed.build(ConfigSource::Manifest);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let store = Arc::new(MemoryStore::new());
+    for t in &report.tenants {
+        store.put_tenant(t).await.unwrap();
+    }
+    let full = store.load_all().await.unwrap();
+    let snapshot = Arc::new(SnapshotHandle::new());
+    snapshot.replace(full.version, Some("e".into()), full.tenants);
+    let options = Options { max_body_bytes: 64 * 1024, ..Options::default() };
+    AppState::new(store, snapshot, Arc::new(Metrics::new()), options)
+}
+
+/// A response, collected.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request through the full service (prefix rewrite included).
+pub async fn call(app: &App, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.into()).unwrap();
+    let resp = app::service(app.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+/// POST JSON to `path` for tenant `shop`.
+pub async fn post(app: &App, path: &str, body: serde_json::Value) -> Reply {
+    call(app, "POST", path, &[("x-tenant-id", "shop"), ("content-type", "application/json")], body.to_string()).await
+}
