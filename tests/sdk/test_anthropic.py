@@ -193,11 +193,31 @@ def test_models_list_anthropic_shape(anthropic_client):
     assert all(m.type == "model" for m in page.data)
     assert page.has_more is False
     assert page.first_id == "gpt-4o-mini" and page.last_id == "text-embedding-3-small"
+
+
+def test_models_list_anthropic_wire(gw):
+    """The anthropic-version header selects Anthropic's shape (checked on the wire)."""
+    import httpx
+
+    r = httpx.get(f"{gw.url}/v1/models", headers={"X-Tenant-ID": "support", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200
+    body = r.json()
+    assert [m["id"] for m in body["data"]] == ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "text-embedding-3-small"]
+    assert body["has_more"] is False
+    assert all(m["type"] == "model" and m["display_name"] and m["created_at"] for m in body["data"])
+    assert "object" not in body
+
+
+def test_models_retrieve_anthropic(anthropic_client):
     m = anthropic_client.models.retrieve("claude-haiku-4-5")
     assert m.id == "claude-haiku-4-5" and m.type == "model" and m.display_name
+
+
+def test_models_retrieve_unknown_anthropic(anthropic_client):
     with pytest.raises(anthropic.NotFoundError) as ei:
         anthropic_client.models.retrieve("claude-nonexistent")
     assert ei.value.status_code == 404
+    assert ei.value.body["type"] == "error"
     assert ei.value.body["error"]["type"] == "not_found_error"
 
 

@@ -26,7 +26,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a throwaway server (no persistence) and waits until it answers.
     pub fn start() -> anyhow::Result<Self> {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts a throwaway server on `port` (to restart one where a client expects it).
+    pub fn start_on(port: u16) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -86,11 +90,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway with `args` (plus `--listen`) and waits for `/readyz`.
+    /// Starts the gateway binary found by [`gateway_bin`].
     pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_bin(&gateway_bin(), args).await
+    }
+
+    /// Starts `bin` with `args` (plus `--listen`) and waits for `/readyz`.
+    pub async fn start_bin(bin: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(gateway_bin())
+        let child = Command::new(bin)
             .arg("--listen")
             .arg(&listen)
             .args(["--drain-grace", "0s"])
@@ -98,7 +107,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", gateway_bin().display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
         let gw = Gateway { child, base: format!("http://{listen}") };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,6 +120,21 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("gateway did not become ready at {}", gw.base)
+    }
+}
+
+impl Gateway {
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -1,0 +1,182 @@
+//! Shared mode with real processes: two gateways on one `redis-server`.
+//! Propagation, an emptied Redis, Redis going away and coming back, the cross-process rate limit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use understudy_crds::manifests::Parsed;
+use understudy_crds::model::ConfigSource;
+use understudy_e2e::{Gateway, RedisServer, eventually};
+use understudy_gateway::store::Store;
+use understudy_gateway::store::redis::RedisStore;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_understudy-gateway"))
+}
+
+fn examples() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").display().to_string()
+}
+
+async fn ask(gw: &Gateway, tenant: &str, text: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .header("x-tenant-id", tenant)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .expect("gateway answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn content(v: &Value) -> &str {
+    v["choices"][0]["message"]["content"].as_str().unwrap_or("")
+}
+
+const WRITTEN: &str = r#"
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: written}
+spec: {tenantId: written, defaultResponse: "version one"}
+"#;
+
+fn tenant_doc(yaml: &str) -> understudy_crds::model::TenantConfig {
+    let mut p = Parsed::default();
+    p.add_file("t.yaml", yaml);
+    p.build(ConfigSource::Api).tenants.remove(0)
+}
+
+#[tokio::test]
+async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_deleted() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let seeder = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()]).await.unwrap();
+    let plain = Gateway::start_bin(&bin(), &["--redis-url", &url]).await.unwrap();
+    for gw in [&seeder, &plain] {
+        let (s, v) = ask(gw, "tenant_ecommerce", "invoice").await;
+        assert_eq!(s, 200);
+        assert!(content(&v).starts_with("Here are your recent invoices"));
+    }
+
+    // A write through the store is served by both processes, and a delete removes it.
+    let store = RedisStore::connect(&url).unwrap();
+    store.put_tenant(&tenant_doc(WRITTEN)).await.unwrap();
+    for gw in [&seeder, &plain] {
+        let served = eventually(Duration::from_secs(5), || async {
+            let (s, v) = ask(gw, "written", "hi").await;
+            (s == 200 && content(&v) == "version one").then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "{} serves the new tenant", gw.base);
+    }
+    store.put_tenant(&tenant_doc(&WRITTEN.replace("version one", "version two"))).await.unwrap();
+    for gw in [&seeder, &plain] {
+        let served = eventually(Duration::from_secs(5), || async {
+            (content(&ask(gw, "written", "hi").await.1) == "version two").then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "{} serves the update", gw.base);
+    }
+    store.delete_tenant("written").await.unwrap();
+    for gw in [&seeder, &plain] {
+        let gone = eventually(Duration::from_secs(5), || async { (ask(gw, "written", "hi").await.0 == 404).then_some(()) }).await;
+        assert!(gone.is_some(), "{} forgets the deleted tenant", gw.base);
+    }
+
+    // Emptied Redis: both keep serving; the seeder writes the manifests back by itself.
+    assert_eq!(redis.cli(&["FLUSHALL"]).unwrap(), "OK");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for gw in [&seeder, &plain] {
+        let (s, _) = ask(gw, "tenant_ecommerce", "invoice").await;
+        assert_eq!(s, 200, "{} still serves after FLUSHALL", gw.base);
+    }
+    let back = eventually(Duration::from_secs(10), || async {
+        (redis.cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"]).ok()? == "1").then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the seeder rewrote the manifests into the emptied Redis");
+    // Writes after the flush still propagate (versions restarted from a lower counter).
+    store.put_tenant(&tenant_doc(&WRITTEN.replace("version one", "after flush"))).await.unwrap();
+    for gw in [&seeder, &plain] {
+        let served = eventually(Duration::from_secs(5), || async {
+            (content(&ask(gw, "written", "hi").await.1) == "after flush").then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "{} serves writes made after the flush", gw.base);
+    }
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_answering_and_reconnects() {
+    let redis = RedisServer::start().unwrap();
+    let port = redis.port;
+    let url = redis.url();
+    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()]).await.unwrap();
+    assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
+    drop(redis);
+    // LLM traffic is answered from the snapshot, chaos counters fall back to the process.
+    for _ in 0..3 {
+        let (s, v) = ask(&gw, "tenant_ecommerce", "refund").await;
+        assert_eq!(s, 200);
+        assert_eq!(content(&v), "Refunds take 5 to 7 business days.");
+    }
+    let r = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+    assert_eq!(r.status(), 200, "stays ready while Redis is away");
+    // Redis comes back empty on the same port: the gateway reconnects, reseeds, and new writes
+    // propagate again.
+    let redis = RedisServer::start_on(port).unwrap();
+    let store = Arc::new(RedisStore::connect(&url).unwrap());
+    let back = eventually(Duration::from_secs(15), || async {
+        (redis.cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"]).ok()? == "1").then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "manifests rewritten after Redis came back");
+    store.put_tenant(&tenant_doc(WRITTEN)).await.unwrap();
+    let served = eventually(Duration::from_secs(10), || async {
+        (content(&ask(&gw, "written", "hi").await.1) == "version one").then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "notices flow again after the reconnect");
+}
+
+const LIMITED: &str = r#"
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: limited}
+spec: {tenantId: limited}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: ChaosProfile
+metadata: {name: limited}
+spec: {tenantRef: limited, profile: rate_limit, limit: 4, windowSeconds: 3600}
+"#;
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_processes() {
+    let redis = RedisServer::start().unwrap();
+    let dir = std::env::temp_dir().join(format!("understudy-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("limited.yaml"), LIMITED).unwrap();
+    let d = dir.display().to_string();
+    let url = redis.url();
+    let a = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d]).await.unwrap();
+    let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d]).await.unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(ask(gw, "limited", "hi").await.0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(statuses, vec![200, 200, 200, 200, 429, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut gw = Gateway::start_bin(&bin(), &["--manifests", &examples()]).await.unwrap();
+    assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
+    let status = gw.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
