@@ -291,10 +291,26 @@ mod tests {
         ));
         let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(r.problems.len(), 3, "{text:#?}");
-        assert!(text.iter().any(|t| t.contains("m.yaml, document 2") && t.contains("spec.probability")), "{text:#?}");
-        assert!(text.iter().any(|t| t.contains("document 3") && t.contains("spec.tenantRef")), "{text:#?}");
-        assert!(text.iter().any(|t| t.contains("document 4") && t.contains("spec.keywords")), "{text:#?}");
-        assert_eq!(r.tenants.len(), 1, "the valid tenant survives its neighbours' mistakes");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("m.yaml, document 2") && t.contains("spec.probability")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("document 3") && t.contains("spec.tenantRef")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("document 4") && t.contains("spec.keywords")),
+            "{text:#?}"
+        );
+        assert_eq!(
+            r.tenants.len(),
+            1,
+            "the valid tenant survives its neighbours' mistakes"
+        );
     }
 
     #[test]
@@ -302,26 +318,47 @@ mod tests {
         let r = build(&format!(
             "{TENANT}---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: other}}\nspec: {{tenantId: t_shop}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: priv}}\nspec: {{visibility: private}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s}}\nspec: {{tenantRef: shop, toolName: t, toolInputSchema: {{type: 12}}}}\n"
         ));
-        let reasons: Vec<(&str, &str)> = r.problems.iter().map(|p| (p.field.as_str(), p.reason)).collect();
-        assert!(reasons.contains(&("spec.tenantId", "DuplicateTenantId")), "{reasons:?}");
+        let reasons: Vec<(&str, &str)> = r
+            .problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.reason))
+            .collect();
+        assert!(
+            reasons.contains(&("spec.tenantId", "DuplicateTenantId")),
+            "{reasons:?}"
+        );
         assert!(reasons.contains(&("spec.owner", "Invalid")), "{reasons:?}");
-        assert!(reasons.contains(&("spec.toolInputSchema", "InvalidSchema")), "{reasons:?}");
+        assert!(
+            reasons.contains(&("spec.toolInputSchema", "InvalidSchema")),
+            "{reasons:?}"
+        );
     }
 
     #[test]
     fn oldest_chaos_profile_is_in_force() {
         let chaos = |name: &str, profile: &str| {
-            format!("---\napiVersion: understudy.dev/v1alpha1\nkind: ChaosProfile\nmetadata: {{name: {name}}}\nspec: {{tenantRef: shop, profile: {profile}}}\n")
+            format!(
+                "---\napiVersion: understudy.dev/v1alpha1\nkind: ChaosProfile\nmetadata: {{name: {name}}}\nspec: {{tenantRef: shop, profile: {profile}}}\n"
+            )
         };
-        let r = build(&format!("{TENANT}{}{}", chaos("first", "latency"), chaos("second", "server_error")));
-        assert_eq!(r.tenants[0].chaos.as_ref().unwrap().profile, crate::ChaosKind::Latency);
+        let r = build(&format!(
+            "{TENANT}{}{}",
+            chaos("first", "latency"),
+            chaos("second", "server_error")
+        ));
+        assert_eq!(
+            r.tenants[0].chaos.as_ref().unwrap().profile,
+            crate::ChaosKind::Latency
+        );
         assert_eq!(r.superseded.len(), 1);
         assert!(r.superseded[0].contains("second"));
     }
 
     #[test]
     fn wrong_api_version_unknown_kind_and_bad_yaml_are_reported() {
-        let r = build("apiVersion: v1\nkind: Tenant\nmetadata: {name: a}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Widget\nmetadata: {name: w}\n---\n: : :\n  - [\n");
+        let r = build(
+            "apiVersion: v1\nkind: Tenant\nmetadata: {name: a}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Widget\nmetadata: {name: w}\n---\n: : :\n  - [\n",
+        );
         let fields: Vec<&str> = r.problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["apiVersion", "kind", "(yaml)"]);
     }

@@ -21,7 +21,10 @@ async fn tenant_by_header_prefix_and_unversioned_routes() {
     ] {
         let r = common::call(&app, "POST", path, &headers, body).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
-        assert_eq!(r.json()["choices"][0]["message"]["content"], "Here are your invoices.");
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "Here are your invoices."
+        );
     }
     let r = common::call(&app, "GET", "/t/shop/v1/models?limit=5", &[], "").await;
     assert_eq!(r.status, 200);
@@ -35,7 +38,12 @@ async fn missing_and_unknown_tenants_in_each_providers_shape() {
     let r = common::call(&app, "POST", CHAT, &[], chat).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("X-Tenant-ID"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Tenant-ID")
+    );
     let r = common::call(&app, "POST", CHAT, &[("x-tenant-id", "ghost")], chat).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "tenant_not_found");
@@ -55,25 +63,77 @@ async fn bad_bodies_name_the_problem() {
     let cases: Vec<(&str, &str, &str)> = vec![
         (CHAT, "{not json", "parse the JSON"),
         (CHAT, "", "empty"),
-        (CHAT, r#"{"messages":[{"role":"user","content":"x"}]}"#, "'model'"),
+        (
+            CHAT,
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+            "'model'",
+        ),
         (CHAT, r#"{"model":"m"}"#, "'messages'"),
         (CHAT, r#"{"model":"m","messages":[]}"#, "'messages'"),
-        (CHAT, r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
-        (CHAT, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
-        (CHAT, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1000001}"#, "max_tokens"),
-        (CHAT, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, "'n'"),
-        (CHAT, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#, "tool_choice"),
+        (
+            CHAT,
+            r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#,
+            "model",
+        ),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+            "max_tokens",
+        ),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1000001}"#,
+            "max_tokens",
+        ),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+            "'n'",
+        ),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#,
+            "tool_choice",
+        ),
         (CHAT, r#"[1,2]"#, "Invalid request body"),
-        (MESSAGES, r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
-        (MESSAGES, r#"{"model":"m","max_tokens":10,"messages":[]}"#, "messages"),
-        (MESSAGES, r#"{"model":"m","max_tokens":10,"messages":[{"role":"robot","content":"x"}]}"#, "role"),
-        (MESSAGES, r#"{"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
-        (MESSAGES, r#"{"model":"m","max_tokens":10,"system":5,"messages":[{"role":"user","content":"x"}]}"#, "system"),
+        (
+            MESSAGES,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            MESSAGES,
+            r#"{"model":"m","max_tokens":10,"messages":[]}"#,
+            "messages",
+        ),
+        (
+            MESSAGES,
+            r#"{"model":"m","max_tokens":10,"messages":[{"role":"robot","content":"x"}]}"#,
+            "role",
+        ),
+        (
+            MESSAGES,
+            r#"{"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            MESSAGES,
+            r#"{"model":"m","max_tokens":10,"system":5,"messages":[{"role":"user","content":"x"}]}"#,
+            "system",
+        ),
         ("/v1/responses", r#"{"model":"m"}"#, "'input'"),
         ("/v1/responses", r#"{"model":"m","input":5}"#, "input"),
         ("/v1/embeddings", r#"{"model":"m","input":""}"#, "input"),
-        ("/v1/embeddings", r#"{"model":"m","input":"x","encoding_format":"hex"}"#, "encoding_format"),
-        ("/v1/embeddings", r#"{"model":"m","input":"x","dimensions":0}"#, "dimensions"),
+        (
+            "/v1/embeddings",
+            r#"{"model":"m","input":"x","encoding_format":"hex"}"#,
+            "encoding_format",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"model":"m","input":"x","dimensions":0}"#,
+            "dimensions",
+        ),
     ];
     for (path, body, needle) in cases {
         let r = common::call(&app, "POST", path, &h, body.to_string()).await;
@@ -85,7 +145,10 @@ async fn bad_bodies_name_the_problem() {
             assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{body}");
             r.json()["error"]["message"].as_str().unwrap().to_string()
         };
-        assert!(msg.contains(needle), "{path} {body}: {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{path} {body}: {msg:?} should mention {needle:?}"
+        );
     }
 }
 
@@ -98,27 +161,61 @@ async fn invalid_utf8_and_oversized_bodies() {
     bytes.extend_from_slice(br#""}]}"#);
     let r = common::call(&app, "POST", CHAT, &h, bytes).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    let big = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "a".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(70 * 1024)
+    );
     let r = common::call(&app, "POST", CHAT, &h, big.clone()).await;
     assert_eq!(r.status, 413);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("65536"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65536")
+    );
     let r = common::call(&app, "POST", MESSAGES, &h, big).await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["type"], "request_too_large");
     // The tenant still answers afterwards.
-    let r = common::post(&app, CHAT, json!({"model": "m", "messages": [{"role": "user", "content": "invoice"}]})).await;
+    let r = common::post(
+        &app,
+        CHAT,
+        json!({"model": "m", "messages": [{"role": "user", "content": "invoice"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn unknown_model_is_404_in_both_shapes() {
     let app = common::app().await;
-    let r = common::call(&app, "GET", "/v1/models/nope", &[("x-tenant-id", "shop")], "").await;
+    let r = common::call(
+        &app,
+        "GET",
+        "/v1/models/nope",
+        &[("x-tenant-id", "shop")],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "model_not_found");
-    let r = common::call(&app, "GET", "/v1/models/nope", &[("x-tenant-id", "shop"), ("anthropic-version", "2023-06-01")], "").await;
+    let r = common::call(
+        &app,
+        "GET",
+        "/v1/models/nope",
+        &[("x-tenant-id", "shop"), ("anthropic-version", "2023-06-01")],
+        "",
+    )
+    .await;
     assert_eq!(r.json()["error"]["type"], "not_found_error");
-    let r = common::call(&app, "GET", "/v1/models/gpt-4o", &[("x-tenant-id", "shop")], "").await;
+    let r = common::call(
+        &app,
+        "GET",
+        "/v1/models/gpt-4o",
+        &[("x-tenant-id", "shop")],
+        "",
+    )
+    .await;
     assert_eq!(r.json()["id"], "gpt-4o");
 }
 
@@ -137,7 +234,10 @@ async fn tool_result_then_text_and_tool_choice_in_all_three_apis() {
         {"role": "tool", "tool_call_id": id, "content": "{\"invoices\":[]}"}
     ]});
     let r = common::post(&app, CHAT, follow).await;
-    assert_eq!(r.json()["choices"][0]["message"]["content"], "Here are your invoices.");
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Here are your invoices."
+    );
     assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
     // tool_choice none → text even though the tool is offered.
     let r = common::post(&app, CHAT, json!({"model": "m", "tools": tools, "tool_choice": "none", "messages": [{"role": "user", "content": "invoice"}]})).await;
@@ -155,27 +255,51 @@ async fn tool_result_then_text_and_tool_choice_in_all_three_apis() {
     ]})).await;
     assert_eq!(r.json()["content"][0]["text"], "Here are your invoices.");
     // Responses: function_call then function_call_output.
-    let rtools = json!([{"type": "function", "name": "get_invoices", "parameters": {"type": "object"}}]);
-    let r = common::post(&app, "/v1/responses", json!({"model": "m", "tools": rtools, "input": "invoice"})).await;
+    let rtools =
+        json!([{"type": "function", "name": "get_invoices", "parameters": {"type": "object"}}]);
+    let r = common::post(
+        &app,
+        "/v1/responses",
+        json!({"model": "m", "tools": rtools, "input": "invoice"}),
+    )
+    .await;
     let item = r.json()["output"][0].clone();
     assert_eq!(item["type"], "function_call");
-    let r = common::post(&app, "/v1/responses", json!({"model": "m", "tools": rtools, "input": [
-        {"role": "user", "content": "invoice"},
-        item.clone(),
-        {"type": "function_call_output", "call_id": item["call_id"], "output": "{}"}
-    ]})).await;
-    assert_eq!(r.json()["output"][0]["content"][0]["text"], "Here are your invoices.");
+    let r = common::post(
+        &app,
+        "/v1/responses",
+        json!({"model": "m", "tools": rtools, "input": [
+            {"role": "user", "content": "invoice"},
+            item.clone(),
+            {"type": "function_call_output", "call_id": item["call_id"], "output": "{}"}
+        ]}),
+    )
+    .await;
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "Here are your invoices."
+    );
 }
 
 #[tokio::test]
 async fn injected_errors_and_metrics() {
     let app = common::app().await;
-    let r = common::call(&app, "POST", MESSAGES, &[("x-tenant-id", "down")], r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#).await;
+    let r = common::call(
+        &app,
+        "POST",
+        MESSAGES,
+        &[("x-tenant-id", "down")],
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["type"], "api_error");
     let m = common::call(&app, "GET", "/metrics", &[], "").await.text();
     assert!(m.contains(r#"understudy_chaos_injections_total{profile="server_error",surface="llm",tenant="down"} 1"#), "{m}");
-    assert!(m.contains(r#"route="/v1/messages",status="503",surface="llm",tenant="down""#), "{m}");
+    assert!(
+        m.contains(r#"route="/v1/messages",status="503",surface="llm",tenant="down""#),
+        "{m}"
+    );
 }
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
@@ -183,10 +307,18 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
-        "[a-z ]{0,12}".prop_map(serde_json::Value::from),
-        prop_oneof![Just("user"), Just("assistant"), Just("tool"), Just("text"), Just("function")]
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
             .prop_map(serde_json::Value::from),
+        "[a-z ]{0,12}".prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("user"),
+            Just("assistant"),
+            Just("tool"),
+            Just("text"),
+            Just("function")
+        ]
+        .prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
@@ -194,10 +326,18 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
             prop::collection::vec(
                 (
                     prop_oneof![
-                        Just("model".to_string()), Just("messages".to_string()), Just("role".to_string()),
-                        Just("content".to_string()), Just("max_tokens".to_string()), Just("stream".to_string()),
-                        Just("tools".to_string()), Just("tool_choice".to_string()), Just("type".to_string()),
-                        Just("input".to_string()), Just("n".to_string()), Just("system".to_string()),
+                        Just("model".to_string()),
+                        Just("messages".to_string()),
+                        Just("role".to_string()),
+                        Just("content".to_string()),
+                        Just("max_tokens".to_string()),
+                        Just("stream".to_string()),
+                        Just("tools".to_string()),
+                        Just("tool_choice".to_string()),
+                        Just("type".to_string()),
+                        Just("input".to_string()),
+                        Just("n".to_string()),
+                        Just("system".to_string()),
                         "[a-z_]{1,8}"
                     ],
                     inner
@@ -210,7 +350,10 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 proptest! {

@@ -17,7 +17,10 @@ fn bin() -> PathBuf {
 }
 
 fn examples() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .display()
+        .to_string()
 }
 
 async fn ask(gw: &Gateway, tenant: &str, text: &str) -> (u16, Value) {
@@ -53,8 +56,12 @@ fn tenant_doc(yaml: &str) -> understudy_crds::model::TenantConfig {
 async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_deleted() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let seeder = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()]).await.unwrap();
-    let plain = Gateway::start_bin(&bin(), &["--redis-url", &url]).await.unwrap();
+    let seeder = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()])
+        .await
+        .unwrap();
+    let plain = Gateway::start_bin(&bin(), &["--redis-url", &url])
+        .await
+        .unwrap();
     for gw in [&seeder, &plain] {
         let (s, v) = ask(gw, "tenant_ecommerce", "invoice").await;
         assert_eq!(s, 200);
@@ -72,7 +79,10 @@ async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_dele
         .await;
         assert!(served.is_some(), "{} serves the new tenant", gw.base);
     }
-    store.put_tenant(&tenant_doc(&WRITTEN.replace("version one", "version two"))).await.unwrap();
+    store
+        .put_tenant(&tenant_doc(&WRITTEN.replace("version one", "version two")))
+        .await
+        .unwrap();
     for gw in [&seeder, &plain] {
         let served = eventually(Duration::from_secs(5), || async {
             (content(&ask(gw, "written", "hi").await.1) == "version two").then_some(())
@@ -82,7 +92,10 @@ async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_dele
     }
     store.delete_tenant("written").await.unwrap();
     for gw in [&seeder, &plain] {
-        let gone = eventually(Duration::from_secs(5), || async { (ask(gw, "written", "hi").await.0 == 404).then_some(()) }).await;
+        let gone = eventually(Duration::from_secs(5), || async {
+            (ask(gw, "written", "hi").await.0 == 404).then_some(())
+        })
+        .await;
         assert!(gone.is_some(), "{} forgets the deleted tenant", gw.base);
     }
 
@@ -94,18 +107,32 @@ async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_dele
         assert_eq!(s, 200, "{} still serves after FLUSHALL", gw.base);
     }
     let back = eventually(Duration::from_secs(10), || async {
-        (redis.cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"]).ok()? == "1").then_some(())
+        (redis
+            .cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"])
+            .ok()?
+            == "1")
+            .then_some(())
     })
     .await;
-    assert!(back.is_some(), "the seeder rewrote the manifests into the emptied Redis");
+    assert!(
+        back.is_some(),
+        "the seeder rewrote the manifests into the emptied Redis"
+    );
     // Writes after the flush still propagate (versions restarted from a lower counter).
-    store.put_tenant(&tenant_doc(&WRITTEN.replace("version one", "after flush"))).await.unwrap();
+    store
+        .put_tenant(&tenant_doc(&WRITTEN.replace("version one", "after flush")))
+        .await
+        .unwrap();
     for gw in [&seeder, &plain] {
         let served = eventually(Duration::from_secs(5), || async {
             (content(&ask(gw, "written", "hi").await.1) == "after flush").then_some(())
         })
         .await;
-        assert!(served.is_some(), "{} serves writes made after the flush", gw.base);
+        assert!(
+            served.is_some(),
+            "{} serves writes made after the flush",
+            gw.base
+        );
     }
 }
 
@@ -114,7 +141,9 @@ async fn redis_outage_keeps_answering_and_reconnects() {
     let redis = RedisServer::start().unwrap();
     let port = redis.port;
     let url = redis.url();
-    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()]).await.unwrap();
+    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()])
+        .await
+        .unwrap();
     assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
     drop(redis);
     // LLM traffic is answered from the snapshot, chaos counters fall back to the process.
@@ -130,7 +159,11 @@ async fn redis_outage_keeps_answering_and_reconnects() {
     let redis = RedisServer::start_on(port).unwrap();
     let store = Arc::new(RedisStore::connect(&url).unwrap());
     let back = eventually(Duration::from_secs(15), || async {
-        (redis.cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"]).ok()? == "1").then_some(())
+        (redis
+            .cli(&["EXISTS", "us:cfg:tenant:tenant_ecommerce"])
+            .ok()?
+            == "1")
+            .then_some(())
     })
     .await;
     assert!(back.is_some(), "manifests rewritten after Redis came back");
@@ -162,8 +195,12 @@ async fn the_rate_limit_holds_across_processes() {
     std::fs::write(dir.join("limited.yaml"), LIMITED).unwrap();
     let d = dir.display().to_string();
     let url = redis.url();
-    let a = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d]).await.unwrap();
-    let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d]).await.unwrap();
+    let a = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d])
+        .await
+        .unwrap();
+    let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d])
+        .await
+        .unwrap();
     let mut statuses = Vec::new();
     for i in 0..8 {
         let gw = if i % 2 == 0 { &a } else { &b };
@@ -175,8 +212,12 @@ async fn the_rate_limit_holds_across_processes() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let mut gw = Gateway::start_bin(&bin(), &["--manifests", &examples()]).await.unwrap();
+    let mut gw = Gateway::start_bin(&bin(), &["--manifests", &examples()])
+        .await
+        .unwrap();
     assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
-    let status = gw.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
+    let status = gw
+        .terminate(Duration::from_secs(15))
+        .expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }

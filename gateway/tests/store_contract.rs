@@ -50,7 +50,11 @@ async fn put_get_load_and_versions(s: Arc<dyn Store>) {
     assert_eq!(va, v3);
     let all = s.load_all().await.unwrap();
     assert_eq!(all.version, v3);
-    let mut ids: Vec<_> = all.tenants.iter().map(|(t, v)| (t.tenant_id.clone(), *v)).collect();
+    let mut ids: Vec<_> = all
+        .tenants
+        .iter()
+        .map(|(t, v)| (t.tenant_id.clone(), *v))
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![("a".to_string(), v3), ("b".to_string(), v2)]);
 }
@@ -62,7 +66,11 @@ async fn delete_reports_absence(s: Arc<dyn Store>) {
     assert!(v2 > v1);
     assert_eq!(s.get_tenant("a").await.unwrap(), None);
     assert!(s.load_all().await.unwrap().tenants.is_empty());
-    assert_eq!(s.load_all().await.unwrap().version, v2, "a delete is a version too");
+    assert_eq!(
+        s.load_all().await.unwrap().version,
+        v2,
+        "a delete is a version too"
+    );
 }
 
 async fn notices_arrive_in_order(s: Arc<dyn Store>) {
@@ -76,19 +84,33 @@ async fn notices_arrive_in_order(s: Arc<dyn Store>) {
             other => panic!("expected a notice, got {other:?}"),
         }
     }
-    assert_eq!(got, vec![(v1, "a".to_string(), NoticeOp::Put), (v2, "a".to_string(), NoticeOp::Del)]);
+    assert_eq!(
+        got,
+        vec![
+            (v1, "a".to_string(), NoticeOp::Put),
+            (v2, "a".to_string(), NoticeOp::Del)
+        ]
+    );
 }
 
 async fn epoch_marks_population(s: Arc<dyn Store>) {
     assert_eq!(s.epoch().await.unwrap(), None);
     assert_eq!(s.init_epoch("e1").await.unwrap(), "e1");
-    assert_eq!(s.init_epoch("e2").await.unwrap(), "e1", "init never replaces");
+    assert_eq!(
+        s.init_epoch("e2").await.unwrap(),
+        "e1",
+        "init never replaces"
+    );
     s.set_epoch("e3").await.unwrap();
     assert_eq!(s.epoch().await.unwrap().as_deref(), Some("e3"));
     assert_eq!(s.load_all().await.unwrap().epoch.as_deref(), Some("e3"));
     let id = s.instance_id().await.unwrap();
     assert!(!id.is_empty());
-    assert_eq!(s.instance_id().await.unwrap(), id, "stable while the backend runs");
+    assert_eq!(
+        s.instance_id().await.unwrap(),
+        id,
+        "stable while the backend runs"
+    );
 }
 
 async fn raise_version_only_raises(s: Arc<dyn Store>) {
@@ -115,23 +137,43 @@ async fn counters_count_expire_and_reset(s: Arc<dyn Store>) {
     }
     assert!(restarted, "an expiring counter starts again after its ttl");
     assert!(s.delete_prefix("us:rt:t:").await.unwrap() >= 1);
-    assert_eq!(s.incr("us:rt:t:every").await.unwrap(), 1, "reset cleared the tenant's counters");
-    assert_eq!(s.incr("us:rt:other:every").await.unwrap(), 2, "other tenants untouched");
+    assert_eq!(
+        s.incr("us:rt:t:every").await.unwrap(),
+        1,
+        "reset cleared the tenant's counters"
+    );
+    assert_eq!(
+        s.incr("us:rt:other:every").await.unwrap(),
+        2,
+        "other tenants untouched"
+    );
 }
 
 async fn values_and_locks(s: Arc<dyn Store>) {
     assert_eq!(s.get_value("us:seed:gen").await.unwrap(), None);
     s.set_value("us:seed:gen", "abc").await.unwrap();
-    assert_eq!(s.get_value("us:seed:gen").await.unwrap().as_deref(), Some("abc"));
+    assert_eq!(
+        s.get_value("us:seed:gen").await.unwrap().as_deref(),
+        Some("abc")
+    );
     assert!(s.try_lock("us:seed:lock", "p1", 10_000).await.unwrap());
-    assert!(s.try_lock("us:seed:lock", "p1", 10_000).await.unwrap(), "re-entrant for its holder");
+    assert!(
+        s.try_lock("us:seed:lock", "p1", 10_000).await.unwrap(),
+        "re-entrant for its holder"
+    );
     assert!(!s.try_lock("us:seed:lock", "p2", 10_000).await.unwrap());
     s.unlock("us:seed:lock", "p2").await.unwrap();
-    assert!(!s.try_lock("us:seed:lock", "p2", 10_000).await.unwrap(), "only the holder unlocks");
+    assert!(
+        !s.try_lock("us:seed:lock", "p2", 10_000).await.unwrap(),
+        "only the holder unlocks"
+    );
     s.unlock("us:seed:lock", "p1").await.unwrap();
     assert!(s.try_lock("us:seed:lock", "p2", 100).await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.try_lock("us:seed:lock", "p3", 100).await.unwrap(), "a lock expires");
+    assert!(
+        s.try_lock("us:seed:lock", "p3", 100).await.unwrap(),
+        "a lock expires"
+    );
 }
 
 async fn stats_accumulate(s: Arc<dyn Store>) {
@@ -149,7 +191,10 @@ async fn stats_accumulate(s: Arc<dyn Store>) {
     batch.tenants.get_mut("t").unwrap().last_request_ms = 2000;
     s.flush_stats(&batch).await.unwrap();
     let totals = s.read_stats("t").await.unwrap();
-    assert_eq!((totals.requests, totals.unmatched, totals.last_request_ms), (6, 2, 2000));
+    assert_eq!(
+        (totals.requests, totals.unmatched, totals.last_request_ms),
+        (6, 2, 2000)
+    );
     assert_eq!(totals.hits.get("ns/a"), Some(&4));
     assert_eq!(s.read_stats("none").await.unwrap().requests, 0);
 }

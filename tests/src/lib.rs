@@ -32,7 +32,16 @@ impl RedisServer {
     /// Starts a throwaway server on `port` (to restart one where a client expects it).
     pub fn start_on(port: u16) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -55,7 +64,10 @@ impl RedisServer {
 
     /// Runs a command through `redis-cli` (e.g. `FLUSHALL`).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output()?;
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
@@ -69,7 +81,10 @@ impl Drop for RedisServer {
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// The gateway binary built by cargo for this profile.
@@ -77,8 +92,14 @@ pub fn gateway_bin() -> PathBuf {
     if let Ok(p) = std::env::var("UNDERSTUDY_BIN") {
         return PathBuf::from(p);
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
     target.join(profile).join("understudy-gateway")
 }
 
@@ -108,7 +129,10 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
-        let gw = Gateway { child, base: format!("http://{listen}") };
+        let gw = Gateway {
+            child,
+            base: format!("http://{listen}"),
+        };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -126,7 +150,9 @@ impl Gateway {
 impl Gateway {
     /// Sends SIGTERM and waits (at most `limit`) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -35,7 +35,11 @@ fn tenant(scenarios: Vec<ScenarioConfig>) -> TenantRuntime {
 }
 
 fn ask(text: &str) -> Conversation {
-    Conversation { last_user_text: Some(text.into()), user_turns: 1, ..Default::default() }
+    Conversation {
+        last_user_text: Some(text.into()),
+        user_turns: 1,
+        ..Default::default()
+    }
 }
 
 fn text_of(d: Decision) -> String {
@@ -72,16 +76,35 @@ fn priority_then_turn_then_keyword_count_then_order() {
     turn.spec.turn = Some(2);
     let t = tenant(vec![low.clone(), turn]);
     let mut conv = ask("refund");
-    assert_eq!(text_of(decide(&t, &conv)), "low", "turn 2 scenario does not apply at turn 1");
+    assert_eq!(
+        text_of(decide(&t, &conv)),
+        "low",
+        "turn 2 scenario does not apply at turn 1"
+    );
     conv.user_turns = 2;
-    assert_eq!(text_of(decide(&t, &conv)), "turn-2", "a matching turn wins over no turn");
+    assert_eq!(
+        text_of(decide(&t, &conv)),
+        "turn-2",
+        "a matching turn wins over no turn"
+    );
 
     let two = scenario("two", &["refund", "urgent"], "two");
     let t = tenant(vec![low.clone(), two]);
-    assert_eq!(text_of(decide(&t, &ask("urgent refund"))), "two", "more distinct keywords win");
+    assert_eq!(
+        text_of(decide(&t, &ask("urgent refund"))),
+        "two",
+        "more distinct keywords win"
+    );
 
-    let t = tenant(vec![scenario("first", &["refund"], "first"), scenario("second", &["refund"], "second")]);
-    assert_eq!(text_of(decide(&t, &ask("refund"))), "first", "earliest wins a full tie");
+    let t = tenant(vec![
+        scenario("first", &["refund"], "first"),
+        scenario("second", &["refund"], "second"),
+    ]);
+    assert_eq!(
+        text_of(decide(&t, &ask("refund"))),
+        "first",
+        "earliest wins a full tie"
+    );
 }
 
 #[test]
@@ -117,7 +140,11 @@ fn offered_tool_is_called_then_its_result_gives_the_response() {
     conv.offered_tools = vec!["get_weather".into()];
     assert_eq!(
         decide(&t, &conv),
-        Decision::ToolCall { name: "get_weather".into(), arguments: json!({"city": "Paris"}), scenario: 0 }
+        Decision::ToolCall {
+            name: "get_weather".into(),
+            arguments: json!({"city": "Paris"}),
+            scenario: 0
+        }
     );
     conv.tool_results = 1;
     conv.results_since_user = vec![Some("get_weather".into())];
@@ -141,9 +168,13 @@ fn named_and_required_tool_choice_force_a_call() {
     let mut conv = ask("hello");
     conv.offered_tools = vec!["get_weather".into(), "get_stock".into()];
     conv.tool_choice = ToolChoice::Named("get_stock".into());
-    assert!(matches!(decide(&t, &conv), Decision::ToolCall { ref name, .. } if name == "get_stock"));
+    assert!(
+        matches!(decide(&t, &conv), Decision::ToolCall { ref name, .. } if name == "get_stock")
+    );
     conv.tool_choice = ToolChoice::Required;
-    assert!(matches!(decide(&t, &conv), Decision::ToolCall { ref name, .. } if name == "get_weather"));
+    assert!(
+        matches!(decide(&t, &conv), Decision::ToolCall { ref name, .. } if name == "get_weather")
+    );
 }
 
 #[test]
@@ -162,7 +193,10 @@ fn tokens_are_estimated_and_truncated_on_character_boundaries() {
     assert_eq!(tokens::estimate(1), 1);
     assert_eq!(tokens::estimate(8), 2);
     assert_eq!(tokens::estimate(9), 3);
-    assert_eq!(tokens::truncate("héllo wörld", Some(1)), ("héll".to_string(), true));
+    assert_eq!(
+        tokens::truncate("héllo wörld", Some(1)),
+        ("héll".to_string(), true)
+    );
     assert_eq!(tokens::truncate("abc", Some(1)), ("abc".to_string(), false));
 }
 

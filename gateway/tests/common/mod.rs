@@ -69,7 +69,10 @@ pub async fn app() -> App {
     let full = store.load_all().await.unwrap();
     let snapshot = Arc::new(SnapshotHandle::new());
     snapshot.replace(full.version, Some("e".into()), full.tenants);
-    let options = Options { max_body_bytes: 64 * 1024, ..Options::default() };
+    let options = Options {
+        max_body_bytes: 64 * 1024,
+        ..Options::default()
+    };
     AppState::new(store, snapshot, Arc::new(Metrics::new()), options)
 }
 
@@ -91,7 +94,13 @@ impl Reply {
 }
 
 /// Sends one request through the full service (prefix rewrite included).
-pub async fn call(app: &App, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
+pub async fn call(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -100,11 +109,30 @@ pub async fn call(app: &App, method: &str, path: &str, headers: &[(&str, &str)],
     let resp = app::service(app.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
-    Reply { status, headers, body }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// POST JSON to `path` for tenant `shop`.
 pub async fn post(app: &App, path: &str, body: serde_json::Value) -> Reply {
-    call(app, "POST", path, &[("x-tenant-id", "shop"), ("content-type", "application/json")], body.to_string()).await
+    call(
+        app,
+        "POST",
+        path,
+        &[
+            ("x-tenant-id", "shop"),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
 }

@@ -181,13 +181,17 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LlmError> {
     }
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         // serde would happily read a struct from an array: refuse anything but an object.
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => LlmError::invalid("Invalid request body: expected a JSON object.", None),
-            Err(e) => LlmError::invalid(
-                format!("We could not parse the JSON body of your request ({e}). The body must be valid JSON encoded as UTF-8."),
-                None,
-            ),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => LlmError::invalid("Invalid request body: expected a JSON object.", None),
+                Err(e) => LlmError::invalid(
+                    format!(
+                        "We could not parse the JSON body of your request ({e}). The body must be valid JSON encoded as UTF-8."
+                    ),
+                    None,
+                ),
+            },
+        );
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = serde_path_to_error::deserialize(&mut de).map_err(error::from_json_error)?;

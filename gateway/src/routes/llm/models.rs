@@ -72,7 +72,7 @@ pub async fn get_one(State(app): State<App>, Path(id): Path<String>, req: Reques
         Ok(t) => t,
         Err(e) => return super::fail(e, p, None, None),
     };
-    if !tenant.settings.models.iter().any(|m| *m == id) {
+    if !tenant.settings.models.contains(&id) {
         let e = LlmError::not_found(
             format!("The model '{id}' does not exist or you do not have access to it."),
             "model_not_found",

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the tests need (redis-server, a Python venv with the official SDKs) and runs
+# every check: formatting, clippy, unit + Redis-backed + multi-process tests (cargo), CRD
+# staleness, and the end-to-end suite with the official openai and anthropic SDKs (pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+fi
+redis-server --version
+
+step "python venv with the official SDKs"
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+timeout 1800 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit, store contract on memory and Redis, golden files, CRD staleness, multi-process)"
+timeout 1800 cargo test --workspace
+
+step "end-to-end with the official SDKs (pytest)"
+cargo build -q -p understudy-gateway
+export UNDERSTUDY_BIN="$PWD/target/debug/understudy-gateway"
+set +e
+timeout 900 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
+exit "$rc"
