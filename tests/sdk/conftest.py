@@ -273,3 +273,43 @@ def user(text: str) -> dict:
 
 def metric_lines(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " ")]
+
+
+# ---------------------------------------------------------------- manifest reload helpers
+
+OLD = "probe answer version one"
+RELOAD_BOUND = 10.0
+
+
+def copy_manifests(dst: Path) -> Path:
+    d = dst / "manifests"
+    shutil.copytree(MANIFESTS, d)
+    return d
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text.replace(old, new))
+    os.replace(tmp, path)
+
+
+def probe(url: str) -> str:
+    with oai(f"{url}/v1", timeout=5) as client:
+        c = client.chat.completions.create(model="gpt-4o", messages=[user("probe")])
+        return c.choices[0].message.content
+
+
+def wait_for(url: str, expected: str, bound: float = RELOAD_BOUND) -> None:
+    deadline = time.monotonic() + bound
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe(url)
+        except Exception as e:  # noqa: BLE001 - keep polling through transient errors
+            last = repr(e)
+        if last == expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} still answers {last!r}, expected {expected!r} within {bound}s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import anthropic
+import httpx
 import pytest
 
 from conftest import ant, user
@@ -197,8 +198,6 @@ def test_models_list_anthropic_shape(anthropic_client):
 
 def test_models_list_anthropic_wire(gw):
     """The anthropic-version header selects Anthropic's shape (checked on the wire)."""
-    import httpx
-
     r = httpx.get(f"{gw.url}/v1/models", headers={"X-Tenant-ID": "support", "anthropic-version": "2023-06-01"})
     assert r.status_code == 200
     body = r.json()

@@ -254,3 +254,18 @@ def test_body_over_limit_chunked(small_body_gw):
     )
     assert r.status_code == 413
     assert_openai_shape(r.json())
+
+
+# ------------------------------------------------------------------ private tenants
+
+
+def test_private_tenant_refuses_other_credentials(gw):
+    with oai(f"{gw.url}/v1", tenant="private_one") as client:
+        with pytest.raises(openai.AuthenticationError) as ei:
+            client.chat.completions.create(model="gpt-4o", messages=[user("hello")])
+    assert ei.value.status_code == 401
+    assert_openai_shape(ei.value.response.json())
+    with ant(gw.url, tenant="private_one") as client:
+        with pytest.raises(anthropic.AuthenticationError) as ei:
+            client.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[user("hello")])
+    assert_anthropic_shape(ei.value.response.json(), "authentication_error")
