@@ -71,10 +71,13 @@ def to_ms(s):
 def wrk(url, lua, duration):
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency", "-s", lua, url],
                          capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+        p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    except (AttributeError, ValueError):
+        raise SystemExit(f"cannot read wrk's output for {url}:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses\n{out}")

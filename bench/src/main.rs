@@ -48,7 +48,11 @@ async fn chat(State(b): State<Bodies>, body: Bytes) -> Response {
         return (axum::http::StatusCode::NOT_FOUND, "no match").into_response();
     }
     if req.stream {
-        ([(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")], b.stream).into_response()
+        (
+            [(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")],
+            b.stream,
+        )
+            .into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/json")], b.plain).into_response()
     }
@@ -61,7 +65,10 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: ceiling ADDR NONSTREAM_BODY_FILE STREAM_BODY_FILE");
         std::process::exit(2);
     };
-    let bodies = Bodies { plain: std::fs::read(plain)?.into(), stream: std::fs::read(stream)?.into() };
+    let bodies = Bodies {
+        plain: std::fs::read(plain)?.into(),
+        stream: std::fs::read(stream)?.into(),
+    };
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/healthz", axum::routing::get(|| async { "ok" }))

@@ -27,6 +27,10 @@ MANIFESTS = FIXTURES / "manifests"
 INVALID_MANIFESTS = FIXTURES / "invalid-manifests"
 
 MODES = ["embedded", "shared"]
+
+# Loopback traffic never goes through a proxy, whatever the environment says.
+os.environ["NO_PROXY"] = ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")]))
+os.environ["no_proxy"] = os.environ["NO_PROXY"]
 READY_TIMEOUT = 30.0
 BIN_WAIT = 60.0
 
@@ -123,7 +127,15 @@ class Gateway:
         args += list(extra_args)
         self.args = args
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=clean_env())
+        for attempt in range(5):
+            try:
+                self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=clean_env())
+                break
+            except OSError:  # e.g. "Text file busy" while the binary is being replaced
+                if attempt == 4:
+                    raise
+                time.sleep(2)
+                args[0] = gateway_bin()
         self.wait_ready()
 
     def logs(self) -> str:

@@ -86,14 +86,17 @@ def test_rate_limit_openai(gw):
     """rl_openai: limit 3 per window; the 4th request is refused with the provider's headers."""
     with oai(f"{gw.url}/v1", tenant="rl_openai") as client:
         remaining = []
-        for _ in range(3):
-            raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[user("hello")])
+        for stream in (False, False, True):  # streamed answers carry the headers too
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[user("hello")], stream=stream
+            )
             assert raw.headers["x-ratelimit-limit-requests"] == "3"
             remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
             reset = raw.headers["x-ratelimit-reset-requests"]
             assert reset.endswith("s") and int(reset[:-1]) >= 1
-            completion = raw.parse()
-            assert completion.choices[0].finish_reason == "stop"
+            parsed = raw.parse()
+            last = list(parsed)[-1] if stream else parsed
+            assert last.choices[0].finish_reason == "stop"
         assert remaining == [2, 1, 0]
         with pytest.raises(openai.RateLimitError) as ei:
             chat(client)

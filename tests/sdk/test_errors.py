@@ -69,6 +69,20 @@ def test_unknown_tenant_anthropic(gw):
     assert_anthropic_shape(ei.value.response.json(), "not_found_error")
 
 
+def test_tenant_errors_on_anthropic_routes_use_anthropic_shape(gw):
+    h = {"anthropic-version": "2023-06-01"}
+    r = httpx.get(f"{gw.url}/v1/models", headers=h)
+    assert r.status_code == 400
+    assert_anthropic_shape(r.json(), "invalid_request_error")
+    r = httpx.post(
+        f"{gw.url}/v1/messages/count_tokens",
+        headers={**h, "X-Tenant-ID": "no_such_tenant"},
+        json={"model": "m", "messages": [user("hi")]},
+    )
+    assert r.status_code == 404
+    assert_anthropic_shape(r.json(), "not_found_error")
+
+
 def test_unknown_tenant_in_path_prefix(gw):
     with oai(f"{gw.url}/t/no_such_tenant/v1", tenant=None) as client:
         with pytest.raises(openai.NotFoundError):

@@ -301,11 +301,26 @@ def test_tool_choice_named_forces_call(openai_client):
 
 
 def test_tool_choice_required_forces_call(openai_client):
-    c = openai_client.chat.completions.create(
-        model="gpt-4o", messages=[user("hello")], tools=[WEATHER_TOOL], tool_choice="required"
+    """The tool was already answered, so `auto` gives text; `required` calls it again."""
+    messages = [
+        user("weather in Paris?"),
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_x", "content": "sunny"},
+    ]
+    auto = openai_client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL])
+    assert auto.choices[0].finish_reason == "stop"
+    assert text_of(auto) == WEATHER
+    forced = openai_client.chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], tool_choice="required"
     )
-    assert c.choices[0].finish_reason == "tool_calls"
-    assert c.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert forced.choices[0].finish_reason == "tool_calls"
+    assert forced.choices[0].message.tool_calls[0].function.name == "get_weather"
 
 
 def _tool_round(call_id: str, name: str, args: dict, result: str) -> list[dict]:
@@ -540,6 +555,14 @@ def test_embeddings_dimensions_and_list_input(openai_client):
     assert all(abs(_norm(d.embedding) - 1.0) < 1e-4 for d in e.data)
     assert e.data[0].embedding == e.data[2].embedding
     assert e.data[0].embedding != e.data[1].embedding
+
+
+def test_embeddings_dimensions_from_settings(gw):
+    with oai(f"{gw.url}/v1", tenant="embed_32") as client:
+        e = client.embeddings.create(model="text-embedding-3-small", input="abc", encoding_format="float")
+        assert len(e.data[0].embedding) == 32
+        e = client.embeddings.create(model="text-embedding-3-small", input="abc", encoding_format="float", dimensions=8)
+        assert len(e.data[0].embedding) == 8
 
 
 # ------------------------------------------------------------------ models

@@ -281,29 +281,29 @@ pub fn render_stream(
             "stop_reason": null, "stop_sequence": null, "usage": usage(input, 1),
         }
     });
-    plan.push(Some("message_start"), start.to_string());
+    plan.push(Some("message_start"), &start.to_string());
     match (&ans.text, &ans.call) {
         (_, Some((name, args))) => {
             let block = json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "tool_use", "id": ids.tool_id, "name": name, "input": {}}});
-            plan.push(Some("content_block_start"), block.to_string());
-            plan.push(Some("ping"), "{\"type\":\"ping\"}".into());
+            plan.push(Some("content_block_start"), &block.to_string());
+            plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
             let args = serde_json::to_string(args).unwrap_or_else(|_| "{}".into());
             for piece in super::pieces(&args, chunk_chars.max(16)) {
                 let d = json!({"type": "content_block_delta", "index": 0,
                     "delta": {"type": "input_json_delta", "partial_json": piece}});
-                plan.push(Some("content_block_delta"), d.to_string());
+                plan.push(Some("content_block_delta"), &d.to_string());
             }
         }
         (text, None) => {
             let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
-            plan.push(Some("content_block_start"), block.to_string());
-            plan.push(Some("ping"), "{\"type\":\"ping\"}".into());
+            plan.push(Some("content_block_start"), &block.to_string());
+            plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
             for piece in super::pieces(text.as_deref().unwrap_or(""), chunk_chars) {
                 let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
-                plan.push(Some("content_block_delta"), d.to_string());
+                plan.push(Some("content_block_delta"), &d.to_string());
             }
         }
     }
@@ -313,8 +313,8 @@ pub fn render_stream(
     );
     let delta = json!({"type": "message_delta", "delta": {"stop_reason": ans.stop, "stop_sequence": null},
         "usage": {"output_tokens": ans.output_tokens}});
-    plan.push(Some("message_delta"), delta.to_string());
-    plan.push(Some("message_stop"), "{\"type\":\"message_stop\"}".into());
+    plan.push(Some("message_delta"), &delta.to_string());
+    plan.push(Some("message_stop"), "{\"type\":\"message_stop\"}");
     plan
 }
 

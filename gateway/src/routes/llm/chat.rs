@@ -366,7 +366,7 @@ pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// The streamed `chat.completion.chunk` events.
+/// The streamed `chat.completion.chunk` events, written straight into the plan's buffer.
 pub fn render_stream(
     model: &str,
     n: u32,
@@ -378,67 +378,117 @@ pub fn render_stream(
 ) -> sse::Plan {
     let model_json = serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into());
     let usage_null = if include_usage { ",\"usage\":null" } else { "" };
-    let head = format!(
-        "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\"{usage_null},\"choices\":[{{\"index\":",
+    let prefix = format!(
+        "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\"",
         ids.id, ids.created, model_json
     );
-    let chunk = |index: u32, delta: &str, finish: Option<&str>| {
-        let finish = finish.map_or("null".to_string(), |f| format!("\"{f}\""));
-        format!("{head}{index},\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}")
+    let head = format!("{prefix}{usage_null},\"choices\":[{{\"index\":");
+    let pieces = match &ans.call {
+        None => super::pieces(&ans.text, chunk_chars),
+        Some((_, args)) => super::pieces(args, chunk_chars.max(16)),
     };
-    let mut plan = sse::Plan::default();
+    let mut plan = sse::Plan::with_capacity((pieces.len() + 4) * (head.len() + 96) * n as usize);
+    let chunk =
+        |plan: &mut sse::Plan, index: u32, delta: &dyn Fn(&mut Vec<u8>), finish: Option<&str>| {
+            plan.push_with(None, |buf| {
+                buf.extend_from_slice(head.as_bytes());
+                buf.extend_from_slice(index.to_string().as_bytes());
+                buf.extend_from_slice(b",\"delta\":");
+                delta(buf);
+                buf.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+                match finish {
+                    Some(f) => {
+                        buf.push(b'"');
+                        buf.extend_from_slice(f.as_bytes());
+                        buf.push(b'"');
+                    }
+                    None => buf.extend_from_slice(b"null"),
+                }
+                buf.extend_from_slice(b"}]}");
+            });
+        };
+    let json_str = |buf: &mut Vec<u8>, s: &str| {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    };
     for index in 0..n {
         match &ans.call {
             None => {
-                plan.push(
+                chunk(
+                    &mut plan,
+                    index,
+                    &|b| {
+                        b.extend_from_slice(
+                            b"{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+                        )
+                    },
                     None,
-                    chunk(
-                        index,
-                        "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
-                        None,
-                    ),
                 );
                 if index == 0 {
                     plan.mark_content();
                 }
-                for piece in super::pieces(&ans.text, chunk_chars) {
-                    let delta = format!("{{\"content\":{}}}", serde_json::Value::from(piece));
-                    plan.push(None, chunk(index, &delta, None));
+                for piece in &pieces {
+                    chunk(
+                        &mut plan,
+                        index,
+                        &|b| {
+                            b.extend_from_slice(b"{\"content\":");
+                            json_str(b, piece);
+                            b.push(b'}');
+                        },
+                        None,
+                    );
                 }
             }
-            Some((name, args)) => {
-                let first = format!(
-                    "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":\"{}\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}]}}",
-                    ids.call_id,
-                    serde_json::Value::from(name.as_str())
+            Some((name, _)) => {
+                chunk(
+                    &mut plan,
+                    index,
+                    &|b| {
+                        b.extend_from_slice(b"{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"");
+                        b.extend_from_slice(ids.call_id.as_bytes());
+                        b.extend_from_slice(b"\",\"type\":\"function\",\"function\":{\"name\":");
+                        json_str(b, name);
+                        b.extend_from_slice(b",\"arguments\":\"\"}}]}");
+                    },
+                    None,
                 );
-                plan.push(None, chunk(index, &first, None));
                 if index == 0 {
                     plan.mark_content();
                 }
-                for piece in super::pieces(args, chunk_chars.max(16)) {
-                    let delta = format!(
-                        "{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":{}}}}}]}}",
-                        serde_json::Value::from(piece)
+                for piece in &pieces {
+                    chunk(
+                        &mut plan,
+                        index,
+                        &|b| {
+                            b.extend_from_slice(
+                                b"{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":",
+                            );
+                            json_str(b, piece);
+                            b.extend_from_slice(b"}}]}");
+                        },
+                        None,
                     );
-                    plan.push(None, chunk(index, &delta, None));
                 }
             }
         }
-        plan.push(None, chunk(index, "{}", Some(ans.finish)));
-    }
-    if include_usage {
-        let usage = serde_json::to_string(&usage(prompt_tokens, ans.completion_tokens * n as u64))
-            .unwrap_or_default();
-        plan.push(
-            None,
-            format!(
-                "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\",\"choices\":[],\"usage\":{usage}}}",
-                ids.id, ids.created, model_json
-            ),
+        chunk(
+            &mut plan,
+            index,
+            &|b| b.extend_from_slice(b"{}"),
+            Some(ans.finish),
         );
     }
-    plan.push(None, "[DONE]".into());
+    if include_usage {
+        let usage = usage(prompt_tokens, ans.completion_tokens * n as u64);
+        plan.push_with(None, |buf| {
+            buf.extend_from_slice(prefix.as_bytes());
+            buf.extend_from_slice(b",\"choices\":[],\"usage\":");
+            let _ = serde_json::to_writer(&mut *buf, &usage);
+            buf.push(b'}');
+        });
+    }
+    plan.push(None, "[DONE]");
     plan
 }
 

@@ -38,7 +38,8 @@ fn model(id: &str, p: Provider) -> Value {
             json!({"id": id, "object": "model", "created": CREATED, "owned_by": "understudy"})
         }
         Provider::Anthropic => json!({
-            "type": "model", "id": id, "display_name": display_name(id), "created_at": "2024-05-13T00:00:00Z"
+            "type": "model", "id": id, "display_name": display_name(id), "created_at": "2024-05-13T00:00:00Z",
+            "lifecycle": "active"
         }),
     }
 }

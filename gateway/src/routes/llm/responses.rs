@@ -325,7 +325,7 @@ fn render_stream(
             event.extend(fields);
         }
         seq += 1;
-        plan.push(Some(ty), Value::Object(event).to_string());
+        plan.push(Some(ty), &Value::Object(event).to_string());
     };
     push(
         &mut plan,

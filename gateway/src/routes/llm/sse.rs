@@ -17,54 +17,97 @@ use crate::app::App;
 use crate::chaos::{Fault, Outcome};
 use crate::engine::settings::Settings;
 
-/// One SSE event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    /// The `event:` name (Anthropic and Responses send one; Chat Completions does not).
-    pub event: Option<&'static str>,
-    /// The `data:` payload (one line of JSON, or `[DONE]`).
-    pub data: String,
-}
-
-/// Every event of an answer, and where its content starts (TTFT applies there).
+/// Every event of an answer, already encoded as SSE text in one buffer, with the end offset of
+/// each event and where the content starts (TTFT applies there). Encoding once means the unpaced
+/// path is a single write of this buffer and the paced path sends zero-copy slices of it.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// The events in order.
-    pub frames: Vec<Frame>,
-    /// Index of the first content event.
-    pub content_start: usize,
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    content_start: usize,
 }
 
 impl Plan {
-    /// Appends an event.
-    pub fn push(&mut self, event: Option<&'static str>, data: String) {
-        self.frames.push(Frame { event, data });
+    /// A plan with room for `bytes` of encoded events.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Plan {
+            buf: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+            content_start: 0,
+        }
+    }
+
+    /// Appends an event whose `data:` payload is `data` (one line).
+    pub fn push(&mut self, event: Option<&str>, data: &str) {
+        self.push_with(event, |buf| buf.extend_from_slice(data.as_bytes()));
+    }
+
+    /// Appends an event whose payload `write` appends to the buffer (no intermediate string).
+    pub fn push_with(&mut self, event: Option<&str>, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(e) = event {
+            self.buf.extend_from_slice(b"event: ");
+            self.buf.extend_from_slice(e.as_bytes());
+            self.buf.push(b'\n');
+        }
+        self.buf.extend_from_slice(b"data: ");
+        write(&mut self.buf);
+        self.buf.extend_from_slice(b"\n\n");
+        self.ends.push(self.buf.len());
     }
 
     /// Marks the next event as the first content event.
     pub fn mark_content(&mut self) {
-        self.content_start = self.frames.len();
+        self.content_start = self.ends.len();
     }
 
-    /// The plan as SSE text (used by golden tests and the unpaced path).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.frames.iter().map(|f| f.data.len() + 32).sum());
-        for f in &self.frames {
-            encode_frame(f, &mut out);
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the plan holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The whole plan as SSE text.
+    pub fn encode(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// The `data:` payload of event `i`.
+    pub fn data(&self, i: usize) -> &[u8] {
+        let frame = &self.buf[self.range(i)];
+        let at = frame
+            .windows(6)
+            .position(|w| w == b"data: ")
+            .map_or(0, |p| p + 6);
+        &frame[at..frame.len() - 2]
+    }
+
+    /// Replaces event `i`'s payload with invalid JSON (malformed_stream).
+    fn corrupt(&mut self, i: usize) {
+        let range = self.range(i);
+        let frame = self.buf[range.clone()].to_vec();
+        let at = frame
+            .windows(6)
+            .position(|w| w == b"data: ")
+            .map_or(0, |p| p + 6);
+        let data = String::from_utf8_lossy(&frame[at..frame.len() - 2]).into_owned();
+        let mut replacement = frame[..at].to_vec();
+        replacement.extend_from_slice(corrupt(&data).as_bytes());
+        replacement.extend_from_slice(b"\n\n");
+        let delta = replacement.len() as isize - range.len() as isize;
+        self.buf.splice(range, replacement);
+        for end in &mut self.ends[i..] {
+            *end = (*end as isize + delta) as usize;
         }
-        out
     }
-}
-
-fn encode_frame(f: &Frame, out: &mut Vec<u8>) {
-    if let Some(e) = f.event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(e.as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(f.data.as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 /// Cuts a payload so it is no longer valid JSON.
@@ -80,15 +123,14 @@ fn corrupt(data: &str) -> String {
     s
 }
 
-/// Applies a mid-stream fault to a plan; returns where to cut (None: run to the end).
+/// Applies a mid-stream fault to a plan; returns how many events to send before cutting.
 fn apply_fault(plan: &mut Plan, fault: Option<Fault>) -> Option<usize> {
-    let last = plan.frames.len().saturating_sub(1);
+    let last = plan.len().saturating_sub(1);
     match fault {
         Some(Fault::StreamCut(after)) => Some((after as usize).min(last)),
         Some(Fault::Malformed(after)) => {
-            let i = (after as usize).min(last);
-            if let Some(f) = plan.frames.get_mut(i) {
-                f.data = corrupt(&f.data);
+            if !plan.is_empty() {
+                plan.corrupt((after as usize).min(last));
             }
             None
         }
@@ -109,12 +151,15 @@ fn sse_headers(resp: &mut Response) {
     );
 }
 
+/// How long a cut stream waits after its last event before aborting the connection.
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
+
 /// The streamed response for a plan, paced by the tenant's settings and broken by chaos.
 pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) -> Response {
     let cut = apply_fault(&mut plan, chaos.fault);
     let paced = settings.paced() || chaos.latency.is_some() || cut.is_some();
     let body = if !paced {
-        Body::from(plan.encode())
+        Body::from(plan.buf)
     } else {
         let guard = app.metrics.stream_guard(Surface::Llm);
         let ttft = Duration::from_millis(settings.stream_ttft_ms);
@@ -122,40 +167,44 @@ pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) 
         let jitter = settings.stream_jitter_ms;
         let latency = chaos.latency;
         let content_start = plan.content_start;
-        let total = cut.unwrap_or(plan.frames.len());
-        let frames: Vec<Frame> = plan.frames.into_iter().take(total).collect();
+        let total = cut.unwrap_or(plan.len());
+        let ranges: Vec<_> = (0..total).map(|i| plan.range(i)).collect();
+        let buf = Bytes::from(plan.buf);
         let events =
-            futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, f)| async move {
-                let mut wait = Duration::ZERO;
-                if i == 0
-                    && let Some(l) = latency
-                {
-                    wait += l;
+            futures::stream::iter(ranges.into_iter().enumerate()).then(move |(i, range)| {
+                let frame = buf.slice(range);
+                async move {
+                    let mut wait = Duration::ZERO;
+                    if i == 0
+                        && let Some(l) = latency
+                    {
+                        wait += l;
+                    }
+                    if i == content_start {
+                        wait += ttft;
+                    }
+                    if i > 0 {
+                        wait += delay;
+                    }
+                    if jitter > 0 {
+                        wait += Duration::from_millis(fastrand::u64(0..=jitter));
+                    }
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Ok::<Bytes, std::io::Error>(frame)
                 }
-                if i == content_start {
-                    wait += ttft;
-                }
-                if i > 0 {
-                    wait += delay;
-                }
-                if jitter > 0 {
-                    wait += Duration::from_millis(fastrand::u64(0..=jitter));
-                }
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                let mut out = Vec::with_capacity(f.data.len() + 32);
-                encode_frame(&f, &mut out);
-                Ok::<Bytes, std::io::Error>(Bytes::from(out))
             });
         // A cut stream ends with an error, which aborts the connection without the terminal
         // chunk: the client sees the stream break, as with a real dropped connection.
-        let tail = futures::stream::iter(cut.map(|_| {
+        // The pause lets the server flush the events before the abort discards its buffer.
+        let tail = futures::stream::iter(cut).then(|_| async {
+            tokio::time::sleep(CUT_FLUSH_PAUSE).await;
             Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "stream cut by chaos profile",
             ))
-        }));
+        });
         let shutdown = app.shutdown.clone();
         let stream = events
             .chain(tail)
@@ -203,7 +252,7 @@ mod tests {
     fn plan(n: usize) -> Plan {
         let mut p = Plan::default();
         for i in 0..n {
-            p.push(Some("x"), format!("{{\"i\":{i}}}"));
+            p.push(Some("x"), &format!("{{\"i\":{i}}}"));
         }
         p
     }
@@ -224,24 +273,22 @@ mod tests {
     fn malformed_corrupts_exactly_one_event() {
         let mut p = plan(6);
         assert_eq!(apply_fault(&mut p, Some(Fault::Malformed(2))), None);
-        let bad: Vec<usize> = p
-            .frames
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| serde_json::from_str::<serde_json::Value>(&f.data).is_err())
-            .map(|(i, _)| i)
+        let bad: Vec<usize> = (0..p.len())
+            .filter(|&i| serde_json::from_slice::<serde_json::Value>(p.data(i)).is_err())
             .collect();
         assert_eq!(bad, vec![2]);
+        assert_eq!(p.data(5), b"{\"i\":5}", "later events intact");
     }
 
     #[test]
     fn encode_writes_event_and_data_lines() {
         let mut p = Plan::default();
-        p.push(Some("ping"), "{\"type\":\"ping\"}".into());
-        p.push(None, "[DONE]".into());
+        p.push(Some("ping"), "{\"type\":\"ping\"}");
+        p.push(None, "[DONE]");
         assert_eq!(
-            String::from_utf8(p.encode()).unwrap(),
+            String::from_utf8(p.encode().to_vec()).unwrap(),
             "event: ping\ndata: {\"type\":\"ping\"}\n\ndata: [DONE]\n\n"
         );
+        assert_eq!(p.data(1), b"[DONE]");
     }
 }
