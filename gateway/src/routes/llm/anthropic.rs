@@ -309,7 +309,7 @@ pub fn render_stream(
     }
     plan.push(
         Some("content_block_stop"),
-        "{\"type\":\"content_block_stop\",\"index\":0}".into(),
+        "{\"type\":\"content_block_stop\",\"index\":0}",
     );
     let delta = json!({"type": "message_delta", "delta": {"stop_reason": ans.stop, "stop_sequence": null},
         "usage": {"output_tokens": ans.output_tokens}});
