@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, header};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -231,12 +231,53 @@ fn cors(options: &Options) -> CorsLayer {
         ])
 }
 
+/// Answers routes that do not exist: 404 in the OpenAI shape under the OpenAI/Anthropic paths,
+/// in the `{"error":{"code","message"}}` envelope elsewhere.
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let message = format!("No route for {} {path}.", req.method());
+    if path.starts_with("/v1/") {
+        let e = crate::routes::llm::LlmError::not_found(message, "unknown_url");
+        let provider = if path.starts_with("/v1/messages") {
+            crate::routes::llm::Provider::Anthropic
+        } else {
+            crate::routes::llm::Provider::OpenAi
+        };
+        return e.render(provider);
+    }
+    let body = serde_json::json!({"error": {"code": "not_found", "message": message}});
+    (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// Request spans: exported over OTLP when it is configured (INFO), debug-only otherwise so the
+/// hot path does not build spans nobody reads.
+fn trace_layer() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+> {
+    use tower_http::trace::{
+        DefaultMakeSpan, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
+    };
+    let level = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::DEBUG
+    };
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(level))
+        .on_request(DefaultOnRequest::new().level(tracing::Level::DEBUG))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+        // Injected 5xx are expected traffic, not incidents.
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+}
+
 /// The router (without the `/t/{id}` rewrite, which must run before routing: see [`service`]).
 pub fn app(state: App) -> Router {
     Router::new()
         .merge(crate::routes::llm::router())
         .merge(crate::routes::ops::router())
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(trace_layer())
         .layer(cors(&state.options))
         .with_state(state)
 }

@@ -2,7 +2,6 @@
 //! aggregated in process and flushed to the store every few seconds — never one store write per
 //! request (SPEC §12).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,11 +35,22 @@ impl Stats {
         if p.tenants.len() >= MAX_BUFFERED_TENANTS && !p.tenants.contains_key(tenant) {
             return;
         }
-        let t = p.tenants.entry(tenant.to_string()).or_default();
+        // Look up before inserting: the request path should not allocate for known keys.
+        if !p.tenants.contains_key(tenant) {
+            p.tenants.insert(tenant.to_string(), Default::default());
+        }
+        let Some(t) = p.tenants.get_mut(tenant) else {
+            return;
+        };
         t.requests += 1;
         t.last_request_ms = now_ms();
         match matched {
-            Some(Some(id)) => *t.hits.entry(id.to_string()).or_default() += 1,
+            Some(Some(id)) => match t.hits.get_mut(id) {
+                Some(n) => *n += 1,
+                None => {
+                    t.hits.insert(id.to_string(), 1);
+                }
+            },
             Some(None) => t.unmatched += 1,
             None => {}
         }
@@ -93,6 +103,3 @@ impl Stats {
         }
     }
 }
-
-/// Hit counts per scenario id, for tests and status.
-pub type Hits = HashMap<String, u64>;

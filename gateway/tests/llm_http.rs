@@ -384,3 +384,23 @@ proptest! {
         prop_assert!(r.status.is_client_error() || r.status == 200, "{:?} → {}", bytes, r.status);
     }
 }
+
+#[tokio::test]
+async fn unknown_routes_are_404_in_the_surfaces_shape() {
+    let app = common::app().await;
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/completionz",
+        &[("x-tenant-id", "shop")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_url");
+    let r = common::call(&app, "GET", "/v1/messages/batches", &[], "").await;
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    let r = common::call(&app, "GET", "/nothing/here", &[], "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+}

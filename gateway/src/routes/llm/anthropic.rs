@@ -1,6 +1,7 @@
 //! `POST /v1/messages` (Anthropic Messages, streamed or not) and `POST /v1/messages/count_tokens`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -320,26 +321,16 @@ pub fn render_stream(
 
 /// The Messages handler.
 pub async fn handle(State(app): State<App>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let tenant = match super::tenant(&app, &parts).await {
-        Ok(t) => t,
-        Err(e) => return super::fail(e, Provider::Anthropic, None, None),
-    };
-    match serve(&app, &tenant, &parts, body).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let rate = super::rate_for_error(&tenant, &e);
-            super::fail(e, Provider::Anthropic, Some(&tenant), rate)
-        }
-    }
+    super::pipeline(app, req, Provider::Anthropic, serve).await
 }
 
 async fn serve(
-    app: &App,
-    tenant: &TenantRuntime,
-    parts: &http::request::Parts,
+    app: App,
+    tenant: Arc<TenantRuntime>,
+    parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, LlmError> {
+    let (app, tenant, parts) = (&app, &*tenant, &parts);
     let bytes = super::body(app, parts, body).await?;
     let req: MessagesRequest = super::parse(&bytes)?;
     let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions` (OpenAI Chat Completions), streamed or not.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -519,26 +520,16 @@ pub fn validate(req: &ChatRequest) -> Result<(u32, Option<u64>), LlmError> {
 
 /// The handler.
 pub async fn handle(State(app): State<App>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let tenant = match super::tenant(&app, &parts).await {
-        Ok(t) => t,
-        Err(e) => return super::fail(e, Provider::OpenAi, None, None),
-    };
-    match serve(&app, &tenant, &parts, body).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let rate = super::rate_for_error(&tenant, &e);
-            super::fail(e, Provider::OpenAi, Some(&tenant), rate)
-        }
-    }
+    super::pipeline(app, req, Provider::OpenAi, serve).await
 }
 
 async fn serve(
-    app: &App,
-    tenant: &TenantRuntime,
-    parts: &http::request::Parts,
+    app: App,
+    tenant: Arc<TenantRuntime>,
+    parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, LlmError> {
+    let (app, tenant, parts) = (&app, &*tenant, &parts);
     let bytes = super::body(app, parts, body).await?;
     let req: ChatRequest = super::parse(&bytes)?;
     let (n, max) = validate(&req)?;

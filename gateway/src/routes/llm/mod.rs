@@ -52,6 +52,32 @@ pub fn router() -> Router<App> {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
 }
 
+/// The shared shape of the generation handlers: resolve the tenant, run `serve`, and render any
+/// error in `provider`'s shape (with the rate-limit headers while a rate_limit profile is in force).
+pub async fn pipeline<F, Fut>(
+    app: App,
+    req: axum::extract::Request,
+    provider: Provider,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(App, Arc<TenantRuntime>, Parts, Body) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, LlmError>>,
+{
+    let (parts, body) = req.into_parts();
+    let tenant = match self::tenant(&app, &parts).await {
+        Ok(t) => t,
+        Err(e) => return fail(e, provider, None, None),
+    };
+    match serve(app, tenant.clone(), parts, body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let rate = rate_for_error(&tenant, &e);
+            fail(e, provider, Some(&tenant), rate)
+        }
+    }
+}
+
 /// Bounded wait for `X-Understudy-Config-Version`.
 const CONFIG_WAIT: Duration = Duration::from_secs(1);
 
