@@ -103,7 +103,7 @@ pub struct PathTenant(pub String);
 
 /// The tenant a response was for (set by handlers, read by the metrics layer).
 #[derive(Debug, Clone)]
-pub struct TenantLabel(pub Arc<str>);
+pub struct TenantLabel(pub Arc<crate::snapshot::TenantRuntime>);
 
 /// Strips `/t/{tenantId}` from the path so the same routes serve both forms.
 pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
@@ -149,12 +149,8 @@ fn surface_of(route: &str) -> &'static str {
 
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let surface = surface_of(&route);
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let surface = surface_of(route.as_ref().map_or("unmatched", |m| m.as_str()));
     let guard = RequestTimer {
         app: app.clone(),
         surface,
@@ -177,18 +173,20 @@ fn finish(mut guard: RequestTimer, resp: Response) -> Response {
 struct RequestTimer {
     app: App,
     surface: &'static str,
-    route: String,
+    /// The matched route template (`None`: no route matched).
+    route: Option<MatchedPath>,
     started: Instant,
     status: Option<u16>,
-    tenant: Option<Arc<str>>,
+    tenant: Option<Arc<crate::snapshot::TenantRuntime>>,
 }
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
-        let tenant = self.tenant.as_deref().unwrap_or("");
+        let tenant = self.tenant.as_ref().map_or("", |t| t.id());
+        let route = self.route.as_ref().map_or("unmatched", |m| m.as_str());
         self.app.metrics.observe(
             self.surface,
-            &self.route,
+            route,
             self.status.unwrap_or(499),
             tenant,
             self.started,

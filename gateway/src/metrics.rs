@@ -3,7 +3,7 @@
 //! no label ever carries raw user text.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Instant;
 
 use prometheus::{
@@ -29,7 +29,7 @@ pub struct Metrics {
     pub tenants: IntGauge,
     /// Stats flushes that failed (their counts are kept for the next flush).
     pub stats_flush_errors: IntGauge,
-    tenant_labels: Mutex<HashSet<String>>,
+    tenant_labels: RwLock<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -126,21 +126,33 @@ impl Metrics {
             config_version,
             tenants,
             stats_flush_errors,
-            tenant_labels: Mutex::new(HashSet::new()),
+            tenant_labels: RwLock::new(HashSet::new()),
         }
     }
 
     /// The label for a tenant id: itself while fewer than 1,000 are known, else `_other`.
-    pub fn tenant_label(&self, tenant: &str) -> String {
-        let mut known = self.tenant_labels.lock().unwrap_or_else(|e| e.into_inner());
-        if known.contains(tenant) {
-            return tenant.to_string();
+    pub fn tenant_label<'a>(&self, tenant: &'a str) -> &'a str {
+        if self
+            .tenant_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(tenant)
+        {
+            return tenant;
         }
+        let mut known = self
+            .tenant_labels
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if known.len() < MAX_TENANT_LABELS {
             known.insert(tenant.to_string());
-            return tenant.to_string();
+            return tenant;
         }
-        "_other".to_string()
+        if known.contains(tenant) {
+            tenant
+        } else {
+            "_other"
+        }
     }
 
     /// Records one finished request.
@@ -148,10 +160,10 @@ impl Metrics {
         let tenant = self.tenant_label(tenant);
         let mut buf = [0u8; 3];
         self.requests
-            .with_label_values(&[surface, route, status_str(status, &mut buf), &tenant])
+            .with_label_values(&[surface, route, status_str(status, &mut buf), tenant])
             .inc();
         self.duration
-            .with_label_values(&[surface, route, &tenant])
+            .with_label_values(&[surface, route, tenant])
             .observe(started.elapsed().as_secs_f64());
     }
 
@@ -159,7 +171,7 @@ impl Metrics {
     pub fn chaos_injected(&self, surface: Surface, profile: &str, tenant: &str) {
         let tenant = self.tenant_label(tenant);
         self.chaos
-            .with_label_values(&[surface_label(surface), profile, &tenant])
+            .with_label_values(&[surface_label(surface), profile, tenant])
             .inc();
     }
 

@@ -330,7 +330,7 @@ async fn serve(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &*tenant, &parts);
+    let (app, tenant, parts) = (&app, &tenant, &parts);
     let bytes = super::body(app, parts, body).await?;
     let req: MessagesRequest = super::parse(&bytes)?;
     let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);

@@ -529,7 +529,7 @@ async fn serve(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &*tenant, &parts);
+    let (app, tenant, parts) = (&app, &tenant, &parts);
     let bytes = super::body(app, parts, body).await?;
     let req: ChatRequest = super::parse(&bytes)?;
     let (n, max) = validate(&req)?;

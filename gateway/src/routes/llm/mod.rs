@@ -219,6 +219,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LlmError> {
             },
         );
     }
+    // The fast path parses plainly; only a failure pays for tracking the path to the culprit.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = serde_path_to_error::deserialize(&mut de).map_err(error::from_json_error)?;
     de.end().map_err(|e| {
@@ -271,14 +275,14 @@ pub fn record(app: &App, tenant: &TenantRuntime, decision: &Decision) {
 pub fn finish(
     mut resp: Response,
     provider: Provider,
-    tenant: Option<&TenantRuntime>,
+    tenant: Option<&Arc<TenantRuntime>>,
     rate: Option<RateInfo>,
 ) -> Response {
     if let Some(r) = rate {
         rate_headers(resp.headers_mut(), provider, r);
     }
     if let Some(t) = tenant {
-        resp.extensions_mut().insert(TenantLabel(Arc::from(t.id())));
+        resp.extensions_mut().insert(TenantLabel(t.clone()));
     }
     resp
 }
@@ -314,7 +318,7 @@ fn rate_headers(h: &mut HeaderMap, provider: Provider, r: RateInfo) {
 pub fn fail(
     e: LlmError,
     provider: Provider,
-    tenant: Option<&TenantRuntime>,
+    tenant: Option<&Arc<TenantRuntime>>,
     rate: Option<RateInfo>,
 ) -> Response {
     finish(e.render(provider), provider, tenant, rate)

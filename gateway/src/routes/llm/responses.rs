@@ -415,7 +415,7 @@ async fn serve(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &*tenant, &parts);
+    let (app, tenant, parts) = (&app, &tenant, &parts);
     let bytes = super::body(app, parts, body).await?;
     let req: ResponsesRequest = super::parse(&bytes)?;
     let max = super::max_tokens(req.max_output_tokens, "max_output_tokens")?;
