@@ -112,6 +112,7 @@ class Gateway:
         extra_args: tuple[str, ...] = (),
         drain_grace: str = "0s",
         name: str = "gw",
+        env: dict[str, str] | None = None,
     ):
         self.manifests = manifests
         self.redis_url = redis_url
@@ -129,7 +130,9 @@ class Gateway:
         self._log = open(self.log_path, "wb")
         for attempt in range(5):
             try:
-                self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=clean_env())
+                self.proc = subprocess.Popen(
+                    args, stdout=self._log, stderr=subprocess.STDOUT, env={**clean_env(), **(env or {})}
+                )
                 break
             except OSError:  # e.g. "Text file busy" while the binary is being replaced
                 if attempt == 4:
