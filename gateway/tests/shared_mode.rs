@@ -201,6 +201,12 @@ async fn the_rate_limit_holds_across_processes() {
     let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &d])
         .await
         .unwrap();
+    // Both processes seeded the same folder: one wrote it, the other found the same generation.
+    assert_eq!(
+        redis.cli(&["GET", "us:cfg:version"]).unwrap(),
+        "1",
+        "the manifests were written once"
+    );
     let mut statuses = Vec::new();
     for i in 0..8 {
         let gw = if i % 2 == 0 { &a } else { &b };
@@ -220,4 +226,21 @@ async fn sigterm_drains_and_exits_zero() {
         .terminate(Duration::from_secs(15))
         .expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_is_read_through_before_404() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url])
+        .await
+        .unwrap();
+    assert_eq!(ask(&gw, "quiet", "hi").await.0, 404);
+    // Written behind the gateway's back: no notice is published.
+    let doc = serde_json::to_string(&tenant_doc(&WRITTEN.replace("written", "quiet"))).unwrap();
+    redis.cli(&["SET", "us:cfg:tenant:quiet", &doc]).unwrap();
+    redis.cli(&["HSET", "us:cfg:index", "quiet", "1"]).unwrap();
+    let (status, body) = ask(&gw, "quiet", "hi").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content(&body), "version one");
 }
