@@ -53,3 +53,6 @@ pub fn tenant_stats(tenant: &str) -> String {
 pub fn scenario_stats(tenant: &str) -> String {
     format!("us:stats:scenarios:{tenant}")
 }
+
+/// Hash key name → JSON [`crate::model::ApiKeyRecord`] (hashed keys only, never plaintext).
+pub const API_KEYS: &str = "us:keys";

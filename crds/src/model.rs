@@ -440,3 +440,53 @@ pub fn counts(t: &TenantConfig) -> (usize, usize) {
         .collect();
     (t.scenarios.len(), tools.len())
 }
+
+/// What an identity may do. Ordered: a higher role includes the lower ones.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads what it may see.
+    #[default]
+    Viewer,
+    /// Also creates and changes tenants it owns.
+    Editor,
+    /// Everything, including minting and revoking keys.
+    Admin,
+}
+
+impl Role {
+    /// The lowercase name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An API key as stored: never the plaintext, only its SHA-256.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Unique name (the handle for listing and revoking).
+    pub name: String,
+    /// The identity the key authenticates as (several keys may share one, for rotation).
+    pub identity: String,
+    /// What the key may do.
+    pub role: Role,
+    /// When set, the key acts on this tenant only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// RFC 3339; the key is refused from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// The identity that minted it.
+    pub created_by: String,
+    /// Hex SHA-256 of the plaintext.
+    pub hash: String,
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use understudy_crds::model::TenantConfig;
+use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use crate::engine::settings::Settings;
 
@@ -70,6 +70,20 @@ pub struct Snapshot {
     pub epoch: Option<String>,
     /// tenant id → runtime.
     pub tenants: HashMap<String, Arc<TenantRuntime>>,
+    /// SHA-256 (hex) of a key's plaintext → the key: authentication is one map lookup.
+    pub keys: HashMap<String, Arc<ApiKeyRecord>>,
+}
+
+impl Snapshot {
+    /// A copy to change, at `version` (never lower than this one's).
+    fn next(&self, version: u64) -> Snapshot {
+        Snapshot {
+            version: self.version.max(version),
+            epoch: self.epoch.clone(),
+            tenants: self.tenants.clone(),
+            keys: self.keys.clone(),
+        }
+    }
 }
 
 /// The shared handle: current snapshot, version watch, readiness of the first sync.
@@ -144,16 +158,19 @@ impl SnapshotHandle {
     }
 
     /// Replaces everything (a full sync).
-    pub fn replace(&self, version: u64, epoch: Option<String>, tenants: Vec<(TenantConfig, u64)>) {
+    pub fn replace(
+        &self,
+        version: u64,
+        epoch: Option<String>,
+        tenants: Vec<(TenantConfig, u64)>,
+        keys: Vec<ApiKeyRecord>,
+    ) {
         let tenants = tenants
             .into_iter()
             .map(|(c, v)| (c.tenant_id.clone(), Arc::new(TenantRuntime::new(c, v))))
             .collect();
-        self.publish(Snapshot {
-            version,
-            epoch,
-            tenants,
-        });
+        let keys = keys.into_iter().map(|k| (k.hash.clone(), Arc::new(k))).collect();
+        self.publish(Snapshot { version, epoch, tenants, keys });
         self.synced.store(true, Ordering::Release);
         self.touch();
     }
@@ -161,36 +178,38 @@ impl SnapshotHandle {
     /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
     pub fn apply_put(&self, config: TenantConfig, tenant_version: u64, global_version: u64) {
         let cur = self.load();
-        if cur
-            .tenants
-            .get(&config.tenant_id)
-            .is_some_and(|t| t.version > tenant_version)
-        {
+        if cur.tenants.get(&config.tenant_id).is_some_and(|t| t.version > tenant_version) {
             return; // an older document than the one we serve
         }
-        let mut tenants = cur.tenants.clone();
-        tenants.insert(
-            config.tenant_id.clone(),
-            Arc::new(TenantRuntime::new(config, tenant_version)),
-        );
-        self.publish(Snapshot {
-            version: cur.version.max(global_version),
-            epoch: cur.epoch.clone(),
-            tenants,
-        });
+        let mut next = cur.next(global_version);
+        next.tenants
+            .insert(config.tenant_id.clone(), Arc::new(TenantRuntime::new(config, tenant_version)));
+        self.publish(next);
         self.touch();
     }
 
     /// Applies one tenant deletion.
     pub fn apply_del(&self, tenant: &str, global_version: u64) {
-        let cur = self.load();
-        let mut tenants = cur.tenants.clone();
-        tenants.remove(tenant);
-        self.publish(Snapshot {
-            version: cur.version.max(global_version),
-            epoch: cur.epoch.clone(),
-            tenants,
-        });
+        let mut next = self.load().next(global_version);
+        next.tenants.remove(tenant);
+        self.publish(next);
+        self.touch();
+    }
+
+    /// Applies one API key creation.
+    pub fn apply_key_put(&self, key: ApiKeyRecord, global_version: u64) {
+        let mut next = self.load().next(global_version);
+        next.keys.retain(|_, k| k.name != key.name);
+        next.keys.insert(key.hash.clone(), Arc::new(key));
+        self.publish(next);
+        self.touch();
+    }
+
+    /// Applies one API key revocation.
+    pub fn apply_key_del(&self, name: &str, global_version: u64) {
+        let mut next = self.load().next(global_version);
+        next.keys.retain(|_, k| k.name != name);
+        self.publish(next);
         self.touch();
     }
 
@@ -198,11 +217,7 @@ impl SnapshotHandle {
     pub fn bump_version(&self, version: u64) {
         let cur = self.load();
         if version > cur.version {
-            self.publish(Snapshot {
-                version,
-                epoch: cur.epoch.clone(),
-                tenants: cur.tenants.clone(),
-            });
+            self.publish(cur.next(version));
         }
         self.touch();
     }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
-use crate::store::{ConfigNotice, NoticeOp, Store, StoreError, SyncEvent};
+use crate::store::{ConfigNotice, NoticeKind, NoticeOp, Store, StoreError, SyncEvent};
 
 /// Timing of the sync loop.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +70,7 @@ impl Syncer {
                     self.store.raise_version(current.version).await?;
                 }
                 self.snapshot
-                    .replace(full.version.max(current.version), full.epoch, full.tenants);
+                    .replace(full.version.max(current.version), full.epoch, full.tenants, full.keys);
             }
             (None, false) => {
                 // A store never populated: this process marks it so a later emptying is noticed.
@@ -79,7 +79,7 @@ impl Syncer {
                     .init_epoch(&uuid::Uuid::new_v4().to_string())
                     .await?;
                 self.snapshot
-                    .replace(full.version, Some(epoch), full.tenants);
+                    .replace(full.version, Some(epoch), full.tenants, full.keys);
             }
             (None, true) => {
                 tracing::warn!(
@@ -104,13 +104,18 @@ impl Syncer {
             tracing::debug!(have, got = n.version, "version gap: full resync");
             return self.full_sync().await;
         }
-        match n.op {
-            NoticeOp::Put => match self.store.get_tenant(&n.tenant).await? {
+        match (n.kind, n.op) {
+            (NoticeKind::Tenant, NoticeOp::Put) => match self.store.get_tenant(&n.tenant).await? {
                 Some((cfg, v)) => self.snapshot.apply_put(cfg, v, n.version),
                 // Deleted again already; its delete notice follows.
                 None => self.snapshot.bump_version(n.version),
             },
-            NoticeOp::Del => self.snapshot.apply_del(&n.tenant, n.version),
+            (NoticeKind::Tenant, NoticeOp::Del) => self.snapshot.apply_del(&n.tenant, n.version),
+            (NoticeKind::Key, NoticeOp::Put) => match self.store.get_key(&n.tenant).await? {
+                Some(key) => self.snapshot.apply_key_put(key, n.version),
+                None => self.snapshot.bump_version(n.version),
+            },
+            (NoticeKind::Key, NoticeOp::Del) => self.snapshot.apply_key_del(&n.tenant, n.version),
         }
         self.gauges();
         Ok(())

@@ -10,10 +10,11 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use understudy_crds::model::TenantConfig;
+use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use super::{
-    ConfigNotice, FullConfig, NoticeOp, StatsBatch, StatsTotals, Store, StoreError, SyncEvent,
+    ConfigNotice, Expect, FullConfig, NoticeKind, NoticeOp, StatsBatch, StatsTotals, Store, StoreError,
+    SyncEvent,
 };
 
 #[derive(Default)]
@@ -21,6 +22,7 @@ struct State {
     version: u64,
     epoch: Option<String>,
     tenants: BTreeMap<String, (TenantConfig, u64)>,
+    keys: BTreeMap<String, ApiKeyRecord>,
     /// key → (value, expiry)
     counters: HashMap<String, (u64, Option<Instant>)>,
     values: HashMap<String, String>,
@@ -90,6 +92,7 @@ impl Store for MemoryStore {
             version: st.version,
             epoch: st.epoch.clone(),
             tenants: st.tenants.values().cloned().collect(),
+            keys: st.keys.values().cloned().collect(),
         })
     }
 
@@ -97,19 +100,28 @@ impl Store for MemoryStore {
         Ok(self.lock().tenants.get(tenant).cloned())
     }
 
-    async fn put_tenant(&self, config: &TenantConfig) -> Result<u64, StoreError> {
+    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError> {
         let mut st = self.lock();
+        let current = st.tenants.get(&config.tenant_id).map(|(_, v)| *v);
+        let ok = match expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(v) => current == Some(v),
+        };
+        if !ok {
+            return Ok(None);
+        }
         st.version += 1;
         let v = st.version;
-        st.tenants
-            .insert(config.tenant_id.clone(), (config.clone(), v));
+        st.tenants.insert(config.tenant_id.clone(), (config.clone(), v));
         // Sent under the lock so notices leave in version order.
         let _ = self.notices.send(ConfigNotice {
             version: v,
             tenant: config.tenant_id.clone(),
             op: NoticeOp::Put,
+            kind: NoticeKind::Tenant,
         });
-        Ok(v)
+        Ok(Some(v))
     }
 
     async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
@@ -123,6 +135,44 @@ impl Store for MemoryStore {
             version: v,
             tenant: tenant.to_string(),
             op: NoticeOp::Del,
+            kind: NoticeKind::Tenant,
+        });
+        Ok(Some(v))
+    }
+
+    async fn put_key(&self, key: &ApiKeyRecord) -> Result<Option<u64>, StoreError> {
+        let mut st = self.lock();
+        if st.keys.contains_key(&key.name) {
+            return Ok(None);
+        }
+        st.version += 1;
+        let v = st.version;
+        st.keys.insert(key.name.clone(), key.clone());
+        let _ = self.notices.send(ConfigNotice {
+            version: v,
+            tenant: key.name.clone(),
+            op: NoticeOp::Put,
+            kind: NoticeKind::Key,
+        });
+        Ok(Some(v))
+    }
+
+    async fn get_key(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.lock().keys.get(name).cloned())
+    }
+
+    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let mut st = self.lock();
+        if st.keys.remove(name).is_none() {
+            return Ok(None);
+        }
+        st.version += 1;
+        let v = st.version;
+        let _ = self.notices.send(ConfigNotice {
+            version: v,
+            tenant: name.to_string(),
+            op: NoticeOp::Del,
+            kind: NoticeKind::Key,
         });
         Ok(Some(v))
     }

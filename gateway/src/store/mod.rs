@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use understudy_crds::model::TenantConfig;
+use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +39,43 @@ pub enum NoticeOp {
     Del,
 }
 
-/// A change notice, published after every configuration write.
+/// What a notice is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    /// A tenant document (`tenant` names it).
+    #[default]
+    Tenant,
+    /// An API key (`tenant` carries the key's name).
+    Key,
+}
+
+/// A change notice, published after every configuration write (tenants and API keys share one
+/// version sequence, so one gap check covers both).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigNotice {
     /// The global configuration version this write produced.
     #[serde(rename = "v")]
     pub version: u64,
-    /// The tenant written.
+    /// The tenant (or key name) written.
     #[serde(rename = "t")]
     pub tenant: String,
     /// What happened to it.
     pub op: NoticeOp,
+    /// Tenant or key.
+    #[serde(rename = "k", default)]
+    pub kind: NoticeKind,
+}
+
+/// The precondition of a checked tenant write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Write whatever is there.
+    Any,
+    /// Only if the tenant does not exist (create).
+    Absent,
+    /// Only if the tenant's last write had this version (read-modify-write without lost updates).
+    Version(u64),
 }
 
 /// What a subscription yields.
@@ -70,6 +96,8 @@ pub struct FullConfig {
     pub epoch: Option<String>,
     /// Tenant documents with their versions.
     pub tenants: Vec<(TenantConfig, u64)>,
+    /// Every API key (hashed).
+    pub keys: Vec<ApiKeyRecord>,
 }
 
 /// Traffic counters aggregated in process and flushed in one batch (SPEC §12).
@@ -119,12 +147,28 @@ pub trait Store: Send + Sync + 'static {
     /// One tenant's document and version (read-through for tenants a snapshot has not seen yet).
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError>;
     /// Replaces a tenant's document, bumps the global version and publishes a notice, atomically.
-    async fn put_tenant(&self, config: &TenantConfig) -> Result<u64, StoreError>;
+    async fn put_tenant(&self, config: &TenantConfig) -> Result<u64, StoreError> {
+        match self.put_tenant_checked(config, Expect::Any).await? {
+            Some(v) => Ok(v),
+            None => Err(StoreError::Corrupt("an unconditional write was refused".into())),
+        }
+    }
+    /// Like [`Store::put_tenant`], only if `expect` holds; `None` when it does not.
+    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError>;
     /// Deletes a tenant; `None` when it did not exist (nothing is bumped then).
     async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError>;
     /// Change notices from now on. The stream ends when the backend connection is lost; the
     /// subscriber then resubscribes and resyncs.
     async fn subscribe(&self) -> Result<BoxStream<'static, SyncEvent>, StoreError>;
+
+    // --- API keys ----------------------------------------------------------------------------
+
+    /// Stores a new key; `None` when the name is taken. Bumps the version and publishes a notice.
+    async fn put_key(&self, key: &ApiKeyRecord) -> Result<Option<u64>, StoreError>;
+    /// One key by name.
+    async fn get_key(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes (deletes) a key; `None` when it did not exist.
+    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError>;
 
     // --- epoch: noticing an emptied or restarted store -------------------------------------
 

@@ -13,9 +13,9 @@ use futures::stream::BoxStream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
-use understudy_crds::model::TenantConfig;
+use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
-use super::{ConfigNotice, FullConfig, StatsBatch, StatsTotals, Store, StoreError, SyncEvent};
+use super::{ConfigNotice, Expect, FullConfig, StatsBatch, StatsTotals, Store, StoreError, SyncEvent};
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -25,6 +25,8 @@ pub struct RedisStore {
     del_script: Script,
     load_script: Script,
     unlock_script: Script,
+    put_key_script: Script,
+    del_key_script: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -32,6 +34,12 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 }
 
 const PUT_LUA: &str = r#"
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[4] == 'absent' then
+  if cur then return -1 end
+elseif ARGV[4] ~= 'any' then
+  if cur ~= ARGV[4] then return -1 end
+end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], v)
@@ -50,6 +58,9 @@ return v
 
 const LOAD_LUA: &str = r#"
 local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or ''}
+local keys = redis.call('HVALS', KEYS[4])
+out[3] = tostring(#keys)
+for i = 1, #keys do out[#out + 1] = keys[i] end
 local idx = redis.call('HGETALL', KEYS[2])
 for i = 1, #idx, 2 do
   local doc = redis.call('GET', ARGV[1] .. idx[i])
@@ -59,6 +70,20 @@ for i = 1, #idx, 2 do
   end
 end
 return out
+"#;
+
+const PUT_KEY_LUA: &str = r#"
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return -1 end
+local v = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[3], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"put","k":"key"}')
+return v
+"#;
+
+const DEL_KEY_LUA: &str = r#"
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
+local v = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[2], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"del","k":"key"}')
+return v
 "#;
 
 const RAISE_LUA: &str = r#"
@@ -92,6 +117,8 @@ impl RedisStore {
             del_script: Script::new(DEL_LUA),
             load_script: Script::new(LOAD_LUA),
             unlock_script: Script::new(UNLOCK_LUA),
+            put_key_script: Script::new(PUT_KEY_LUA),
+            del_key_script: Script::new(DEL_KEY_LUA),
         })
     }
 
@@ -116,6 +143,7 @@ impl Store for RedisStore {
             .key(keys::CONFIG_VERSION)
             .key(keys::CONFIG_INDEX)
             .key(keys::EPOCH)
+            .key(keys::API_KEYS)
             .arg(keys::tenant_doc(""))
             .invoke_async(&mut self.conn())
             .await
@@ -123,6 +151,14 @@ impl Store for RedisStore {
         let mut it = out.into_iter();
         let version = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         let epoch = it.next().filter(|e| !e.is_empty());
+        let key_count: usize = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let mut api_keys = Vec::with_capacity(key_count);
+        for raw in it.by_ref().take(key_count) {
+            match serde_json::from_str(&raw) {
+                Ok(k) => api_keys.push(k),
+                Err(e) => tracing::warn!(error = %e, "skipping unreadable API key record"),
+            }
+        }
         let mut tenants = Vec::new();
         while let (Some(v), Some(doc)) = (it.next(), it.next()) {
             match parse_doc(&doc) {
@@ -131,11 +167,7 @@ impl Store for RedisStore {
                 Err(e) => tracing::warn!(error = %e, "skipping unreadable tenant document"),
             }
         }
-        Ok(FullConfig {
-            version,
-            epoch,
-            tenants,
-        })
+        Ok(FullConfig { version, epoch, tenants, keys: api_keys })
     }
 
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError> {
@@ -151,18 +183,60 @@ impl Store for RedisStore {
         }
     }
 
-    async fn put_tenant(&self, config: &TenantConfig) -> Result<u64, StoreError> {
+    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError> {
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_script
+        let expect = match expect {
+            Expect::Any => "any".to_string(),
+            Expect::Absent => "absent".to_string(),
+            Expect::Version(v) => v.to_string(),
+        };
+        let v: i64 = self
+            .put_script
             .key(keys::CONFIG_VERSION)
             .key(keys::CONFIG_INDEX)
             .key(keys::tenant_doc(&config.tenant_id))
             .arg(&config.tenant_id)
             .arg(doc)
             .arg(keys::CONFIG_CHANNEL)
+            .arg(expect)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok((v >= 0).then_some(v as u64))
+    }
+
+    async fn put_key(&self, key: &ApiKeyRecord) -> Result<Option<u64>, StoreError> {
+        let doc = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let v: i64 = self
+            .put_key_script
+            .key(keys::CONFIG_VERSION)
+            .key(keys::API_KEYS)
+            .arg(&key.name)
+            .arg(doc)
+            .arg(keys::CONFIG_CHANNEL)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((v >= 0).then_some(v as u64))
+    }
+
+    async fn get_key(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let raw: Option<String> = self.conn().hget(keys::API_KEYS, name).await.map_err(unavailable)?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("API key record: {e}"))))
+            .transpose()
+    }
+
+    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let v: i64 = self
+            .del_key_script
+            .key(keys::CONFIG_VERSION)
+            .key(keys::API_KEYS)
+            .arg(name)
+            .arg(keys::CONFIG_CHANNEL)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((v >= 0).then_some(v as u64))
     }
 
     async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError> {

@@ -68,7 +68,7 @@ pub async fn app() -> App {
     }
     let full = store.load_all().await.unwrap();
     let snapshot = Arc::new(SnapshotHandle::new());
-    snapshot.replace(full.version, Some("e".into()), full.tenants);
+    snapshot.replace(full.version, Some("e".into()), full.tenants, full.keys);
     let options = Options {
         max_body_bytes: 64 * 1024,
         ..Options::default()
