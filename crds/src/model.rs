@@ -442,7 +442,9 @@ pub fn counts(t: &TenantConfig) -> (usize, usize) {
 }
 
 /// What an identity may do. Ordered: a higher role includes the lower ones.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads what it may see.

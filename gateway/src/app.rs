@@ -35,6 +35,10 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Whether state is shared through Redis (unknown tenants are read through).
     pub shared: bool,
+    /// The bootstrap admin token (`--admin-token`).
+    pub admin_token: Option<String>,
+    /// Whether anonymous callers may use global tenants' data plane.
+    pub allow_anonymous: bool,
 }
 
 impl Default for Options {
@@ -44,6 +48,8 @@ impl Default for Options {
             cors_origins: vec!["*".into()],
             public_url: None,
             shared: false,
+            admin_token: None,
+            allow_anonymous: true,
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Chaos decisions.
     pub chaos: Chaos,
+    /// Credentials → identities.
+    pub identity: crate::identity::Resolver,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Traffic counters for status.
@@ -81,6 +89,10 @@ impl AppState {
     ) -> App {
         Arc::new(AppState {
             chaos: Chaos::new(store.clone(), metrics.clone()),
+            identity: crate::identity::Resolver::new(
+                options.admin_token.as_deref(),
+                snapshot.clone(),
+            ),
             snapshot,
             store,
             metrics,
@@ -89,6 +101,29 @@ impl AppState {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// A tenant from the snapshot, or read through from the shared store (SPEC §12).
+    pub async fn find_tenant(&self, id: &str) -> Option<Arc<crate::snapshot::TenantRuntime>> {
+        if let Some(t) = self.snapshot.tenant(id) {
+            return Some(t);
+        }
+        if !self.options.shared {
+            return None;
+        }
+        match self.store.get_tenant(id).await {
+            Ok(Some((cfg, v))) => {
+                let global = self.snapshot.load().version;
+                self.snapshot.apply_put(cfg, v, global);
+                self.snapshot.tenant(id)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.metrics.redis_error("read_through");
+                tracing::debug!(error = %e, tenant = id, "read-through failed");
+                None
+            }
+        }
     }
 
     /// Whether the process should receive traffic.
@@ -134,7 +169,9 @@ pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
 
 fn surface_of(route: &str) -> &'static str {
     match route {
-        "/healthz" | "/readyz" | "/metrics" => "ops",
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => "ops",
+        r if r.starts_with("/public/") => "public",
+        r if r.starts_with("/api/v1/admin/") => "admin",
         r if r.starts_with("/v1/")
             || r.starts_with("/chat/")
             || r.starts_with("/responses")
@@ -273,6 +310,9 @@ pub fn app(state: App) -> Router {
     Router::new()
         .merge(crate::routes::llm::router())
         .merge(crate::routes::ops::router())
+        .merge(crate::routes::public::router())
+        .merge(crate::routes::admin::router())
+        .merge(crate::routes::openapi::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(trace_layer())

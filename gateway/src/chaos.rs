@@ -109,6 +109,12 @@ impl Chaos {
         }
     }
 
+    /// Forgets this process's fallback counters of a tenant (tenant reset).
+    pub fn reset_local(&self, tenant: &str) {
+        self.local
+            .forget_prefix(&keys::tenant_runtime_prefix(tenant));
+    }
+
     /// Decides what happens to one request of `tenant` on `surface`.
     pub async fn evaluate(&self, tenant: &TenantRuntime, surface: Surface) -> Outcome {
         let Some(spec) = tenant.config.chaos.as_ref() else {

@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Base URL used in links the gateway hands out.
     #[arg(long, env = "UNDERSTUDY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The bootstrap admin token: a Bearer / X-API-Key credential with the admin role.
+    #[arg(long, env = "UNDERSTUDY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Whether anonymous callers may use global tenants' data plane (`false`: any valid key).
+    #[arg(long, env = "UNDERSTUDY_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
     /// Allowed CORS origins, comma-separated (`*` for any).
     #[arg(
         long,
@@ -94,6 +100,11 @@ impl ServeArgs {
             return Err(format!(
                 "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {url:?}"
             ));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(
+                "--admin-token (UNDERSTUDY_ADMIN_TOKEN) must be at least 16 characters".into(),
+            );
         }
         if self.max_body_bytes < 1024 {
             return Err(

@@ -14,6 +14,7 @@ pub mod app;
 pub mod chaos;
 pub mod config;
 pub mod engine;
+pub mod identity;
 pub mod manifests;
 pub mod metrics;
 pub mod routes;

@@ -60,6 +60,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         cors_origins: args.cors_origins.clone(),
         public_url: args.public_url.clone(),
         shared: args.redis_url.is_some(),
+        admin_token: args.admin_token.clone(),
+        allow_anonymous: args.allow_anonymous,
     };
     let app = AppState::new(store.clone(), snapshot.clone(), metrics.clone(), options);
     let tasks = CancellationToken::new();

@@ -169,8 +169,16 @@ impl SnapshotHandle {
             .into_iter()
             .map(|(c, v)| (c.tenant_id.clone(), Arc::new(TenantRuntime::new(c, v))))
             .collect();
-        let keys = keys.into_iter().map(|k| (k.hash.clone(), Arc::new(k))).collect();
-        self.publish(Snapshot { version, epoch, tenants, keys });
+        let keys = keys
+            .into_iter()
+            .map(|k| (k.hash.clone(), Arc::new(k)))
+            .collect();
+        self.publish(Snapshot {
+            version,
+            epoch,
+            tenants,
+            keys,
+        });
         self.synced.store(true, Ordering::Release);
         self.touch();
     }
@@ -178,12 +186,18 @@ impl SnapshotHandle {
     /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
     pub fn apply_put(&self, config: TenantConfig, tenant_version: u64, global_version: u64) {
         let cur = self.load();
-        if cur.tenants.get(&config.tenant_id).is_some_and(|t| t.version > tenant_version) {
+        if cur
+            .tenants
+            .get(&config.tenant_id)
+            .is_some_and(|t| t.version > tenant_version)
+        {
             return; // an older document than the one we serve
         }
         let mut next = cur.next(global_version);
-        next.tenants
-            .insert(config.tenant_id.clone(), Arc::new(TenantRuntime::new(config, tenant_version)));
+        next.tenants.insert(
+            config.tenant_id.clone(),
+            Arc::new(TenantRuntime::new(config, tenant_version)),
+        );
         self.publish(next);
         self.touch();
     }

@@ -69,8 +69,12 @@ impl Syncer {
                     // The store restarted from a lower counter: lift it so later writes are seen.
                     self.store.raise_version(current.version).await?;
                 }
-                self.snapshot
-                    .replace(full.version.max(current.version), full.epoch, full.tenants, full.keys);
+                self.snapshot.replace(
+                    full.version.max(current.version),
+                    full.epoch,
+                    full.tenants,
+                    full.keys,
+                );
             }
             (None, false) => {
                 // A store never populated: this process marks it so a later emptying is noticed.

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
+use understudy_crds::model::{ApiKeyRecord, Role};
 use understudy_crds::model::{ConfigSource, TenantConfig};
 use understudy_e2e::RedisServer;
 use understudy_gateway::store::memory::MemoryStore;
 use understudy_gateway::store::redis::RedisStore;
-use understudy_crds::model::{ApiKeyRecord, Role};
-use understudy_gateway::store::{Expect, NoticeKind, NoticeOp, StatsBatch, Store, SyncEvent, TenantStats};
+use understudy_gateway::store::{
+    Expect, NoticeKind, NoticeOp, StatsBatch, Store, SyncEvent, TenantStats,
+};
 
 type Fixture = (Arc<dyn Store>, Option<RedisServer>);
 
@@ -201,16 +203,36 @@ async fn stats_accumulate(s: Arc<dyn Store>) {
 }
 
 async fn checked_writes_refuse_stale_versions(s: Arc<dyn Store>) {
-    let v1 = s.put_tenant_checked(&tenant("a", "one"), Expect::Absent).await.unwrap().expect("created");
-    assert_eq!(s.put_tenant_checked(&tenant("a", "dup"), Expect::Absent).await.unwrap(), None, "create twice");
-    let v2 = s.put_tenant_checked(&tenant("a", "two"), Expect::Version(v1)).await.unwrap().expect("fresh version");
+    let v1 = s
+        .put_tenant_checked(&tenant("a", "one"), Expect::Absent)
+        .await
+        .unwrap()
+        .expect("created");
     assert_eq!(
-        s.put_tenant_checked(&tenant("a", "lost update"), Expect::Version(v1)).await.unwrap(),
+        s.put_tenant_checked(&tenant("a", "dup"), Expect::Absent)
+            .await
+            .unwrap(),
+        None,
+        "create twice"
+    );
+    let v2 = s
+        .put_tenant_checked(&tenant("a", "two"), Expect::Version(v1))
+        .await
+        .unwrap()
+        .expect("fresh version");
+    assert_eq!(
+        s.put_tenant_checked(&tenant("a", "lost update"), Expect::Version(v1))
+            .await
+            .unwrap(),
         None,
         "a write based on an old version is refused"
     );
     let (doc, v) = s.get_tenant("a").await.unwrap().unwrap();
-    assert_eq!((doc.default_response.as_deref(), v), (Some("two"), v2), "nothing refused was stored");
+    assert_eq!(
+        (doc.default_response.as_deref(), v),
+        (Some("two"), v2),
+        "nothing refused was stored"
+    );
 }
 
 fn key(name: &str) -> ApiKeyRecord {
@@ -230,13 +252,20 @@ fn key(name: &str) -> ApiKeyRecord {
 async fn keys_are_created_once_listed_and_revoked(s: Arc<dyn Store>) {
     let mut sub = s.subscribe().await.unwrap();
     let v1 = s.put_key(&key("ci")).await.unwrap().expect("created");
-    assert_eq!(s.put_key(&key("ci")).await.unwrap(), None, "names are unique");
+    assert_eq!(
+        s.put_key(&key("ci")).await.unwrap(),
+        None,
+        "names are unique"
+    );
     assert_eq!(s.get_key("ci").await.unwrap(), Some(key("ci")));
     assert_eq!(s.load_all().await.unwrap().keys, vec![key("ci")]);
     let v2 = s.delete_key("ci").await.unwrap().expect("revoked");
     assert_eq!(s.delete_key("ci").await.unwrap(), None);
     assert!(s.load_all().await.unwrap().keys.is_empty());
-    assert!(s.put_key(&key("ci")).await.unwrap().is_some(), "a revoked key's name may be reused");
+    assert!(
+        s.put_key(&key("ci")).await.unwrap().is_some(),
+        "a revoked key's name may be reused"
+    );
     let mut got = Vec::new();
     for _ in 0..2 {
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
@@ -244,7 +273,13 @@ async fn keys_are_created_once_listed_and_revoked(s: Arc<dyn Store>) {
             other => panic!("expected a notice, got {other:?}"),
         }
     }
-    assert_eq!(got, vec![(v1, NoticeKind::Key, NoticeOp::Put), (v2, NoticeKind::Key, NoticeOp::Del)]);
+    assert_eq!(
+        got,
+        vec![
+            (v1, NoticeKind::Key, NoticeOp::Put),
+            (v2, NoticeKind::Key, NoticeOp::Del)
+        ]
+    );
 }
 
 macro_rules! contract {

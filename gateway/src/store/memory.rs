@@ -13,8 +13,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use super::{
-    ConfigNotice, Expect, FullConfig, NoticeKind, NoticeOp, StatsBatch, StatsTotals, Store, StoreError,
-    SyncEvent,
+    ConfigNotice, Expect, FullConfig, NoticeKind, NoticeOp, StatsBatch, StatsTotals, Store,
+    StoreError, SyncEvent,
 };
 
 #[derive(Default)]
@@ -60,6 +60,11 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Drops every counter with this prefix (synchronous, for the per-process fallback).
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.lock().counters.retain(|k, _| !k.starts_with(prefix));
+    }
+
     /// Synchronous counter used as the per-process fallback when the shared store is down.
     pub fn incr_expiring_now(&self, key: &str, ttl_secs: u64) -> u64 {
         let now = Instant::now();
@@ -100,7 +105,11 @@ impl Store for MemoryStore {
         Ok(self.lock().tenants.get(tenant).cloned())
     }
 
-    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError> {
+    async fn put_tenant_checked(
+        &self,
+        config: &TenantConfig,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError> {
         let mut st = self.lock();
         let current = st.tenants.get(&config.tenant_id).map(|(_, v)| *v);
         let ok = match expect {
@@ -113,7 +122,8 @@ impl Store for MemoryStore {
         }
         st.version += 1;
         let v = st.version;
-        st.tenants.insert(config.tenant_id.clone(), (config.clone(), v));
+        st.tenants
+            .insert(config.tenant_id.clone(), (config.clone(), v));
         // Sent under the lock so notices leave in version order.
         let _ = self.notices.send(ConfigNotice {
             version: v,

@@ -150,11 +150,17 @@ pub trait Store: Send + Sync + 'static {
     async fn put_tenant(&self, config: &TenantConfig) -> Result<u64, StoreError> {
         match self.put_tenant_checked(config, Expect::Any).await? {
             Some(v) => Ok(v),
-            None => Err(StoreError::Corrupt("an unconditional write was refused".into())),
+            None => Err(StoreError::Corrupt(
+                "an unconditional write was refused".into(),
+            )),
         }
     }
     /// Like [`Store::put_tenant`], only if `expect` holds; `None` when it does not.
-    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError>;
+    async fn put_tenant_checked(
+        &self,
+        config: &TenantConfig,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError>;
     /// Deletes a tenant; `None` when it did not exist (nothing is bumped then).
     async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError>;
     /// Change notices from now on. The stream ends when the backend connection is lost; the

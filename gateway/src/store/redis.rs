@@ -15,7 +15,9 @@ use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
-use super::{ConfigNotice, Expect, FullConfig, StatsBatch, StatsTotals, Store, StoreError, SyncEvent};
+use super::{
+    ConfigNotice, Expect, FullConfig, StatsBatch, StatsTotals, Store, StoreError, SyncEvent,
+};
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -167,7 +169,12 @@ impl Store for RedisStore {
                 Err(e) => tracing::warn!(error = %e, "skipping unreadable tenant document"),
             }
         }
-        Ok(FullConfig { version, epoch, tenants, keys: api_keys })
+        Ok(FullConfig {
+            version,
+            epoch,
+            tenants,
+            keys: api_keys,
+        })
     }
 
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError> {
@@ -183,7 +190,11 @@ impl Store for RedisStore {
         }
     }
 
-    async fn put_tenant_checked(&self, config: &TenantConfig, expect: Expect) -> Result<Option<u64>, StoreError> {
+    async fn put_tenant_checked(
+        &self,
+        config: &TenantConfig,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError> {
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let expect = match expect {
             Expect::Any => "any".to_string(),
@@ -221,9 +232,16 @@ impl Store for RedisStore {
     }
 
     async fn get_key(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let raw: Option<String> = self.conn().hget(keys::API_KEYS, name).await.map_err(unavailable)?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("API key record: {e}"))))
-            .transpose()
+        let raw: Option<String> = self
+            .conn()
+            .hget(keys::API_KEYS, name)
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| {
+            serde_json::from_str(&r)
+                .map_err(|e| StoreError::Corrupt(format!("API key record: {e}")))
+        })
+        .transpose()
     }
 
     async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {

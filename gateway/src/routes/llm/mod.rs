@@ -131,44 +131,54 @@ pub async fn tenant(app: &App, parts: &Parts) -> Result<Arc<TenantRuntime>, LlmE
             "tenant_not_found",
         ));
     }
-    let found = match app.snapshot.tenant(&id) {
-        Some(t) => Some(t),
-        None if app.options.shared => read_through(app, &id).await,
-        None => None,
-    };
-    let t = found.ok_or_else(|| {
+    let t = app.find_tenant(&id).await.ok_or_else(|| {
         LlmError::not_found(format!("Tenant '{id}' not found."), "tenant_not_found")
     })?;
-    if t.config.visibility == Visibility::Private {
-        // Identity (API keys, OIDC) arrives with the public API; until then a private tenant
-        // refuses every data-plane caller rather than serve anyone.
-        let mut e = LlmError::invalid(
-            format!(
-                "Tenant '{id}' is private: send its owner's API key as `Authorization: Bearer <key>` or `x-api-key: <key>`."
-            ),
-            None,
-        );
-        e.kind = error::Kind::Authentication;
-        e.status = http::StatusCode::UNAUTHORIZED;
-        return Err(e);
-    }
+    authorize(app, parts, &t)?;
     Ok(t)
 }
 
-async fn read_through(app: &App, id: &str) -> Option<Arc<TenantRuntime>> {
-    match app.store.get_tenant(id).await {
-        Ok(Some((cfg, v))) => {
-            let global = app.snapshot.load().version;
-            app.snapshot.apply_put(cfg, v, global);
-            app.snapshot.tenant(id)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            app.metrics.redis_error("read_through");
-            tracing::debug!(error = %e, tenant = id, "read-through failed");
-            None
-        }
+/// Data-plane access (SPEC §3, §8.2): credentials are ignored for global tenants (unless
+/// anonymous traffic is off); a private tenant needs its owner's key: 401 without a valid one,
+/// 403 for someone else's.
+fn authorize(app: &App, parts: &Parts, t: &TenantRuntime) -> Result<(), LlmError> {
+    let private = t.config.visibility == Visibility::Private;
+    if !private && app.options.allow_anonymous {
+        return Ok(());
     }
+    let what = "send its owner's API key as `Authorization: Bearer <key>` or `x-api-key: <key>`";
+    let unauthorized = |why: String| {
+        let mut e = LlmError::invalid(why, None);
+        e.kind = error::Kind::Authentication;
+        e.status = http::StatusCode::UNAUTHORIZED;
+        e
+    };
+    let id = match app.identity.resolve(&parts.headers) {
+        Ok(id) if id.is_authenticated() => id,
+        Ok(_) if private => {
+            return Err(unauthorized(format!(
+                "Tenant '{}' is private: {what}.",
+                t.id()
+            )));
+        }
+        Ok(_) => {
+            return Err(unauthorized(format!(
+                "Tenant '{}' needs a credential (anonymous access is off): send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+                t.id()
+            )));
+        }
+        Err(e) => return Err(unauthorized(format!("Tenant '{}': {e}; {what}.", t.id()))),
+    };
+    if (private && !id.owns(&t.config)) || !id.in_scope(t.id()) {
+        let mut e = LlmError::invalid(
+            format!("This API key may not use tenant '{}': {what}.", t.id()),
+            None,
+        );
+        e.kind = error::Kind::Permission;
+        e.status = http::StatusCode::FORBIDDEN;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Reads the body within the limit: over it → 413 (checked on Content-Length first).

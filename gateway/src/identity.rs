@@ -1,0 +1,334 @@
+//! Who is calling (SPEC §8.1): one resolver turns a request's credential into an [`Identity`].
+//!
+//! ```text
+//!  X-API-Key / Authorization: Bearer ─► admin token? ─► API key (SHA-256 → snapshot lookup)
+//!                                        └─ (later: OIDC JWT, portal session cookie)
+//! ```
+//!
+//! Keys are looked up in the in-memory snapshot (no Redis round trip per request); revocation
+//! reaches every process through the same change notices as tenant configuration.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use understudy_crds::Visibility;
+use understudy_crds::model::{ApiKeyRecord, Role, TenantConfig};
+
+use crate::snapshot::SnapshotHandle;
+
+/// How the caller authenticated (audit's `auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthType {
+    /// No credential.
+    Anonymous,
+    /// An API key.
+    ApiKey,
+    /// The bootstrap admin token.
+    AdminToken,
+    /// An OIDC bearer JWT (portal release).
+    Oidc,
+    /// The portal session cookie (portal release).
+    Session,
+}
+
+/// A resolved caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// How it authenticated.
+    pub auth_type: AuthType,
+    /// The identity name (`None` when anonymous): what a private tenant's `owner` names.
+    pub subject: Option<String>,
+    /// Its role (`None` when anonymous).
+    pub role: Option<Role>,
+    /// The only tenant it may act on, when scoped.
+    pub tenant_scope: Option<String>,
+    /// The API key's name, for audit.
+    pub key_name: Option<String>,
+}
+
+/// Why a credential was refused (always 401: the caller must send something else).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown, revoked or malformed.
+    #[error("the credential is not a valid API key (unknown or revoked)")]
+    Invalid,
+    /// Past its `expires_at`.
+    #[error("the API key {0:?} has expired")]
+    Expired(String),
+}
+
+impl Identity {
+    /// No credential.
+    pub fn anonymous() -> Self {
+        Identity {
+            auth_type: AuthType::Anonymous,
+            subject: None,
+            role: None,
+            tenant_scope: None,
+            key_name: None,
+        }
+    }
+
+    /// Whether a credential was presented and accepted.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth_type != AuthType::Anonymous
+    }
+
+    /// At least `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.role.is_some_and(|r| r >= role)
+    }
+
+    /// An unscoped admin: may do anything.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(Role::Admin)
+    }
+
+    /// Whether its scope (if any) allows `tenant`.
+    pub fn in_scope(&self, tenant: &str) -> bool {
+        self.tenant_scope.as_deref().is_none_or(|t| t == tenant)
+    }
+
+    /// Whether it owns `tenant` (admins own everything in their scope).
+    pub fn owns(&self, tenant: &TenantConfig) -> bool {
+        if !self.in_scope(&tenant.tenant_id) {
+            return false;
+        }
+        if self.is_admin() {
+            return true;
+        }
+        match (&self.subject, &tenant.owner) {
+            (Some(me), Some(owner)) => me == owner,
+            _ => false,
+        }
+    }
+
+    /// Whether it may read `tenant` (global: everyone in scope; private: owner or admin).
+    pub fn may_read(&self, tenant: &TenantConfig) -> bool {
+        match tenant.visibility {
+            Visibility::Global => self.in_scope(&tenant.tenant_id),
+            Visibility::Private => self.owns(tenant),
+        }
+    }
+}
+
+/// SHA-256 of a secret, hex: how keys and the admin token are kept.
+pub fn hash_secret(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The credential a request carries: `X-API-Key`, else `Authorization: Bearer`.
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        let k = k.trim();
+        if !k.is_empty() {
+            return Some(k);
+        }
+    }
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Resolves credentials against the bootstrap admin token and the key snapshot.
+pub struct Resolver {
+    admin_token_hash: Option<[u8; 32]>,
+    snapshot: Arc<SnapshotHandle>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl Resolver {
+    /// A resolver; `admin_token` is the bootstrap admin secret, if configured.
+    pub fn new(admin_token: Option<&str>, snapshot: Arc<SnapshotHandle>) -> Self {
+        Resolver {
+            admin_token_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            snapshot,
+        }
+    }
+
+    /// The identity of a request: anonymous without a credential, an error for a bad one.
+    pub fn resolve(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        match credential(headers) {
+            None => Ok(Identity::anonymous()),
+            Some(secret) => self.resolve_secret(secret),
+        }
+    }
+
+    /// The identity of one presented secret.
+    pub fn resolve_secret(&self, secret: &str) -> Result<Identity, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some(admin) = &self.admin_token_hash
+            && bool::from(admin.ct_eq(&digest))
+        {
+            return Ok(Identity {
+                auth_type: AuthType::AdminToken,
+                subject: Some("admin".into()),
+                role: Some(Role::Admin),
+                tenant_scope: None,
+                key_name: None,
+            });
+        }
+        // OIDC bearer JWTs and portal session cookies are resolved here once the portal lands;
+        // until then they are unknown credentials.
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let snapshot = self.snapshot.load();
+        let key = snapshot.keys.get(&hex).ok_or(AuthError::Invalid)?;
+        if !bool::from(key.hash.as_bytes().ct_eq(hex.as_bytes())) {
+            return Err(AuthError::Invalid);
+        }
+        if key
+            .expires_at
+            .as_deref()
+            .is_some_and(|e| e <= now_rfc3339().as_str())
+        {
+            return Err(AuthError::Expired(key.name.clone()));
+        }
+        Ok(identity_of(key))
+    }
+}
+
+/// The identity an API key authenticates as.
+pub fn identity_of(key: &ApiKeyRecord) -> Identity {
+    Identity {
+        auth_type: AuthType::ApiKey,
+        subject: Some(key.identity.clone()),
+        role: Some(key.role),
+        tenant_scope: key.tenant.clone(),
+        key_name: Some(key.name.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn key(
+        name: &str,
+        secret: &str,
+        role: Role,
+        tenant: Option<&str>,
+        expires: Option<&str>,
+    ) -> ApiKeyRecord {
+        ApiKeyRecord {
+            name: name.into(),
+            identity: format!("{name}-owner"),
+            role,
+            tenant: tenant.map(String::from),
+            description: None,
+            expires_at: expires.map(String::from),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            created_by: "admin".into(),
+            hash: hash_secret(secret),
+        }
+    }
+
+    fn resolver() -> Resolver {
+        let snap = Arc::new(SnapshotHandle::new());
+        snap.replace(
+            1,
+            None,
+            vec![],
+            vec![
+                key("live", "usk_live", Role::Editor, None, None),
+                key(
+                    "old",
+                    "usk_old",
+                    Role::Editor,
+                    None,
+                    Some("2001-01-01T00:00:00Z"),
+                ),
+                key("scoped", "usk_scoped", Role::Admin, Some("shop"), None),
+            ],
+        );
+        Resolver::new(Some("root-secret"), snap)
+    }
+
+    #[test]
+    fn credentials_come_from_x_api_key_or_bearer() {
+        assert_eq!(credential(&headers(&[("x-api-key", "a")])), Some("a"));
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer b")])),
+            Some("b")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "bearer  c ")])),
+            Some("c")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic xyz")])),
+            None
+        );
+        assert_eq!(credential(&headers(&[])), None);
+    }
+
+    #[test]
+    fn resolves_admin_token_keys_and_refuses_bad_ones() {
+        let r = resolver();
+        assert_eq!(r.resolve(&headers(&[])).unwrap(), Identity::anonymous());
+        let admin = r
+            .resolve(&headers(&[("authorization", "Bearer root-secret")]))
+            .unwrap();
+        assert_eq!(admin.auth_type, AuthType::AdminToken);
+        assert!(admin.is_admin());
+        let live = r.resolve(&headers(&[("x-api-key", "usk_live")])).unwrap();
+        assert_eq!(
+            (live.subject.as_deref(), live.role),
+            (Some("live-owner"), Some(Role::Editor))
+        );
+        assert_eq!(
+            r.resolve(&headers(&[("x-api-key", "usk_nope")])),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            r.resolve(&headers(&[("x-api-key", "usk_old")])),
+            Err(AuthError::Expired("old".into()))
+        );
+    }
+
+    #[test]
+    fn ownership_scope_and_visibility() {
+        let r = resolver();
+        let scoped = r.resolve_secret("usk_scoped").unwrap();
+        let live = r.resolve_secret("usk_live").unwrap();
+        let mut t = TenantConfig {
+            tenant_id: "shop".into(),
+            visibility: Visibility::Private,
+            owner: Some("live-owner".into()),
+            state: serde_json::json!({}),
+            settings: serde_json::json!({}),
+            default_response: None,
+            scenarios: vec![],
+            chaos: None,
+            source: understudy_crds::model::ConfigSource::Api,
+            origin: String::new(),
+        };
+        assert!(live.owns(&t) && live.may_read(&t));
+        assert!(scoped.owns(&t), "a scoped admin owns its tenant");
+        assert!(!Identity::anonymous().may_read(&t));
+        t.tenant_id = "other".into();
+        assert!(
+            !scoped.owns(&t) && !scoped.may_read(&t),
+            "scope holds even for admins"
+        );
+        t.visibility = Visibility::Global;
+        assert!(Identity::anonymous().may_read(&t));
+    }
+}

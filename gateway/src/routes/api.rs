@@ -1,0 +1,242 @@
+//! What the JSON APIs (public tenant API, admin API, later portal and channels) share: the
+//! `{"error":{"code","message"}}` envelope (SPEC §7.3), a JSON body extractor whose rejection is
+//! that envelope, and the caller's identity.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use understudy_crds::model::Role;
+use utoipa::ToSchema;
+
+use crate::app::App;
+use crate::identity::Identity;
+
+/// The error codes of the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The body is not JSON.
+    InvalidJson,
+    /// The body or a parameter breaks a rule.
+    InvalidInput,
+    /// No valid credential.
+    Unauthorized,
+    /// A valid credential without the right.
+    Forbidden,
+    /// Nothing there.
+    NotFound,
+    /// Taken, read-only, or changed concurrently.
+    Conflict,
+    /// Over a size limit.
+    PayloadTooLarge,
+    /// Too many requests.
+    RateLimited,
+    /// The shared store cannot be trusted or reached right now.
+    Unavailable,
+}
+
+/// An API error, rendered as `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The code.
+    pub code: Code,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// The envelope's body, for the OpenAPI document.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The envelope's content.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code.
+    pub code: Code,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this code and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    /// 400 invalid_input.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidInput, message)
+    }
+    /// 404 not_found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Code::NotFound, message)
+    }
+    /// 409 conflict.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(Code::Conflict, message)
+    }
+    /// 403 forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(Code::Forbidden, message)
+    }
+    /// 401 unauthorized.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(Code::Unauthorized, message)
+    }
+    /// 503 unavailable.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Code::Unavailable, message)
+    }
+
+    /// The HTTP status of the code (no catch-all: a new code needs a decision here).
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            Code::InvalidJson | Code::InvalidInput => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::Conflict => StatusCode::CONFLICT,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::unavailable(format!(
+            "the shared store cannot serve this request right now: {e}"
+        ))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"understudy\""),
+            );
+        }
+        resp
+    }
+}
+
+/// A JSON body parsed into `T`: refusals are the envelope naming the field (unknown fields
+/// included, where `T` denies them), and bodies over `--max-body-bytes` are 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+        let limit = app.options.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                Code::PayloadTooLarge,
+                format!("the body is larger than {limit} bytes"),
+            )
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(too_large());
+            }
+            Err(e) => return Err(ApiError::invalid(format!("could not read the body: {e}"))),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                Code::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                if path == "." {
+                    ApiError::invalid(inner)
+                } else {
+                    ApiError::invalid(format!("{path}: {inner}"))
+                }
+            })
+    }
+}
+
+/// The caller, resolved from `X-API-Key` / `Authorization: Bearer` (401 for a bad credential).
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        app.identity
+            .resolve(&parts.headers)
+            .map(Caller)
+            .map_err(|e| {
+                ApiError::unauthorized(format!(
+                    "{e}: send a valid key as X-API-Key or Authorization: Bearer"
+                ))
+            })
+    }
+}
+
+/// Most a process trusts its key snapshot without hearing from the store (SPEC §12).
+pub const MAX_STALENESS_MS: u64 = 10_000;
+
+impl Caller {
+    /// Login (editor or admin), in a process whose snapshot is fresh enough to trust.
+    pub fn writer(&self, app: &App) -> Result<&Identity, ApiError> {
+        let id = &self.0;
+        if !id.is_authenticated() {
+            return Err(ApiError::unauthorized(
+                "this needs a login: send an editor or admin API key as X-API-Key or Authorization: Bearer",
+            ));
+        }
+        if !id.has_role(Role::Editor) {
+            return Err(ApiError::forbidden(
+                "this needs the editor or admin role; the key is a viewer",
+            ));
+        }
+        if app.options.shared && app.snapshot.staleness_ms() > MAX_STALENESS_MS {
+            return Err(ApiError::unavailable(
+                "this process has not heard from the shared store for over 10 s and will not trust its keys for writes; retry shortly",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// An admin (possibly tenant-scoped).
+    pub fn admin(&self, app: &App) -> Result<&Identity, ApiError> {
+        let id = self.writer(app)?;
+        if !id.is_admin() {
+            return Err(ApiError::forbidden("this needs the admin role"));
+        }
+        Ok(id)
+    }
+}
