@@ -54,7 +54,7 @@ pub fn router() -> Router<App> {
             get(list_scenarios).post(add_scenario),
         )
         .route(
-            "/public/tenants/{id}/scenarios/{sid}",
+            "/public/tenants/{id}/scenarios/{*sid}",
             delete(delete_scenario),
         )
         .route("/public/tenants/{id}/chaos", get(get_chaos).put(put_chaos))

@@ -56,7 +56,11 @@ metadata: {name: down}
 spec: {tenantRef: down, profile: server_error, statusCode: 503}
 "#;
 
-/// An app serving [`MANIFESTS`] from a memory store, with `max_body_bytes` of 64 KiB.
+/// The admin token of [`app`].
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// An app serving [`MANIFESTS`] from a memory store, with `max_body_bytes` of 64 KiB and the
+/// admin token [`ADMIN`].
 pub async fn app() -> App {
     let mut parsed = Parsed::default();
     parsed.add_file("fixture.yaml", MANIFESTS);
@@ -66,14 +70,35 @@ pub async fn app() -> App {
     for t in &report.tenants {
         store.put_tenant(t).await.unwrap();
     }
-    let full = store.load_all().await.unwrap();
     let snapshot = Arc::new(SnapshotHandle::new());
-    snapshot.replace(full.version, Some("e".into()), full.tenants, full.keys);
     let options = Options {
         max_body_bytes: 64 * 1024,
+        admin_token: Some(ADMIN.into()),
         ..Options::default()
     };
-    AppState::new(store, snapshot, Arc::new(Metrics::new()), options)
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = store;
+    let app = AppState::new(store.clone(), snapshot.clone(), metrics.clone(), options);
+    // Writes through the API reach the snapshot the way they do in the server: via notices.
+    tokio::spawn(understudy_gateway::sync::run(
+        store,
+        snapshot,
+        metrics,
+        Arc::new(understudy_gateway::sync::SyncHandle::default()),
+        understudy_gateway::sync::SyncOptions::default(),
+        app.shutdown.clone(),
+    ));
+    for _ in 0..500 {
+        if snapshot_synced(&app) {
+            return app;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("the test app's snapshot never synced");
+}
+
+fn snapshot_synced(app: &App) -> bool {
+    app.snapshot.is_synced()
 }
 
 /// A response, collected.
@@ -135,4 +160,42 @@ pub async fn post(app: &App, path: &str, body: serde_json::Value) -> Reply {
         body.to_string(),
     )
     .await
+}
+
+/// A JSON request with optional credential.
+pub async fn json(
+    app: &App,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> Reply {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    call(app, method, path, &headers, body).await
+}
+
+/// Mints a key through the admin API and returns its plaintext.
+pub async fn mint(
+    app: &App,
+    name: &str,
+    identity: &str,
+    role: &str,
+    tenant: Option<&str>,
+) -> String {
+    let mut body = serde_json::json!({"name": name, "identity": identity, "role": role});
+    if let Some(t) = tenant {
+        body["tenant"] = t.into();
+    }
+    let r = json(app, "POST", "/api/v1/admin/keys", Some(ADMIN), body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["plaintext"].as_str().unwrap().to_string()
 }
