@@ -796,3 +796,22 @@ async fn openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }
+
+#[tokio::test]
+async fn a_stale_key_snapshot_refuses_authenticated_writes() {
+    use std::sync::Arc;
+    use understudy_gateway::app::{AppState, Options};
+    use understudy_gateway::snapshot::SnapshotHandle;
+    use understudy_gateway::store::memory::MemoryStore;
+    // A shared-mode process whose snapshot stopped hearing from the store (no sync task runs).
+    let snapshot = Arc::new(SnapshotHandle::new());
+    snapshot.replace(1, Some("e".into()), vec![], vec![]);
+    let options = Options { shared: true, admin_token: Some(ADMIN.into()), ..Options::default() };
+    let app = AppState::new(Arc::new(MemoryStore::new()), snapshot, Arc::new(understudy_gateway::metrics::Metrics::new()), options);
+    let body = json!({"tenant_id": "fresh"});
+    assert_eq!(json(&app, "POST", "/public/tenants", Some(ADMIN), body.clone()).await.status, 201, "fresh: writes pass");
+    tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    let r = json(&app, "POST", "/public/tenants", Some(ADMIN), json!({"tenant_id": "late"})).await;
+    assert_eq!((r.status.as_u16(), code(&r)), (503, "unavailable".into()));
+    assert_eq!(json(&app, "GET", "/public/tenants", Some(ADMIN), Value::Null).await.status, 200, "reads still work");
+}
