@@ -806,12 +806,40 @@ async fn a_stale_key_snapshot_refuses_authenticated_writes() {
     // A shared-mode process whose snapshot stopped hearing from the store (no sync task runs).
     let snapshot = Arc::new(SnapshotHandle::new());
     snapshot.replace(1, Some("e".into()), vec![], vec![]);
-    let options = Options { shared: true, admin_token: Some(ADMIN.into()), ..Options::default() };
-    let app = AppState::new(Arc::new(MemoryStore::new()), snapshot, Arc::new(understudy_gateway::metrics::Metrics::new()), options);
+    let options = Options {
+        shared: true,
+        admin_token: Some(ADMIN.into()),
+        ..Options::default()
+    };
+    let app = AppState::new(
+        Arc::new(MemoryStore::new()),
+        snapshot,
+        Arc::new(understudy_gateway::metrics::Metrics::new()),
+        options,
+    );
     let body = json!({"tenant_id": "fresh"});
-    assert_eq!(json(&app, "POST", "/public/tenants", Some(ADMIN), body.clone()).await.status, 201, "fresh: writes pass");
+    assert_eq!(
+        json(&app, "POST", "/public/tenants", Some(ADMIN), body.clone())
+            .await
+            .status,
+        201,
+        "fresh: writes pass"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
-    let r = json(&app, "POST", "/public/tenants", Some(ADMIN), json!({"tenant_id": "late"})).await;
+    let r = json(
+        &app,
+        "POST",
+        "/public/tenants",
+        Some(ADMIN),
+        json!({"tenant_id": "late"}),
+    )
+    .await;
     assert_eq!((r.status.as_u16(), code(&r)), (503, "unavailable".into()));
-    assert_eq!(json(&app, "GET", "/public/tenants", Some(ADMIN), Value::Null).await.status, 200, "reads still work");
+    assert_eq!(
+        json(&app, "GET", "/public/tenants", Some(ADMIN), Value::Null)
+            .await
+            .status,
+        200,
+        "reads still work"
+    );
 }

@@ -247,8 +247,16 @@ async fn an_unknown_tenant_is_read_through_before_404() {
 
 const ADMIN: &str = "shared-mode-admin-token";
 
-async fn api(gw: &Gateway, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", gw.base)).bearer_auth(key);
+async fn api(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", gw.base))
+        .bearer_auth(key);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -261,16 +269,41 @@ async fn api(gw: &Gateway, method: reqwest::Method, path: &str, key: &str, body:
 async fn api_writes_and_revocations_reach_every_process() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let a = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN]).await.unwrap();
-    let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN]).await.unwrap();
+    let a = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN])
+        .await
+        .unwrap();
+    let b = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN])
+        .await
+        .unwrap();
     let post = reqwest::Method::POST;
-    let (s, key) = api(&a, post.clone(), "/api/v1/admin/keys", ADMIN, Some(json!({"name": "alice", "role": "editor"}))).await;
+    let (s, key) = api(
+        &a,
+        post.clone(),
+        "/api/v1/admin/keys",
+        ADMIN,
+        Some(json!({"name": "alice", "role": "editor"})),
+    )
+    .await;
     assert_eq!(s, 201);
     let alice = key["plaintext"].as_str().unwrap().to_string();
     // A tenant and a scenario written through A are served by B (waiting on the version).
-    let (s, _) = api(&a, post.clone(), "/public/tenants", &alice, Some(json!({"tenant_id": "alice_t"}))).await;
+    let (s, _) = api(
+        &a,
+        post.clone(),
+        "/public/tenants",
+        &alice,
+        Some(json!({"tenant_id": "alice_t"})),
+    )
+    .await;
     assert_eq!(s, 201);
-    let (s, w) = api(&a, post.clone(), "/public/tenants/alice_t/scenarios", &alice, Some(json!({"keywords": ["ping"], "response": "pong"}))).await;
+    let (s, w) = api(
+        &a,
+        post.clone(),
+        "/public/tenants/alice_t/scenarios",
+        &alice,
+        Some(json!({"keywords": ["ping"], "response": "pong"})),
+    )
+    .await;
     assert_eq!(s, 201);
     let version = w["version"].as_u64().unwrap().to_string();
     let r = reqwest::Client::new()
@@ -285,13 +318,36 @@ async fn api_writes_and_revocations_reach_every_process() {
     assert_eq!(r.status(), 200);
     assert_eq!(content(&r.json().await.unwrap()), "pong");
     // B may read it back through the API too.
-    let (s, t) = api(&b, reqwest::Method::GET, "/public/tenants/alice_t", &alice, None).await;
+    let (s, t) = api(
+        &b,
+        reqwest::Method::GET,
+        "/public/tenants/alice_t",
+        &alice,
+        None,
+    )
+    .await;
     assert_eq!((s, t["scenarios"].as_u64()), (200, Some(1)));
     // A key revoked through A is refused by B within a second.
-    let (s, _) = api(&a, reqwest::Method::DELETE, "/api/v1/admin/keys/alice", ADMIN, None).await;
+    let (s, _) = api(
+        &a,
+        reqwest::Method::DELETE,
+        "/api/v1/admin/keys/alice",
+        ADMIN,
+        None,
+    )
+    .await;
     assert_eq!(s, 204);
     let refused = eventually(Duration::from_secs(1), || async {
-        (api(&b, reqwest::Method::GET, "/public/tenants/alice_t", &alice, None).await.0 == 401).then_some(())
+        (api(
+            &b,
+            reqwest::Method::GET,
+            "/public/tenants/alice_t",
+            &alice,
+            None,
+        )
+        .await
+        .0 == 401)
+            .then_some(())
     })
     .await;
     assert!(refused.is_some(), "B refuses the revoked key within 1 s");
@@ -301,17 +357,41 @@ async fn api_writes_and_revocations_reach_every_process() {
 async fn a_process_cut_off_from_redis_refuses_authenticated_writes() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN]).await.unwrap();
-    let (s, _) = api(&gw, reqwest::Method::POST, "/public/tenants", ADMIN, Some(json!({"tenant_id": "t"}))).await;
+    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--admin-token", ADMIN])
+        .await
+        .unwrap();
+    let (s, _) = api(
+        &gw,
+        reqwest::Method::POST,
+        "/public/tenants",
+        ADMIN,
+        Some(json!({"tenant_id": "t"})),
+    )
+    .await;
     assert_eq!(s, 201);
     drop(redis);
     // Writes need the store (and, past 10 s without it, the process distrusts its keys too).
     let refused = eventually(Duration::from_secs(20), || async {
-        let (s, body) = api(&gw, reqwest::Method::PUT, "/public/tenants/t/state", ADMIN, Some(json!({"state": {}}))).await;
+        let (s, body) = api(
+            &gw,
+            reqwest::Method::PUT,
+            "/public/tenants/t/state",
+            ADMIN,
+            Some(json!({"state": {}})),
+        )
+        .await;
         (s == 503 && body["error"]["code"] == "unavailable").then_some(())
     })
     .await;
-    assert!(refused.is_some(), "authenticated writes answer 503 unavailable");
+    assert!(
+        refused.is_some(),
+        "authenticated writes answer 503 unavailable"
+    );
     // Reads and the data plane keep working from the snapshot.
-    assert_eq!(api(&gw, reqwest::Method::GET, "/public/tenants/t", ADMIN, None).await.0, 200);
+    assert_eq!(
+        api(&gw, reqwest::Method::GET, "/public/tenants/t", ADMIN, None)
+            .await
+            .0,
+        200
+    );
 }

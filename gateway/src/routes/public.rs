@@ -187,9 +187,14 @@ pub struct SettingsView {
 }
 
 /// A scenario as the API takes and shows it: the Scenario fields in snake_case.
+/// Unknown fields are refused (400) by [`scenario_body`]; the type itself accepts them so that its
+/// schema also describes the answers, which carry the server-set `id`.
 #[derive(Serialize, Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
 pub struct ScenarioBody {
+    /// `sc_…` for API scenarios, `namespace/name` for resources (set by the server, ignored in requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub id: Option<String>,
     /// Case-insensitive substrings of the latest user text.
     #[serde(default)]
     pub keywords: Vec<String>,
@@ -249,6 +254,42 @@ pub struct ScenarioBody {
     pub turn: Option<u32>,
 }
 
+/// The fields a scenario body may carry.
+const SCENARIO_FIELDS: &[&str] = &[
+    "id",
+    "keywords",
+    "match",
+    "priority",
+    "response",
+    "tool_name",
+    "tool_description",
+    "tool_input_schema",
+    "tool_arguments",
+    "tool_when",
+    "tool_data",
+    "tool_content",
+    "tool_error",
+    "tool_output_schema",
+    "tool_annotations",
+    "response_json",
+    "turn",
+];
+
+/// Reads a scenario body, refusing unknown fields by name (e.g. camelCase `toolName`).
+fn scenario_body(v: Value) -> Result<ScenarioBody, ApiError> {
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::invalid("a scenario must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !SCENARIO_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "unknown field {unknown:?}: scenario fields are snake_case ({})",
+            SCENARIO_FIELDS[1..].join(", ")
+        )));
+    }
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| ApiError::invalid(format!("{}: {}", e.path(), e.inner())))
+}
+
 impl ScenarioBody {
     fn into_spec(self, tenant: &str) -> ScenarioSpec {
         ScenarioSpec {
@@ -272,8 +313,9 @@ impl ScenarioBody {
         }
     }
 
-    fn from_spec(s: &ScenarioSpec) -> Self {
+    fn from_spec(id: &str, s: &ScenarioSpec) -> Self {
         ScenarioBody {
+            id: Some(id.to_string()),
             keywords: s.keywords.clone(),
             match_mode: Some(s.match_mode),
             priority: Some(s.priority),
@@ -294,28 +336,18 @@ impl ScenarioBody {
     }
 }
 
-/// A scenario with its id.
-#[derive(Serialize, ToSchema)]
-pub struct ScenarioView {
-    /// `sc_…` for API scenarios, `namespace/name` for resources.
-    pub id: String,
-    /// The fields.
-    #[serde(flatten)]
-    pub body: ScenarioBody,
-}
-
 /// `{"scenarios": [...]}`
 #[derive(Serialize, ToSchema)]
 pub struct ScenarioList {
     /// In creation order.
-    pub scenarios: Vec<ScenarioView>,
+    pub scenarios: Vec<ScenarioBody>,
 }
 
 /// A scenario after a write.
 #[derive(Serialize, ToSchema)]
 pub struct ScenarioWritten {
     /// The scenario.
-    pub scenario: ScenarioView,
+    pub scenario: ScenarioBody,
     /// The configuration version to wait for elsewhere.
     pub version: u64,
 }
@@ -796,10 +828,7 @@ pub async fn list_scenarios(
         .config
         .scenarios
         .iter()
-        .map(|s| ScenarioView {
-            id: s.id.clone(),
-            body: ScenarioBody::from_spec(&s.spec),
-        })
+        .map(|s| ScenarioBody::from_spec(&s.id, &s.spec))
         .collect();
     Ok(axum::Json(ScenarioList { scenarios }).into_response())
 }
@@ -815,10 +844,10 @@ pub async fn add_scenario(
     State(app): State<App>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ScenarioBody>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let who = caller.writer(&app)?.clone();
-    let spec = body.into_spec(&id);
+    let spec = scenario_body(body)?.into_spec(&id);
     refuse(model::validate_scenario(&spec))?;
     let sid = format!("sc_{}", uuid::Uuid::now_v7().simple());
     let (_, v) = modify(&app, &who, &id, |c| {
@@ -835,10 +864,7 @@ pub async fn add_scenario(
         Ok(())
     })
     .await?;
-    let scenario = ScenarioView {
-        id: sid,
-        body: ScenarioBody::from_spec(&spec),
-    };
+    let scenario = ScenarioBody::from_spec(&sid, &spec);
     Ok((
         StatusCode::CREATED,
         axum::Json(ScenarioWritten {
