@@ -14,6 +14,7 @@ import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, temp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICKS = os.sysconf("SC_CLK_TCK")
+ADMIN = "bench-admin-token-0123456789"
 RESPONSE = "Here are your invoices for this month: INV-001, INV-002, INV-003 and INV-004 total."  # 80+ chars
 TENANT = f"""apiVersion: understudy.dev/v1alpha1
 kind: Tenant
@@ -103,6 +104,47 @@ def fetch(url, stream):
         return r.read()
 
 
+def api(port, method, path, body=None, key=ADMIN):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+
+def private_tenant(port):
+    """A private tenant owned by a fresh editor key, answering like the bench tenant; returns the key."""
+    key = api(port, "POST", "/api/v1/admin/keys", {"name": "bench-owner", "identity": "owner", "role": "editor"})["plaintext"]
+    api(port, "POST", "/public/tenants", {"tenant_id": "bench_private", "settings": {"stream_chunk_chars": 4}}, key)
+    api(port, "POST", "/public/tenants/bench_private/scenarios", {"keywords": ["invoice"], "response": RESPONSE[:80]}, key)
+    return key
+
+
+def propagation(port_a, port_b, writes):
+    """Milliseconds from sending a scenario write to process A until process B answers with it."""
+    import http.client
+    key = api(port_a, "POST", "/api/v1/admin/keys", {"name": "prop", "identity": "prop", "role": "editor"})["plaintext"]
+    api(port_a, "POST", "/public/tenants", {"tenant_id": "prop"}, key)
+    conn = http.client.HTTPConnection("127.0.0.1", port_b)
+    times = []
+    for i in range(writes):
+        word = f"kw{i}x"
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": word}]})
+        t0 = time.perf_counter()
+        api(port_a, "POST", "/public/tenants/prop/scenarios", {"keywords": [word], "response": f"answer {i}"}, key)
+        while True:
+            conn.request("POST", "/v1/chat/completions", body, {"X-Tenant-ID": "prop", "Authorization": f"Bearer {key}",
+                                                                 "Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            if r.status == 200 and f"answer {i}".encode() in data:
+                break
+            if time.perf_counter() - t0 > 5:
+                raise SystemExit(f"write {i} not served by the second process within 5 s")
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def start(cmd, **kw):
     return subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
@@ -135,7 +177,8 @@ def main():
         servers = {}
         for name, extra in (("embedded", []), ("shared", ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"])):
             port = free_port()
-            p = start([gw_bin, "--listen", f"127.0.0.1:{port}", "--manifests", manifests, "--log-format", "json"] + extra,
+            p = start([gw_bin, "--listen", f"127.0.0.1:{port}", "--manifests", manifests, "--log-format", "json",
+                       "--admin-token", ADMIN] + extra,
                       env=dict(os.environ, RUST_LOG="warn"))
             procs.append(p)
             wait_ready(f"http://127.0.0.1:{port}/readyz")
@@ -154,8 +197,23 @@ def main():
         servers["ceiling"] = (p, port)
         idle = {k: rss_kib(p.pid) for k, (p, _) in servers.items()}
         luas = {s: lua_file(tmp, f"{s}.lua", s == "stream", True) for s in ("plain", "stream")}
+        owner_key = private_tenant(emb_port)
+        auth_lua = os.path.join(tmp, "auth.lua")
+        with open(auth_lua, "w") as f:
+            f.write('wrk.method = "POST"\n')
+            f.write(f"wrk.body = {json.dumps(json.dumps(BODY))}\n")
+            f.write('wrk.headers["Content-Type"] = "application/json"\n')
+            f.write('wrk.headers["X-Tenant-ID"] = "bench_private"\n')
+            f.write(f'wrk.headers["Authorization"] = "Bearer {owner_key}"\n')
         results = {}
         for r in range(args.rounds):
+            p, port = servers["embedded"]
+            t0 = cpu_ticks(p.pid)
+            rps, total, p50, p99 = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", auth_lua, args.duration)
+            cpu_us = (cpu_ticks(p.pid) - t0) / TICKS * 1e6 / max(total, 1)
+            results.setdefault(("embedded+key", "plain"), []).append((rps, p50, p99, cpu_us))
+            print(f"round {r + 1} plain  embedded+key {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
+                  f"{cpu_us:.1f} µs CPU/req", file=sys.stderr)
             for kind in ("plain", "stream"):
                 for name in ("ceiling", "embedded", "shared"):
                     p, port = servers[name]
@@ -181,8 +239,26 @@ def main():
                 label = "non-streamed chat" if kind == "plain" else "streamed chat"
                 print(f"| {label} | {name} | {rps:,.0f} | {rps / base_rps:.3f} | {med(name, kind, 1):.2f} | "
                       f"{med(name, kind, 2):.2f} | {cpu:.1f} | {cpu / base_cpu:.2f} | {idle[name] / 1024:.1f} / {peak[name] / 1024:.1f} |")
+        rps, cpu = med("embedded+key", "plain", 0), med("embedded+key", "plain", 3)
+        base_rps, base_cpu = med("ceiling", "plain", 0), med("ceiling", "plain", 3)
+        print(f"| non-streamed chat, private tenant, API key | embedded | {rps:,.0f} | {rps / base_rps:.3f} | "
+              f"{med('embedded+key', 'plain', 1):.2f} | {med('embedded+key', 'plain', 2):.2f} | {cpu:.1f} | {cpu / base_cpu:.2f} | |")
         for kind in ("plain", "stream"):
             print(f"\nshared / embedded ({kind}): {med('shared', kind, 0) / med('embedded', kind, 0):.3f}")
+        print(f"\nauthenticated (API key, private tenant) / anonymous (global tenant), embedded: "
+              f"{med('embedded+key', 'plain', 0) / med('embedded', 'plain', 0):.3f}")
+
+        # Config propagation: write through one shared process, served by another.
+        port_b = free_port()
+        pb = subprocess.Popen([gw_bin, "--listen", f"127.0.0.1:{port_b}", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+                               "--admin-token", ADMIN], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, RUST_LOG="warn"))
+        procs.append(pb)
+        wait_ready(f"http://127.0.0.1:{port_b}/readyz")
+        times = sorted(propagation(servers["shared"][1], port_b, 200))
+        p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99) - 1]
+        print(f"\nconfig propagation (scenario POSTed to process A until process B answers with it), 200 writes: "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {times[-1]:.1f} ms")
 
         # Start-up with 1,000 scenarios.
         big = os.path.join(tmp, "big")

@@ -117,10 +117,59 @@ impl Identity {
 
 /// SHA-256 of a secret, hex: how keys and the admin token are kept.
 pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let mut buf = [0u8; 64];
+    hex(&digest, &mut buf).to_string()
+}
+
+/// Lower-case hex of a digest into a stack buffer (the request path must not allocate per byte).
+fn hex<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in digest.iter().enumerate() {
+        buf[2 * i] = DIGITS[(b >> 4) as usize];
+        buf[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// What a presented secret turned out to be: cheap to produce (no allocation) for the data plane.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The bootstrap admin token.
+    AdminToken,
+    /// An API key.
+    Key(Arc<ApiKeyRecord>),
+}
+
+impl Principal {
+    /// Whether it may use `tenant`'s data plane: in scope, and (for a private tenant) its owner
+    /// or an admin.
+    pub fn may_use(&self, tenant: &TenantConfig) -> bool {
+        match self {
+            Principal::AdminToken => true,
+            Principal::Key(k) => {
+                let in_scope = k.tenant.as_deref().is_none_or(|t| t == tenant.tenant_id);
+                let owner = tenant.visibility == Visibility::Global
+                    || k.role == Role::Admin
+                    || tenant.owner.as_deref() == Some(k.identity.as_str());
+                in_scope && owner
+            }
+        }
+    }
+
+    /// The full identity (API routes).
+    pub fn identity(&self) -> Identity {
+        match self {
+            Principal::AdminToken => Identity {
+                auth_type: AuthType::AdminToken,
+                subject: Some("admin".into()),
+                role: Some(Role::Admin),
+                tenant_scope: None,
+                key_name: None,
+            },
+            Principal::Key(k) => identity_of(k),
+        }
+    }
 }
 
 /// The credential a request carries: `X-API-Key`, else `Authorization: Bearer`.
@@ -160,30 +209,31 @@ impl Resolver {
     pub fn resolve(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         match credential(headers) {
             None => Ok(Identity::anonymous()),
-            Some(secret) => self.resolve_secret(secret),
+            Some(secret) => self.principal(secret).map(|p| p.identity()),
         }
     }
 
     /// The identity of one presented secret.
     pub fn resolve_secret(&self, secret: &str) -> Result<Identity, AuthError> {
+        self.principal(secret).map(|p| p.identity())
+    }
+
+    /// What one presented secret is: the admin token or a live key (constant-time comparisons).
+    pub fn principal(&self, secret: &str) -> Result<Principal, AuthError> {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if let Some(admin) = &self.admin_token_hash
             && bool::from(admin.ct_eq(&digest))
         {
-            return Ok(Identity {
-                auth_type: AuthType::AdminToken,
-                subject: Some("admin".into()),
-                role: Some(Role::Admin),
-                tenant_scope: None,
-                key_name: None,
-            });
+            return Ok(Principal::AdminToken);
         }
         // OIDC bearer JWTs and portal session cookies are resolved here once the portal lands;
         // until then they are unknown credentials.
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         let snapshot = self.snapshot.load();
-        let key = snapshot.keys.get(&hex).ok_or(AuthError::Invalid)?;
-        if !bool::from(key.hash.as_bytes().ct_eq(hex.as_bytes())) {
+        let (stored, key) = snapshot
+            .keys
+            .get_key_value(&digest)
+            .ok_or(AuthError::Invalid)?;
+        if !bool::from(stored.ct_eq(&digest)) {
             return Err(AuthError::Invalid);
         }
         if key
@@ -193,7 +243,7 @@ impl Resolver {
         {
             return Err(AuthError::Expired(key.name.clone()));
         }
-        Ok(identity_of(key))
+        Ok(Principal::Key(key.clone()))
     }
 }
 

@@ -70,8 +70,8 @@ pub struct Snapshot {
     pub epoch: Option<String>,
     /// tenant id → runtime.
     pub tenants: HashMap<String, Arc<TenantRuntime>>,
-    /// SHA-256 (hex) of a key's plaintext → the key: authentication is one map lookup.
-    pub keys: HashMap<String, Arc<ApiKeyRecord>>,
+    /// SHA-256 of a key's plaintext → the key: authentication is one map lookup.
+    pub keys: HashMap<[u8; 32], Arc<ApiKeyRecord>>,
 }
 
 impl Snapshot {
@@ -99,6 +99,25 @@ impl Default for SnapshotHandle {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The 32 bytes of a stored hex SHA-256 (`None` for a malformed record, which then never matches).
+fn digest_of(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(bytes[2 * i])? << 4) | nibble(bytes[2 * i + 1])?;
+    }
+    Some(out)
 }
 
 fn now_ms() -> u64 {
@@ -171,7 +190,7 @@ impl SnapshotHandle {
             .collect();
         let keys = keys
             .into_iter()
-            .map(|k| (k.hash.clone(), Arc::new(k)))
+            .filter_map(|k| Some((digest_of(&k.hash)?, Arc::new(k))))
             .collect();
         self.publish(Snapshot {
             version,
@@ -214,7 +233,9 @@ impl SnapshotHandle {
     pub fn apply_key_put(&self, key: ApiKeyRecord, global_version: u64) {
         let mut next = self.load().next(global_version);
         next.keys.retain(|_, k| k.name != key.name);
-        next.keys.insert(key.hash.clone(), Arc::new(key));
+        if let Some(d) = digest_of(&key.hash) {
+            next.keys.insert(d, Arc::new(key));
+        }
         self.publish(next);
         self.touch();
     }

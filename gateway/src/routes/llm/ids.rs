@@ -1,9 +1,13 @@
 //! Realistic identifiers (`chatcmpl-…`, `msg_…`, `resp_…`, `call_…`, `toolu_…`) and timestamps.
 
+const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 fn random(prefix: &str, len: usize) -> String {
     let mut s = String::with_capacity(prefix.len() + len);
     s.push_str(prefix);
-    s.extend(std::iter::repeat_with(fastrand::alphanumeric).take(len));
+    for _ in 0..len {
+        s.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
     s
 }
 

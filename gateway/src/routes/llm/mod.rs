@@ -153,23 +153,21 @@ fn authorize(app: &App, parts: &Parts, t: &TenantRuntime) -> Result<(), LlmError
         e.status = http::StatusCode::UNAUTHORIZED;
         e
     };
-    let id = match app.identity.resolve(&parts.headers) {
-        Ok(id) if id.is_authenticated() => id,
-        Ok(_) if private => {
-            return Err(unauthorized(format!(
-                "Tenant '{}' is private: {what}.",
-                t.id()
-            )));
-        }
-        Ok(_) => {
-            return Err(unauthorized(format!(
+    let Some(secret) = crate::identity::credential(&parts.headers) else {
+        return Err(unauthorized(if private {
+            format!("Tenant '{}' is private: {what}.", t.id())
+        } else {
+            format!(
                 "Tenant '{}' needs a credential (anonymous access is off): send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
                 t.id()
-            )));
-        }
-        Err(e) => return Err(unauthorized(format!("Tenant '{}': {e}; {what}.", t.id()))),
+            )
+        }));
     };
-    if (private && !id.owns(&t.config)) || !id.in_scope(t.id()) {
+    let principal = app
+        .identity
+        .principal(secret)
+        .map_err(|e| unauthorized(format!("Tenant '{}': {e}; {what}.", t.id())))?;
+    if !principal.may_use(&t.config) {
         let mut e = LlmError::invalid(
             format!("This API key may not use tenant '{}': {what}.", t.id()),
             None,
