@@ -207,21 +207,16 @@ def main():
             f.write(f'wrk.headers["Authorization"] = "Bearer {owner_key}"\n')
         results = {}
         for r in range(args.rounds):
-            p, port = servers["embedded"]
-            t0 = cpu_ticks(p.pid)
-            rps, total, p50, p99 = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", auth_lua, args.duration)
-            cpu_us = (cpu_ticks(p.pid) - t0) / TICKS * 1e6 / max(total, 1)
-            results.setdefault(("embedded+key", "plain"), []).append((rps, p50, p99, cpu_us))
-            print(f"round {r + 1} plain  embedded+key {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-                  f"{cpu_us:.1f} µs CPU/req", file=sys.stderr)
             for kind in ("plain", "stream"):
-                for name in ("ceiling", "embedded", "shared"):
-                    p, port = servers[name]
+                names = ["ceiling", "embedded", "embedded+key", "shared"] if kind == "plain" else ["ceiling", "embedded", "shared"]
+                for name in names:
+                    p, port = servers["embedded" if name == "embedded+key" else name]
+                    lua = auth_lua if name == "embedded+key" else luas[kind]
                     t0 = cpu_ticks(p.pid)
-                    rps, total, p50, p99 = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", luas[kind], args.duration)
+                    rps, total, p50, p99 = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", lua, args.duration)
                     cpu_us = (cpu_ticks(p.pid) - t0) / TICKS * 1e6 / max(total, 1)
                     results.setdefault((name, kind), []).append((rps, p50, p99, cpu_us))
-                    print(f"round {r + 1} {kind:6} {name:8} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
+                    print(f"round {r + 1} {kind:6} {name:12} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
                           f"{cpu_us:.1f} µs CPU/req", file=sys.stderr)
         peak = {k: rss_kib(p.pid, "VmHWM") for k, (p, _) in servers.items()}
 
@@ -245,8 +240,10 @@ def main():
               f"{med('embedded+key', 'plain', 1):.2f} | {med('embedded+key', 'plain', 2):.2f} | {cpu:.1f} | {cpu / base_cpu:.2f} | |")
         for kind in ("plain", "stream"):
             print(f"\nshared / embedded ({kind}): {med('shared', kind, 0) / med('embedded', kind, 0):.3f}")
+        paired = statistics.median(k[0] / e[0] for k, e in zip(results[("embedded+key", "plain")], results[("embedded", "plain")]))
         print(f"\nauthenticated (API key, private tenant) / anonymous (global tenant), embedded: "
-              f"{med('embedded+key', 'plain', 0) / med('embedded', 'plain', 0):.3f}")
+              f"{med('embedded+key', 'plain', 0) / med('embedded', 'plain', 0):.3f} (ratio of medians), "
+              f"{paired:.3f} (median of per-round ratios, runs back to back)")
 
         # Config propagation: write through one shared process, served by another.
         port_b = free_port()
