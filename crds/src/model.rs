@@ -202,12 +202,22 @@ pub fn validate_scenario(spec: &ScenarioSpec) -> Vec<(String, &'static str, Stri
                     "InvalidSchema",
                     "must be a JSON Schema object".into(),
                 ));
-            } else if let Err(e) = jsonschema::meta::validate(schema) {
-                out.push((
-                    field.into(),
-                    "InvalidSchema",
-                    format!("not a valid JSON Schema: {e}"),
-                ));
+            } else {
+                match jsonschema::meta::try_validate(schema) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => out.push((
+                        field.into(),
+                        "InvalidSchema",
+                        format!("not a valid JSON Schema: {e}"),
+                    )),
+                    Err(e) => out.push((
+                        field.into(),
+                        "InvalidSchema",
+                        format!(
+                            "unsupported $schema (use a draft 4, 6, 7, 2019-09 or 2020-12 URI): {e}"
+                        ),
+                    )),
+                }
             }
         }
     }
@@ -255,6 +265,9 @@ pub fn validate_scenario(spec: &ScenarioSpec) -> Vec<(String, &'static str, Stri
     out
 }
 
+/// Longest chaos window: one year.
+pub const MAX_WINDOW_SECONDS: u64 = 31_536_000;
+
 /// Field-level checks of a chaos profile spec: `(field, reason, message)`.
 pub fn validate_chaos(spec: &ChaosProfileSpec) -> Vec<(String, &'static str, String)> {
     let mut out = Vec::new();
@@ -276,11 +289,11 @@ pub fn validate_chaos(spec: &ChaosProfileSpec) -> Vec<(String, &'static str, Str
             ),
         ));
     }
-    if spec.window_seconds == 0 {
+    if !(1..=MAX_WINDOW_SECONDS).contains(&spec.window_seconds) {
         out.push((
             "spec.windowSeconds".into(),
             "Invalid",
-            "windowSeconds must be at least 1".into(),
+            format!("windowSeconds must be between 1 and {MAX_WINDOW_SECONDS} (one year)"),
         ));
     }
     if spec.every == 1 {

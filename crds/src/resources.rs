@@ -296,8 +296,9 @@ pub struct ChaosProfileSpec {
     /// The surfaces affected (default all).
     #[serde(default = "default_surfaces")]
     pub surfaces: Vec<Surface>,
-    /// latency: milliseconds before the first byte.
+    /// latency: milliseconds before the first byte (at most 600000).
     #[serde(default)]
+    #[schemars(range(max = 600_000))]
     pub latency_ms: u64,
     /// server_error: 500, 502, 503 or 529.
     #[serde(default = "default_status_code")]
@@ -307,7 +308,7 @@ pub struct ChaosProfileSpec {
     pub limit: u64,
     /// rate_limit and failFirst: the window length; windows are aligned to multiples of it.
     #[serde(default = "default_window")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 31_536_000))]
     pub window_seconds: u64,
     /// stream_cut, malformed_stream: how many SSE events go out first.
     #[serde(default = "default_after_chunks")]

@@ -111,12 +111,9 @@ impl AppState {
         if !self.options.shared {
             return None;
         }
+        let seen = self.snapshot.load().version;
         match self.store.get_tenant(id).await {
-            Ok(Some((cfg, v))) => {
-                let global = self.snapshot.load().version;
-                self.snapshot.apply_put(cfg, v, global);
-                self.snapshot.tenant(id)
-            }
+            Ok(Some((cfg, v))) => Some(self.snapshot.insert_read_through(cfg, v, seen)),
             Ok(None) => None,
             Err(e) => {
                 self.metrics.redis_error("read_through");

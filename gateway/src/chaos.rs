@@ -139,7 +139,7 @@ impl Chaos {
             let n = self
                 .count(
                     keys::rate_limit_window(tenant, window_start),
-                    Some(window + 1),
+                    Some(window.saturating_add(1)),
                 )
                 .await;
             let reset_secs = (window_end - now).max(1);
@@ -161,7 +161,7 @@ impl Chaos {
         let selected = if spec.fail_first > 0 {
             self.count(
                 keys::fail_first_window(tenant, window_start),
-                Some(window + 1),
+                Some(window.saturating_add(1)),
             )
             .await
                 <= spec.fail_first

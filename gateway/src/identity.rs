@@ -115,6 +115,10 @@ impl Identity {
     }
 }
 
+/// The identity of the bootstrap admin token. Key identities may not start with `@`, so no key
+/// can ever own what the token created.
+pub const ADMIN_SUBJECT: &str = "@admin";
+
 /// SHA-256 of a secret, hex: how keys and the admin token are kept.
 pub fn hash_secret(secret: &str) -> String {
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -162,7 +166,7 @@ impl Principal {
         match self {
             Principal::AdminToken => Identity {
                 auth_type: AuthType::AdminToken,
-                subject: Some("admin".into()),
+                subject: Some(ADMIN_SUBJECT.into()),
                 role: Some(Role::Admin),
                 tenant_scope: None,
                 key_name: None,

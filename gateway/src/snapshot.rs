@@ -89,6 +89,9 @@ impl Snapshot {
 /// The shared handle: current snapshot, version watch, readiness of the first sync.
 pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
+    /// Serialises writers (the sync task and request-path read-throughs): each change is a
+    /// load-modify-store, which two unserialised writers would undo for each other.
+    write: std::sync::Mutex<()>,
     version_tx: watch::Sender<u64>,
     synced: AtomicBool,
     /// Unix ms of the last successful contact with the store (full sync or notice).
@@ -132,6 +135,7 @@ impl SnapshotHandle {
     pub fn new() -> Self {
         SnapshotHandle {
             current: ArcSwap::from_pointee(Snapshot::default()),
+            write: std::sync::Mutex::new(()),
             version_tx: watch::channel(0).0,
             synced: AtomicBool::new(false),
             last_contact_ms: AtomicU64::new(0),
@@ -184,6 +188,7 @@ impl SnapshotHandle {
         tenants: Vec<(TenantConfig, u64)>,
         keys: Vec<ApiKeyRecord>,
     ) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let tenants = tenants
             .into_iter()
             .map(|(c, v)| (c.tenant_id.clone(), Arc::new(TenantRuntime::new(c, v))))
@@ -204,6 +209,7 @@ impl SnapshotHandle {
 
     /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
     pub fn apply_put(&self, config: TenantConfig, tenant_version: u64, global_version: u64) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.load();
         if cur
             .tenants
@@ -223,6 +229,7 @@ impl SnapshotHandle {
 
     /// Applies one tenant deletion.
     pub fn apply_del(&self, tenant: &str, global_version: u64) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.load().next(global_version);
         next.tenants.remove(tenant);
         self.publish(next);
@@ -231,6 +238,7 @@ impl SnapshotHandle {
 
     /// Applies one API key creation.
     pub fn apply_key_put(&self, key: ApiKeyRecord, global_version: u64) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.load().next(global_version);
         next.keys.retain(|_, k| k.name != key.name);
         if let Some(d) = digest_of(&key.hash) {
@@ -242,6 +250,7 @@ impl SnapshotHandle {
 
     /// Applies one API key revocation.
     pub fn apply_key_del(&self, name: &str, global_version: u64) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.load().next(global_version);
         next.keys.retain(|_, k| k.name != name);
         self.publish(next);
@@ -250,11 +259,35 @@ impl SnapshotHandle {
 
     /// Raises the version without a change (a notice for a write we already hold).
     pub fn bump_version(&self, version: u64) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.load();
         if version > cur.version {
             self.publish(cur.next(version));
         }
         self.touch();
+    }
+
+    /// Caches a tenant read through from the store, unless the snapshot changed while it was being
+    /// read (then a newer write or a delete may have overtaken it: it is served uncached).
+    pub fn insert_read_through(
+        &self,
+        config: TenantConfig,
+        tenant_version: u64,
+        seen_version: u64,
+    ) -> Arc<TenantRuntime> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.load();
+        if let Some(t) = cur.tenants.get(&config.tenant_id) {
+            return t.clone();
+        }
+        let runtime = Arc::new(TenantRuntime::new(config, tenant_version));
+        if cur.version == seen_version {
+            let mut next = cur.next(seen_version);
+            next.tenants
+                .insert(runtime.config.tenant_id.clone(), runtime.clone());
+            self.publish(next);
+        }
+        runtime
     }
 
     /// Waits (at most `limit`) until the snapshot holds `version`; `true` if it does.

@@ -132,18 +132,19 @@ impl Syncer {
     ) -> Result<(), StoreError> {
         let instance = self.store.instance_id().await?;
         let epoch = self.store.epoch().await?;
-        self.snapshot.touch();
+        let version = self.store.config_version().await?;
         let restarted = instance_seen.as_ref().is_some_and(|i| *i != instance);
         let changed = *epoch_seen != epoch;
         *instance_seen = Some(instance);
         *epoch_seen = epoch;
-        if restarted || changed {
-            tracing::info!(
-                restarted,
-                epoch_changed = changed,
-                "store changed under us: full resync"
-            );
+        // The store is ahead of us: a notice was lost (or a half-open pub/sub connection is
+        // delivering nothing). A full sync catches up; only then is the snapshot fresh again.
+        let behind = version > self.snapshot.load().version;
+        if restarted || changed || behind {
+            tracing::info!(restarted, epoch_changed = changed, behind, "full resync");
             self.full_sync().await?;
+        } else {
+            self.snapshot.touch();
         }
         Ok(())
     }

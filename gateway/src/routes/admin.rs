@@ -151,8 +151,10 @@ pub async fn create_key(
         ));
     }
     let identity = body.identity.unwrap_or_else(|| body.name.clone());
-    if identity.is_empty() || identity.len() > 256 {
-        return Err(ApiError::invalid("identity must be 1 to 256 characters"));
+    if identity.is_empty() || identity.len() > 256 || identity.starts_with('@') {
+        return Err(ApiError::invalid(
+            "identity must be 1 to 256 characters and not start with '@' (reserved for built-in identities)",
+        ));
     }
     if body.description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(ApiError::invalid(
@@ -244,7 +246,7 @@ pub async fn revoke_key(
     }
     let v = app
         .store
-        .delete_key(&name)
+        .delete_key_checked(&name, Some(&key.hash))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no key named {name:?}")))?;
     app.snapshot

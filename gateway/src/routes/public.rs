@@ -30,6 +30,8 @@ use crate::identity::Identity;
 pub const MAX_STATE_BYTES: usize = 1024 * 1024;
 /// Largest tenant `settings` document, serialised.
 pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+/// Largest whole tenant document (state, settings, every scenario), serialised.
+pub const MAX_TENANT_BYTES: usize = 8 * 1024 * 1024;
 /// Most scenarios per tenant.
 pub const MAX_SCENARIOS: usize = 10_000;
 /// Bounded wait for this process's snapshot to hold a write it just made.
@@ -510,7 +512,7 @@ async fn readable(
 
 /// Why a caller may not write a tenant, if it may not.
 fn writable(caller: &Identity, t: &TenantConfig) -> Result<(), ApiError> {
-    if !caller.may_read(t) && !caller.owns(t) {
+    if !caller.may_read(t) {
         return Err(ApiError::forbidden(format!(
             "tenant {:?} belongs to someone else",
             t.tenant_id
@@ -561,6 +563,17 @@ async fn modify(
         }
         writable(caller, &cfg)?;
         change(&mut cfg)?;
+        let size = serde_json::to_vec(&cfg)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_TENANT_BYTES {
+            return Err(ApiError::new(
+                super::api::Code::PayloadTooLarge,
+                format!(
+                    "tenant {id:?} would be {size} bytes serialised; the limit is {MAX_TENANT_BYTES}"
+                ),
+            ));
+        }
         if let Some(nv) = app
             .store
             .put_tenant_checked(&cfg, crate::store::Expect::Version(v))
@@ -673,22 +686,20 @@ pub async fn delete_tenant(
 ) -> Result<Response, ApiError> {
     let who = caller.writer(&app)?.clone();
     valid_id(&id)?;
-    let (cfg, _) = app
+    let (cfg, checked) = app
         .store
         .get_tenant(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
-    if !who.may_read(&cfg) && !who.is_authenticated() {
-        return Err(ApiError::unauthorized(format!(
-            "tenant {id:?} is private: send its owner's API key"
-        )));
-    }
     writable(&who, &cfg)?;
+    // Only the document just checked: if it changed meanwhile (a new owner, a manifest), refuse.
     let v = app
         .store
-        .delete_tenant(&id)
+        .delete_tenant_checked(&id, crate::store::Expect::Version(checked))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
+        .ok_or_else(|| {
+            ApiError::conflict(format!("tenant {id:?} changed while being deleted; retry"))
+        })?;
     let _ = app
         .store
         .delete_prefix(&keys::tenant_runtime_prefix(&id))

@@ -73,12 +73,11 @@ impl MemoryStore {
             st.counters
                 .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
-        let entry = st
-            .counters
-            .entry(key.to_string())
-            .or_insert((0, Some(now + Duration::from_secs(ttl_secs))));
+        // Saturating: an absurd ttl means "never expires", not an overflow.
+        let expiry = now.checked_add(Duration::from_secs(ttl_secs));
+        let entry = st.counters.entry(key.to_string()).or_insert((0, expiry));
         if entry.1.is_some_and(|e| e <= now) {
-            *entry = (0, Some(now + Duration::from_secs(ttl_secs)));
+            *entry = (0, expiry);
         }
         entry.0 += 1;
         entry.0
@@ -99,6 +98,10 @@ impl Store for MemoryStore {
             tenants: st.tenants.values().cloned().collect(),
             keys: st.keys.values().cloned().collect(),
         })
+    }
+
+    async fn config_version(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().version)
     }
 
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError> {
@@ -134,11 +137,22 @@ impl Store for MemoryStore {
         Ok(Some(v))
     }
 
-    async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+    async fn delete_tenant_checked(
+        &self,
+        tenant: &str,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError> {
         let mut st = self.lock();
-        if st.tenants.remove(tenant).is_none() {
+        let current = st.tenants.get(tenant).map(|(_, v)| *v);
+        let ok = match expect {
+            Expect::Any => current.is_some(),
+            Expect::Absent => false,
+            Expect::Version(v) => current == Some(v),
+        };
+        if !ok {
             return Ok(None);
         }
+        st.tenants.remove(tenant);
         st.version += 1;
         let v = st.version;
         let _ = self.notices.send(ConfigNotice {
@@ -171,8 +185,15 @@ impl Store for MemoryStore {
         Ok(self.lock().keys.get(name).cloned())
     }
 
-    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {
+    async fn delete_key_checked(
+        &self,
+        name: &str,
+        expected_hash: Option<&str>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut st = self.lock();
+        if expected_hash.is_some_and(|h| st.keys.get(name).is_some_and(|k| k.hash != h)) {
+            return Ok(None);
+        }
         if st.keys.remove(name).is_none() {
             return Ok(None);
         }

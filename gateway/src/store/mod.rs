@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant document with its version, the global version and the epoch, read consistently.
     async fn load_all(&self) -> Result<FullConfig, StoreError>;
+    /// The global configuration version (cheap: compared every second with the snapshot's, so a
+    /// silently dead notice channel is noticed).
+    async fn config_version(&self) -> Result<u64, StoreError>;
     /// One tenant's document and version (read-through for tenants a snapshot has not seen yet).
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError>;
     /// Replaces a tenant's document, bumps the global version and publishes a notice, atomically.
@@ -162,7 +165,16 @@ pub trait Store: Send + Sync + 'static {
         expect: Expect,
     ) -> Result<Option<u64>, StoreError>;
     /// Deletes a tenant; `None` when it did not exist (nothing is bumped then).
-    async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError>;
+    async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+        self.delete_tenant_checked(tenant, Expect::Any).await
+    }
+    /// Deletes a tenant only if `expect` holds (`Expect::Version`: the document the caller
+    /// checked is still the one stored); `None` otherwise.
+    async fn delete_tenant_checked(
+        &self,
+        tenant: &str,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError>;
     /// Change notices from now on. The stream ends when the backend connection is lost; the
     /// subscriber then resubscribes and resyncs.
     async fn subscribe(&self) -> Result<BoxStream<'static, SyncEvent>, StoreError>;
@@ -174,7 +186,16 @@ pub trait Store: Send + Sync + 'static {
     /// One key by name.
     async fn get_key(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Revokes (deletes) a key; `None` when it did not exist.
-    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError>;
+    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.delete_key_checked(name, None).await
+    }
+    /// Revokes a key only if its stored hash is `expected_hash` (when given): a key revoked and
+    /// minted again under the same name in between is left alone.
+    async fn delete_key_checked(
+        &self,
+        name: &str,
+        expected_hash: Option<&str>,
+    ) -> Result<Option<u64>, StoreError>;
 
     // --- epoch: noticing an emptied or restarted store -------------------------------------
 

@@ -50,7 +50,9 @@ return v
 "#;
 
 const DEL_LUA: &str = r#"
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur then return -1 end
+if ARGV[3] ~= 'any' and cur ~= ARGV[3] then return -1 end
 local v = redis.call('INCR', KEYS[1])
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -82,7 +84,10 @@ return v
 "#;
 
 const DEL_KEY_LUA: &str = r#"
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur then return -1 end
+if ARGV[3] ~= '' and cjson.decode(cur)['hash'] ~= ARGV[3] then return -1 end
+redis.call('HDEL', KEYS[2], ARGV[1])
 local v = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[2], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"del","k":"key"}')
 return v
@@ -177,8 +182,19 @@ impl Store for RedisStore {
         })
     }
 
+    async fn config_version(&self) -> Result<u64, StoreError> {
+        let v: Option<u64> = self
+            .conn()
+            .get(keys::CONFIG_VERSION)
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+
     async fn get_tenant(&self, tenant: &str) -> Result<Option<(TenantConfig, u64)>, StoreError> {
+        // MULTI/EXEC: the document and its version come from the same moment.
         let (doc, version): (Option<String>, Option<u64>) = redis::pipe()
+            .atomic()
             .get(keys::tenant_doc(tenant))
             .hget(keys::CONFIG_INDEX, tenant)
             .query_async(&mut self.conn())
@@ -244,20 +260,34 @@ impl Store for RedisStore {
         .transpose()
     }
 
-    async fn delete_key(&self, name: &str) -> Result<Option<u64>, StoreError> {
+    async fn delete_key_checked(
+        &self,
+        name: &str,
+        expected_hash: Option<&str>,
+    ) -> Result<Option<u64>, StoreError> {
         let v: i64 = self
             .del_key_script
             .key(keys::CONFIG_VERSION)
             .key(keys::API_KEYS)
             .arg(name)
             .arg(keys::CONFIG_CHANNEL)
+            .arg(expected_hash.unwrap_or(""))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok((v >= 0).then_some(v as u64))
     }
 
-    async fn delete_tenant(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+    async fn delete_tenant_checked(
+        &self,
+        tenant: &str,
+        expect: Expect,
+    ) -> Result<Option<u64>, StoreError> {
+        let expect = match expect {
+            Expect::Any => "any".to_string(),
+            Expect::Absent => return Ok(None),
+            Expect::Version(v) => v.to_string(),
+        };
         let v: i64 = self
             .del_script
             .key(keys::CONFIG_VERSION)
@@ -265,6 +295,7 @@ impl Store for RedisStore {
             .key(keys::tenant_doc(tenant))
             .arg(tenant)
             .arg(keys::CONFIG_CHANNEL)
+            .arg(expect)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
