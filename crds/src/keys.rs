@@ -43,15 +43,20 @@ pub fn every_counter(tenant: &str) -> String {
     format!("us:rt:{tenant}:every")
 }
 
+/// Prefix of a tenant's traffic counters (deleted with the tenant).
+pub fn tenant_stats_prefix(tenant: &str) -> String {
+    format!("us:stats:{tenant}:")
+}
+
 /// Hash of traffic counters of a tenant (`requests`, `unmatched`, `last_request_ms`), flushed by
 /// gateways every few seconds and read by the operator for status.
 pub fn tenant_stats(tenant: &str) -> String {
-    format!("us:stats:tenant:{tenant}")
+    format!("us:stats:{tenant}:tenant")
 }
 
 /// Hash scenario id → hits for a tenant.
 pub fn scenario_stats(tenant: &str) -> String {
-    format!("us:stats:scenarios:{tenant}")
+    format!("us:stats:{tenant}:scenarios")
 }
 
 /// Hash key name → JSON [`crate::model::ApiKeyRecord`] (hashed keys only, never plaintext).

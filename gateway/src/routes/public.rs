@@ -700,9 +700,14 @@ pub async fn delete_tenant(
         .ok_or_else(|| {
             ApiError::conflict(format!("tenant {id:?} changed while being deleted; retry"))
         })?;
+    // A tenant created later under the same id starts from zero.
     let _ = app
         .store
         .delete_prefix(&keys::tenant_runtime_prefix(&id))
+        .await;
+    let _ = app
+        .store
+        .delete_prefix(&keys::tenant_stats_prefix(&id))
         .await;
     app.snapshot.wait_for_version(v, OWN_WRITE_WAIT).await;
     Ok(axum::Json(Done {
