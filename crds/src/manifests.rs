@@ -224,7 +224,9 @@ pub fn load_dir(dir: &Path, source: ConfigSource) -> std::io::Result<Loaded> {
     let mut parsed = Parsed::default();
     let mut hasher = Sha256::new();
     for path in &files {
-        let label = path.display().to_string();
+        // Relative to the folder: the same content hashes the same whatever path a process was
+        // given, and messages stay short.
+        let label = path.strip_prefix(dir).unwrap_or(path).display().to_string();
         match std::fs::read(path) {
             Ok(bytes) => {
                 hasher.update(label.as_bytes());

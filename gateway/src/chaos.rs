@@ -68,11 +68,17 @@ impl Outcome {
     }
 }
 
+/// How long counting stays per-process after the shared store failed once.
+const LOCAL_FALLBACK_MS: u64 = 5_000;
+
 /// Evaluates profiles against shared counters.
 pub struct Chaos {
     store: Arc<dyn Store>,
     /// Per-process counters used while the shared store is unreachable.
     local: MemoryStore,
+    /// Unix ms until which counting stays local after a store failure (a breaker: without it
+    /// every request during an outage would wait for the store's timeouts).
+    local_until_ms: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -89,11 +95,18 @@ impl Chaos {
         Chaos {
             store,
             local: MemoryStore::new(),
+            local_until_ms: std::sync::atomic::AtomicU64::new(0),
             metrics,
         }
     }
 
     async fn count(&self, key: String, ttl: Option<u64>) -> u64 {
+        use std::sync::atomic::Ordering;
+        let local_ttl = ttl.unwrap_or(u64::MAX / 4);
+        let now = now_secs() * 1000;
+        if now < self.local_until_ms.load(Ordering::Relaxed) {
+            return self.local.incr_expiring_now(&key, local_ttl);
+        }
         let shared = match ttl {
             Some(ttl) => self.store.incr_expiring(&key, ttl).await,
             None => self.store.incr(&key).await,
@@ -102,9 +115,10 @@ impl Chaos {
             Ok(n) => n,
             Err(e) => {
                 self.metrics.redis_error("chaos_counter");
-                tracing::debug!(error = %e, "chaos counter falls back to this process");
-                self.local
-                    .incr_expiring_now(&key, ttl.unwrap_or(u64::MAX / 4))
+                tracing::debug!(error = %e, "chaos counters fall back to this process for 5 s");
+                self.local_until_ms
+                    .store(now + LOCAL_FALLBACK_MS, Ordering::Relaxed);
+                self.local.incr_expiring_now(&key, local_ttl)
             }
         }
     }

@@ -63,6 +63,19 @@ pub fn load(dir: &Path) -> Result<Loaded, ManifestError> {
     })
 }
 
+/// Why a seed runs, which decides when it may overwrite what another process wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedMode {
+    /// Start-up or a file changed here: write unless the same content is already stored.
+    Changed,
+    /// The store was emptied: write everything back.
+    Force,
+    /// Periodic safety net: write only if the store lost the manifests (no generation or no
+    /// epoch), never over another process's different generation — so processes whose files
+    /// briefly differ (a rollout, a ConfigMap propagating) do not take turns overwriting.
+    Check,
+}
+
 /// Writes a folder's tenants into the store.
 pub struct Seeder {
     store: Arc<dyn Store>,
@@ -78,16 +91,15 @@ impl Seeder {
         }
     }
 
-    /// Writes `loaded` unless an equal generation is already in the store (`force` ignores the
-    /// generation, after the store was emptied). Returns whether this call wrote.
-    pub async fn seed(&self, loaded: &Loaded, force: bool) -> Result<bool, StoreError> {
+    /// Writes `loaded` as `mode` allows. Returns whether this call wrote.
+    pub async fn seed(&self, loaded: &Loaded, mode: SeedMode) -> Result<bool, StoreError> {
         for _ in 0..50 {
             if self
                 .store
                 .try_lock(keys::SEED_LOCK, &self.holder, 10_000)
                 .await?
             {
-                let result = self.seed_locked(loaded, force).await;
+                let result = self.seed_locked(loaded, mode).await;
                 let _ = self.store.unlock(keys::SEED_LOCK, &self.holder).await;
                 return result;
             }
@@ -99,11 +111,17 @@ impl Seeder {
         ))
     }
 
-    async fn seed_locked(&self, loaded: &Loaded, force: bool) -> Result<bool, StoreError> {
+    async fn seed_locked(&self, loaded: &Loaded, mode: SeedMode) -> Result<bool, StoreError> {
         let epoch = self.store.epoch().await?;
         let generation = self.store.get_value(keys::SEED_GENERATION).await?;
-        if !force && epoch.is_some() && generation.as_deref() == Some(loaded.content_hash.as_str())
-        {
+        let skip = match mode {
+            SeedMode::Force => false,
+            SeedMode::Changed => {
+                epoch.is_some() && generation.as_deref() == Some(loaded.content_hash.as_str())
+            }
+            SeedMode::Check => epoch.is_some() && generation.is_some(),
+        };
+        if skip {
             return Ok(false);
         }
         let existing = self.store.load_all().await?;
@@ -164,6 +182,7 @@ pub async fn run_watcher(
     seeder: Arc<Seeder>,
     sync: Arc<SyncHandle>,
     resync: Duration,
+    pending: bool,
     cancel: CancellationToken,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
@@ -189,24 +208,28 @@ pub async fn run_watcher(
     };
     let mut tick = tokio::time::interval(resync);
     tick.tick().await;
+    // A write that failed (store down) is retried on the tick with the mode it had.
+    let mut pending = pending.then_some(SeedMode::Changed);
     loop {
-        let force = tokio::select! {
+        let mode = tokio::select! {
             _ = cancel.cancelled() => return,
             Some(()) = rx.recv() => {
                 // Debounce: editors write in several steps.
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 while rx.try_recv().is_ok() {}
-                false
+                SeedMode::Changed
             }
-            _ = sync.epoch_lost.notified() => true,
-            _ = tick.tick() => false,
+            _ = sync.epoch_lost.notified() => SeedMode::Force,
+            _ = tick.tick() => pending.unwrap_or(SeedMode::Check),
         };
         match load(&dir) {
-            Ok(loaded) => {
-                if let Err(e) = seeder.seed(&loaded, force).await {
+            Ok(loaded) => match seeder.seed(&loaded, mode).await {
+                Ok(_) => pending = None,
+                Err(e) => {
                     tracing::warn!(error = %e, "could not write manifests; will retry");
+                    pending = Some(mode);
                 }
-            }
+            },
             Err(e) => tracing::error!(
                 "manifests changed but are invalid; keeping the last good configuration\n{e}"
             ),

@@ -70,17 +70,19 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
     if let (Some(dir), Some(loaded)) = (&args.manifests, loaded) {
         let seeder = Arc::new(Seeder::new(store.clone()));
-        match seeder.seed(&loaded, false).await {
-            Ok(_) => {}
+        let pending = match seeder.seed(&loaded, manifests::SeedMode::Changed).await {
+            Ok(_) => false,
             Err(e) => {
-                tracing::warn!(error = %e, "could not write manifests yet; retrying in the background")
+                tracing::warn!(error = %e, "could not write manifests yet; retrying in the background");
+                true
             }
-        }
+        };
         handles.push(tokio::spawn(manifests::run_watcher(
             dir.clone(),
             seeder,
             sync_handle.clone(),
             args.resync_interval.min(Duration::from_secs(5)),
+            pending,
             tasks.clone(),
         )));
     }

@@ -77,13 +77,15 @@ impl Syncer {
                 );
             }
             (None, false) => {
-                // A store never populated: this process marks it so a later emptying is noticed.
+                // A store never used: this process marks it, so a later emptying is noticed. A
+                // store used and then emptied: serve what it holds and leave the new epoch to
+                // whoever repopulates it (other processes keep their snapshots meanwhile).
                 let epoch = self
                     .store
                     .init_epoch(&uuid::Uuid::new_v4().to_string())
                     .await?;
                 self.snapshot
-                    .replace(full.version, Some(epoch), full.tenants, full.keys);
+                    .replace(full.version, epoch, full.tenants, full.keys);
             }
             (None, true) => {
                 tracing::warn!(
@@ -91,7 +93,7 @@ impl Syncer {
                     "the store was emptied: serving the last snapshot until it is repopulated"
                 );
                 self.store.raise_version(current.version).await?;
-                self.handle.epoch_lost.notify_waiters();
+                self.handle.epoch_lost.notify_one();
                 self.snapshot.touch();
             }
         }

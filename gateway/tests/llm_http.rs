@@ -54,7 +54,13 @@ async fn missing_and_unknown_tenants_in_each_providers_shape() {
     assert_eq!(r.json()["error"]["type"], "not_found_error");
     let r = common::call(&app, "POST", "/t/bad%20id/v1/messages", &[], msg).await;
     assert_eq!(r.status, 404);
+    let r = common::call(&app, "POST", "/t//v1/chat/completions", &[], chat).await;
+    assert_eq!(r.status, 400, "an empty path prefix names no tenant");
 }
+
+static EMBED_FLOOD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    serde_json::json!({"model": "m", "input": vec!["a"; 2048], "dimensions": 8192}).to_string()
+});
 
 #[tokio::test]
 async fn bad_bodies_name_the_problem() {
@@ -134,6 +140,7 @@ async fn bad_bodies_name_the_problem() {
             r#"{"model":"m","input":"x","dimensions":0}"#,
             "dimensions",
         ),
+        ("/v1/embeddings", EMBED_FLOOD.as_str(), "Too much output"),
     ];
     for (path, body, needle) in cases {
         let r = common::call(&app, "POST", path, &h, body.to_string()).await;

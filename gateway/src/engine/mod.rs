@@ -37,9 +37,8 @@ pub struct Conversation {
     pub user_turns: usize,
     /// Tool results anywhere in the conversation (the loop guard counts these).
     pub tool_results: usize,
-    /// Names of the tools with a result after the most recent user text (unresolvable ids give
-    /// `None`).
-    pub results_since_user: Vec<Option<String>>,
+    /// Names of the tools whose results are in the conversation (unresolvable ids give `None`).
+    pub answered_tools: Vec<Option<String>>,
     /// Tool names the request offers.
     pub offered_tools: Vec<String>,
     /// The request's tool_choice.
@@ -148,7 +147,7 @@ pub fn decide(tenant: &TenantRuntime, conv: &Conversation) -> Decision {
         let tool_of = |i: usize| scenarios[i].spec.tool_name.as_deref();
         let offered = |name: &str| conv.offered_tools.iter().any(|t| t == name);
         let answered = |name: &str| {
-            conv.results_since_user
+            conv.answered_tools
                 .iter()
                 .any(|r| r.as_deref() == Some(name))
         };

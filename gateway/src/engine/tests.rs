@@ -147,7 +147,7 @@ fn offered_tool_is_called_then_its_result_gives_the_response() {
         }
     );
     conv.tool_results = 1;
-    conv.results_since_user = vec![Some("get_weather".into())];
+    conv.answered_tools = vec![Some("get_weather".into())];
     assert_eq!(text_of(decide(&t, &conv)), "Sunny");
 }
 
@@ -219,4 +219,19 @@ fn settings_fall_back_on_bad_values_and_keep_good_ones() {
     assert_eq!(s.models, vec!["m1".to_string()]);
     assert_eq!(s.embedding_dimensions, 1536);
     assert!(s.paced());
+}
+
+#[test]
+fn a_tool_answered_earlier_in_the_conversation_is_not_called_again() {
+    let t = tool_tenant();
+    let mut conv = ask("weather again, please"); // a later turn
+    conv.user_turns = 2;
+    conv.offered_tools = vec!["get_weather".into()];
+    conv.tool_results = 1;
+    conv.answered_tools = vec![Some("get_weather".into())];
+    assert_eq!(
+        text_of(decide(&t, &conv)),
+        "Sunny",
+        "SPEC §3.3: a result for it is in the conversation"
+    );
 }

@@ -227,9 +227,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn init_epoch(&self, epoch: &str) -> Result<String, StoreError> {
+    async fn init_epoch(&self, epoch: &str) -> Result<Option<String>, StoreError> {
         let mut st = self.lock();
-        Ok(st.epoch.get_or_insert_with(|| epoch.to_string()).clone())
+        if st.epoch.is_none() && st.version == 0 {
+            st.epoch = Some(epoch.to_string());
+        }
+        Ok(st.epoch.clone())
     }
 
     async fn raise_version(&self, floor: u64) -> Result<(), StoreError> {

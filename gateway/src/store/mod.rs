@@ -203,8 +203,10 @@ pub trait Store: Send + Sync + 'static {
     async fn epoch(&self) -> Result<Option<String>, StoreError>;
     /// Sets the epoch marker (after a full (re)population) and returns it.
     async fn set_epoch(&self, epoch: &str) -> Result<(), StoreError>;
-    /// Sets the epoch marker only if absent; returns the marker in force.
-    async fn init_epoch(&self, epoch: &str) -> Result<String, StoreError>;
+    /// Sets the epoch marker only on a store never used (no configuration version at all);
+    /// returns the marker in force, `None` when the store was used and then emptied (only a
+    /// writer that repopulates it may then set a new epoch).
+    async fn init_epoch(&self, epoch: &str) -> Result<Option<String>, StoreError>;
     /// Raises the global version counter to at least `floor` (after an emptied store, so new
     /// writes are not mistaken for old ones by processes that hold a newer snapshot).
     async fn raise_version(&self, floor: u64) -> Result<(), StoreError>;

@@ -93,6 +93,13 @@ redis.call('PUBLISH', ARGV[2], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"d
 return v
 "#;
 
+const INIT_EPOCH_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('GET', KEYS[1])
+"#;
+
 const RAISE_LUA: &str = r#"
 local v = tonumber(redis.call('GET', KEYS[1]) or '0')
 if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
@@ -335,18 +342,14 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn init_epoch(&self, epoch: &str) -> Result<String, StoreError> {
-        let (_, current): (Option<String>, String) = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(keys::EPOCH)
+    async fn init_epoch(&self, epoch: &str) -> Result<Option<String>, StoreError> {
+        Script::new(INIT_EPOCH_LUA)
+            .key(keys::EPOCH)
+            .key(keys::CONFIG_VERSION)
             .arg(epoch)
-            .arg("NX")
-            .get(keys::EPOCH)
-            .query_async(&mut self.conn())
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)?;
-        Ok(current)
+            .map_err(unavailable)
     }
 
     async fn raise_version(&self, floor: u64) -> Result<(), StoreError> {

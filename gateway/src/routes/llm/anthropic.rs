@@ -162,7 +162,6 @@ fn conversation(
         if !text.is_empty() {
             conv.user_turns += 1;
             conv.last_user_text = Some(text);
-            conv.results_since_user.clear();
         }
         for b in blocks {
             if b.get("type").and_then(Value::as_str) == Some("tool_result") {
@@ -172,7 +171,7 @@ fn conversation(
                     .and_then(Value::as_str)
                     .and_then(|id| names.get(id))
                     .cloned();
-                conv.results_since_user.push(name);
+                conv.answered_tools.push(name);
             }
         }
     }

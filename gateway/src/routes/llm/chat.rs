@@ -150,7 +150,6 @@ pub fn conversation(req: &ChatRequest) -> Result<Conversation, LlmError> {
                 if !text.is_empty() {
                     conv.user_turns += 1;
                     conv.last_user_text = Some(text);
-                    conv.results_since_user.clear();
                 }
             }
             "assistant" => {
@@ -171,11 +170,11 @@ pub fn conversation(req: &ChatRequest) -> Result<Conversation, LlmError> {
                     .as_deref()
                     .and_then(|id| call_names.get(id))
                     .map(|n| n.to_string());
-                conv.results_since_user.push(name);
+                conv.answered_tools.push(name);
             }
             "function" => {
                 conv.tool_results += 1;
-                conv.results_since_user.push(m.name.clone());
+                conv.answered_tools.push(m.name.clone());
             }
             _ => {}
         }

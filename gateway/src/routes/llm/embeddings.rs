@@ -4,7 +4,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{LlmError, Provider, sse};
 use crate::app::App;
@@ -60,6 +60,37 @@ fn inputs(v: &Value) -> Result<Vec<String>, LlmError> {
     }
 }
 
+/// Most floats one request may ask for (inputs × dimensions): 16 MiB of vectors.
+pub const MAX_FLOATS: usize = 4 * 1024 * 1024;
+
+#[derive(serde::Serialize)]
+struct List<'a> {
+    object: &'static str,
+    data: Vec<Item>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(serde::Serialize)]
+struct Item {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(serde::Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
 /// The handler.
 pub async fn handle(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -91,27 +122,38 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
                 ));
             }
         };
+        if texts.len().saturating_mul(dims) > MAX_FLOATS {
+            return Err(LlmError::invalid(
+                format!(
+                    "Too much output requested: {} inputs × {dims} dimensions is over {MAX_FLOATS} values; send fewer inputs or dimensions.",
+                    texts.len()
+                ),
+                Some("input"),
+            ));
+        }
         let outcome = super::chaos(&app, &tenant, false).await?;
         app.stats.record(tenant.id(), None);
-        let data: Vec<Value> = texts
+        let data: Vec<Item> = texts
             .iter()
             .enumerate()
-            .map(|(i, t)| {
+            .map(|(index, t)| {
                 let v = embedding(t, dims);
-                let e = if base64 {
+                let embedding = if base64 {
                     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
                 } else {
-                    json!(v)
+                    Vector::Float(v)
                 };
-                json!({"object": "embedding", "index": i, "embedding": e})
+                Item { object: "embedding", index, embedding }
             })
             .collect();
         let prompt: u64 = texts.iter().map(|t| tokens::estimate(t.chars().count()).max(1)).sum();
-        let body = json!({
-            "object": "list", "data": data, "model": req.model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-        });
+        let body = List {
+            object: "list",
+            data,
+            model: &req.model,
+            usage: Usage { prompt_tokens: prompt, total_tokens: prompt },
+        };
         Ok((serde_json::to_vec(&body).unwrap_or_default(), outcome))
     }
     .await;

@@ -85,6 +85,14 @@ const CONFIG_WAIT: Duration = Duration::from_secs(1);
 /// unknown → 404 (after reading through to the shared store).
 pub async fn tenant(app: &App, parts: &Parts) -> Result<Arc<TenantRuntime>, LlmError> {
     let id = match parts.extensions.get::<PathTenant>() {
+        Some(p) if p.0.is_empty() => {
+            let mut e = LlmError::invalid(
+                "Missing tenant: the /t/{tenantId}/ path prefix names none.",
+                Some("tenantId"),
+            );
+            e.code = Some("missing_tenant");
+            return Err(e);
+        }
         Some(p) => p.0.clone(),
         None => match parts.headers.get("x-tenant-id").map(|v| v.to_str()) {
             Some(Ok(v)) if !v.trim().is_empty() => v.trim().to_string(),
@@ -334,8 +342,15 @@ pub fn fail(
 
 /// The rate-limit info for an error answer: a 429 still reports the window (remaining 0).
 pub fn rate_for_error(tenant: &TenantRuntime, e: &LlmError) -> Option<RateInfo> {
+    // Only the refusal itself carries the window: for other errors the count is unknown here,
+    // and a made-up `remaining` would mislead a client's back-off.
+    if e.kind != error::Kind::RateLimited {
+        return None;
+    }
     let spec = tenant.config.chaos.as_ref()?;
-    if spec.profile != understudy_crds::ChaosKind::RateLimit {
+    if spec.profile != understudy_crds::ChaosKind::RateLimit
+        || !spec.surfaces.contains(&Surface::Llm)
+    {
         return None;
     }
     let window = spec.window_seconds.max(1);

@@ -121,7 +121,6 @@ fn conversation(req: &ResponsesRequest) -> Result<Conversation, LlmError> {
                             if !text.is_empty() {
                                 conv.user_turns += 1;
                                 conv.last_user_text = Some(text);
-                                conv.results_since_user.clear();
                             }
                         }
                     }
@@ -141,7 +140,7 @@ fn conversation(req: &ResponsesRequest) -> Result<Conversation, LlmError> {
                             .and_then(Value::as_str)
                             .and_then(|id| names.get(id))
                             .cloned();
-                        conv.results_since_user.push(name);
+                        conv.answered_tools.push(name);
                     }
                     _ => {}
                 }
