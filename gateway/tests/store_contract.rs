@@ -98,8 +98,16 @@ async fn notices_arrive_in_order(s: Arc<dyn Store>) {
 
 async fn epoch_marks_population(s: Arc<dyn Store>) {
     assert_eq!(s.epoch().await.unwrap(), None);
-    assert_eq!(s.init_epoch("e1").await.unwrap().as_deref(), Some("e1"), "a fresh store is marked");
-    assert_eq!(s.init_epoch("e2").await.unwrap().as_deref(), Some("e1"), "init never replaces");
+    assert_eq!(
+        s.init_epoch("e1").await.unwrap().as_deref(),
+        Some("e1"),
+        "a fresh store is marked"
+    );
+    assert_eq!(
+        s.init_epoch("e2").await.unwrap().as_deref(),
+        Some("e1"),
+        "init never replaces"
+    );
     s.set_epoch("e3").await.unwrap();
     assert_eq!(s.epoch().await.unwrap().as_deref(), Some("e3"));
     assert_eq!(s.load_all().await.unwrap().epoch.as_deref(), Some("e3"));
@@ -117,7 +125,10 @@ async fn an_emptied_store_is_not_marked_by_a_reader(s: Arc<dyn Store>) {
     // Used (a version exists) but without an epoch: as after FLUSHALL once a process noticed.
     assert_eq!(s.init_epoch("reader").await.unwrap(), None);
     s.set_epoch("writer").await.unwrap();
-    assert_eq!(s.init_epoch("reader").await.unwrap().as_deref(), Some("writer"));
+    assert_eq!(
+        s.init_epoch("reader").await.unwrap().as_deref(),
+        Some("writer")
+    );
 }
 
 async fn raise_version_only_raises(s: Arc<dyn Store>) {
