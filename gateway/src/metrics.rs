@@ -132,13 +132,14 @@ impl Metrics {
 
     /// The label for a tenant id: itself while fewer than 1,000 are known, else `_other`.
     pub fn tenant_label<'a>(&self, tenant: &'a str) -> &'a str {
-        if self
-            .tenant_labels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(tenant)
         {
-            return tenant;
+            let known = self.tenant_labels.read().unwrap_or_else(|e| e.into_inner());
+            if known.contains(tenant) {
+                return tenant;
+            }
+            if known.len() >= MAX_TENANT_LABELS {
+                return "_other"; // full: no write lock on the request path
+            }
         }
         let mut known = self
             .tenant_labels

@@ -476,13 +476,13 @@ async fn settings_merge_patch_chaos_and_reset_through_the_api() {
         "PATCH",
         "/public/tenants/t1/settings",
         Some(&ed),
-        json!({"a": null, "b": {"c": 9}, "models": ["only-one"]}),
+        json!({"a": null, "b": {"c": 9}, "models": ["only-one", "org/m"]}),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["settings"],
-        json!({"b": {"c": 9, "d": 3}, "models": ["only-one"]})
+        json!({"b": {"c": 9, "d": 3}, "models": ["only-one", "org/m"]})
     );
     let r = json(&app, "GET", "/t/t1/v1/models", Some(&ed), Value::Null).await;
     assert_eq!(
@@ -490,6 +490,8 @@ async fn settings_merge_patch_chaos_and_reset_through_the_api() {
         "only-one",
         "settings reach the data plane"
     );
+    let r = json(&app, "GET", "/t/t1/v1/models/org/m", Some(&ed), Value::Null).await;
+    assert_eq!(r.json()["id"], "org/m", "model ids may contain '/'");
     for bad in [json!([1]), json!("x"), json!(5)] {
         let r = json(&app, "PATCH", "/public/tenants/t1/settings", Some(&ed), bad).await;
         assert_eq!((r.status.as_u16(), code(&r)), (400, "invalid_input".into()));

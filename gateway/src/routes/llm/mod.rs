@@ -46,8 +46,8 @@ pub fn router() -> Router<App> {
         .route("/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
-        .route("/v1/models/{id}", get(models::get_one))
-        .route("/models/{id}", get(models::get_one))
+        .route("/v1/models/{*id}", get(models::get_one))
+        .route("/models/{*id}", get(models::get_one))
         .route("/v1/messages", post(anthropic::handle))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
 }
