@@ -411,3 +411,28 @@ async fn unknown_routes_are_404_in_the_surfaces_shape() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn count_tokens_agrees_with_usage_tools_included() {
+    let app = common::app().await;
+    let tools = json!([{"name": "get_invoices", "description": "List a customer's invoices.", "input_schema": {"type": "object"}}]);
+    let messages = json!([{"role": "user", "content": "What is the weather like?"}]);
+    let counted = common::post(
+        &app,
+        "/v1/messages/count_tokens",
+        json!({"model": "m", "messages": messages, "tools": tools, "system": "Be brief."}),
+    )
+    .await;
+    let used = common::post(&app, MESSAGES, json!({"model": "m", "max_tokens": 50, "messages": messages, "tools": tools, "system": "Be brief."})).await;
+    assert_eq!(
+        counted.json()["input_tokens"],
+        used.json()["usage"]["input_tokens"]
+    );
+    let r = common::post(
+        &app,
+        MESSAGES,
+        json!({"model": "m", "max_tokens": 50, "messages": messages, "tools": [5]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}

@@ -27,7 +27,7 @@ pub struct MessagesRequest {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
-    tools: Option<Vec<Tool>>,
+    tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<ToolChoiceIn>,
 }
@@ -49,12 +49,6 @@ pub struct CountRequest {
 pub struct Message {
     role: String,
     content: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct Tool {
-    #[serde(default)]
-    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,21 +118,40 @@ fn system_chars(system: Option<&Value>) -> Result<usize, LlmError> {
     }
 }
 
+/// Characters of the tool definitions, for the token estimate.
+fn tool_chars(tools: &[Value]) -> usize {
+    tools.iter().map(tokens::text_chars).sum()
+}
+
+/// Refuses tool definitions that are not objects.
+fn validate_tools(tools: Option<&Vec<Value>>) -> Result<(), LlmError> {
+    for (i, t) in tools.into_iter().flatten().enumerate() {
+        if !t.is_object() {
+            return Err(LlmError::invalid(
+                format!("tools.{i}: Input should be an object"),
+                Some(&format!("tools.{i}")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reduces the request to a [`Conversation`].
 fn conversation(
     messages: &[Message],
-    tools: Option<&Vec<Tool>>,
+    tools: Option<&Vec<Value>>,
     choice: ToolChoice,
     system: usize,
 ) -> Conversation {
+    let tools = tools.map(Vec::as_slice).unwrap_or(&[]);
     let mut conv = Conversation {
         tool_choice: choice,
         offered_tools: tools
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.name.clone())
+            .iter()
+            .filter_map(|t| t.get("name").and_then(Value::as_str).map(String::from))
             .collect(),
-        input_chars: system,
+        // Tool definitions count, as in count_tokens: one estimate for both (SPEC §3.1).
+        input_chars: system + tool_chars(tools),
         ..Default::default()
     };
     let mut names: HashMap<String, String> = HashMap::new();
@@ -334,6 +347,7 @@ async fn serve(
     let req: MessagesRequest = super::parse(&bytes)?;
     let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);
     validate_messages(&req.messages)?;
+    validate_tools(req.tools.as_ref())?;
     let system = system_chars(req.system.as_ref())?;
     let conv = conversation(
         &req.messages,
@@ -385,12 +399,8 @@ pub async fn count_tokens(State(app): State<App>, req: Request) -> Response {
             .iter()
             .map(|m| tokens::text_chars(&m.content))
             .sum::<usize>();
-        chars += req
-            .tools
-            .iter()
-            .flatten()
-            .map(tokens::text_chars)
-            .sum::<usize>();
+        validate_tools(req.tools.as_ref())?;
+        chars += tool_chars(req.tools.as_deref().unwrap_or(&[]));
         Ok::<_, LlmError>(
             axum::Json(json!({"input_tokens": tokens::estimate(chars).max(1)})).into_response(),
         )
