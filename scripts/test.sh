@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need (redis-server, a Python venv with the official SDKs) and runs
-# every check: formatting, clippy, unit + Redis-backed + multi-process tests (cargo), CRD
-# staleness, and the end-to-end suite with the official openai and anthropic SDKs (pytest).
+# Installs what the tests need (redis-server, a Python venv with the official SDKs, the
+# JavaScript SDKs from npm) and runs every check: formatting, clippy, unit + Redis-backed +
+# multi-process tests (cargo), CRD staleness, the JavaScript SDK smoke tests, and the end-to-end
+# suite with the official openai and anthropic Python SDKs (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +28,13 @@ timeout 1800 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (unit, store contract on memory and Redis, golden files, CRD staleness, multi-process)"
 timeout 1800 cargo test --workspace
 
-step "end-to-end with the official SDKs (pytest)"
 cargo build -q -p understudy-gateway
 export UNDERSTUDY_BIN="$PWD/target/debug/understudy-gateway"
+
+step "the official JavaScript SDKs (openai, @anthropic-ai/sdk; node --test)"
+(cd tests/ts && npm ci --no-audit --no-fund --loglevel=error && timeout 300 npm test --silent)
+
+step "end-to-end with the official Python SDKs (pytest)"
 set +e
 timeout 900 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
 rc=$?
