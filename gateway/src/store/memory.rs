@@ -60,6 +60,19 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Bumps the version and publishes the notice, under the caller's lock so notices leave in
+    /// version order.
+    fn bump(&self, st: &mut State, name: String, op: NoticeOp, kind: NoticeKind) -> u64 {
+        st.version += 1;
+        let _ = self.notices.send(ConfigNotice {
+            version: st.version,
+            tenant: name,
+            op,
+            kind,
+        });
+        st.version
+    }
+
     /// Drops every counter with this prefix (synchronous, for the per-process fallback).
     pub fn forget_prefix(&self, prefix: &str) {
         self.lock().counters.retain(|k, _| !k.starts_with(prefix));
@@ -123,17 +136,16 @@ impl Store for MemoryStore {
         if !ok {
             return Ok(None);
         }
-        st.version += 1;
-        let v = st.version;
+        // The document is stored before its notice is sent, under the same lock.
+        let v = st.version + 1;
         st.tenants
             .insert(config.tenant_id.clone(), (config.clone(), v));
-        // Sent under the lock so notices leave in version order.
-        let _ = self.notices.send(ConfigNotice {
-            version: v,
-            tenant: config.tenant_id.clone(),
-            op: NoticeOp::Put,
-            kind: NoticeKind::Tenant,
-        });
+        self.bump(
+            &mut st,
+            config.tenant_id.clone(),
+            NoticeOp::Put,
+            NoticeKind::Tenant,
+        );
         Ok(Some(v))
     }
 
@@ -153,14 +165,12 @@ impl Store for MemoryStore {
             return Ok(None);
         }
         st.tenants.remove(tenant);
-        st.version += 1;
-        let v = st.version;
-        let _ = self.notices.send(ConfigNotice {
-            version: v,
-            tenant: tenant.to_string(),
-            op: NoticeOp::Del,
-            kind: NoticeKind::Tenant,
-        });
+        let v = self.bump(
+            &mut st,
+            tenant.to_string(),
+            NoticeOp::Del,
+            NoticeKind::Tenant,
+        );
         Ok(Some(v))
     }
 
@@ -169,15 +179,8 @@ impl Store for MemoryStore {
         if st.keys.contains_key(&key.name) {
             return Ok(None);
         }
-        st.version += 1;
-        let v = st.version;
         st.keys.insert(key.name.clone(), key.clone());
-        let _ = self.notices.send(ConfigNotice {
-            version: v,
-            tenant: key.name.clone(),
-            op: NoticeOp::Put,
-            kind: NoticeKind::Key,
-        });
+        let v = self.bump(&mut st, key.name.clone(), NoticeOp::Put, NoticeKind::Key);
         Ok(Some(v))
     }
 
@@ -197,14 +200,7 @@ impl Store for MemoryStore {
         if st.keys.remove(name).is_none() {
             return Ok(None);
         }
-        st.version += 1;
-        let v = st.version;
-        let _ = self.notices.send(ConfigNotice {
-            version: v,
-            tenant: name.to_string(),
-            op: NoticeOp::Del,
-            kind: NoticeKind::Key,
-        });
+        let v = self.bump(&mut st, name.to_string(), NoticeOp::Del, NoticeKind::Key);
         Ok(Some(v))
     }
 
