@@ -35,6 +35,20 @@ async fn ask(gw: &Gateway, tenant: &str, text: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Whether `gw` comes to answer `tenant` with `expected` (or to 404 it, for `None`) within 5 s.
+async fn comes_to_answer(gw: &Gateway, tenant: &str, expected: Option<&str>) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        let (status, body) = ask(gw, tenant, "hi").await;
+        let ok = match expected {
+            Some(text) => status == 200 && content(&body) == text,
+            None => status == 404,
+        };
+        ok.then_some(())
+    })
+    .await
+    .is_some()
+}
+
 fn content(v: &Value) -> &str {
     v["choices"][0]["message"]["content"].as_str().unwrap_or("")
 }
@@ -72,31 +86,30 @@ async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_dele
     let store = RedisStore::connect(&url).unwrap();
     store.put_tenant(&tenant_doc(WRITTEN)).await.unwrap();
     for gw in [&seeder, &plain] {
-        let served = eventually(Duration::from_secs(5), || async {
-            let (s, v) = ask(gw, "written", "hi").await;
-            (s == 200 && content(&v) == "version one").then_some(())
-        })
-        .await;
-        assert!(served.is_some(), "{} serves the new tenant", gw.base);
+        assert!(
+            comes_to_answer(gw, "written", Some("version one")).await,
+            "{} serves the new tenant",
+            gw.base
+        );
     }
     store
         .put_tenant(&tenant_doc(&WRITTEN.replace("version one", "version two")))
         .await
         .unwrap();
     for gw in [&seeder, &plain] {
-        let served = eventually(Duration::from_secs(5), || async {
-            (content(&ask(gw, "written", "hi").await.1) == "version two").then_some(())
-        })
-        .await;
-        assert!(served.is_some(), "{} serves the update", gw.base);
+        assert!(
+            comes_to_answer(gw, "written", Some("version two")).await,
+            "{} serves the update",
+            gw.base
+        );
     }
     store.delete_tenant("written").await.unwrap();
     for gw in [&seeder, &plain] {
-        let gone = eventually(Duration::from_secs(5), || async {
-            (ask(gw, "written", "hi").await.0 == 404).then_some(())
-        })
-        .await;
-        assert!(gone.is_some(), "{} forgets the deleted tenant", gw.base);
+        assert!(
+            comes_to_answer(gw, "written", None).await,
+            "{} forgets the deleted tenant",
+            gw.base
+        );
     }
 
     // Emptied Redis: both keep serving; the seeder writes the manifests back by itself.
@@ -124,12 +137,8 @@ async fn a_write_reaches_both_processes_and_an_emptied_redis_is_not_read_as_dele
         .await
         .unwrap();
     for gw in [&seeder, &plain] {
-        let served = eventually(Duration::from_secs(5), || async {
-            (content(&ask(gw, "written", "hi").await.1) == "after flush").then_some(())
-        })
-        .await;
         assert!(
-            served.is_some(),
+            comes_to_answer(gw, "written", Some("after flush")).await,
             "{} serves writes made after the flush",
             gw.base
         );
