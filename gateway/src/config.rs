@@ -27,6 +27,13 @@ pub enum Command {
         /// The manifests folder.
         dir: PathBuf,
     },
+    /// Wait, then exit 0: a Kubernetes preStop hook in an image without a shell, so the pod
+    /// leaves the Service's endpoints before the gateway starts draining.
+    Sleep {
+        /// How long (`5s`, `500ms`).
+        #[arg(value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
 }
 
 /// Log output format.

@@ -42,8 +42,13 @@ fn validate(dir: &std::path::Path) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Validate { dir }) = &cli.command {
-        return validate(dir);
+    match &cli.command {
+        Some(Command::Validate { dir }) => return validate(dir),
+        Some(Command::Sleep { duration }) => {
+            tokio::time::sleep(*duration).await;
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     let args = cli.serve;
     let _telemetry = match telemetry::init(args.log_format) {

@@ -1,0 +1,262 @@
+//! The operator process: watch caches, leader election, the reconcile loop (on change, on a
+//! retry with backoff, when Redis was emptied, on the resync and status periods) and the
+//! `/metrics`, `/healthz`, `/readyz` listener.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use understudy_crds::resources::{ChaosProfile, Scenario, Tenant};
+use understudy_gateway::store::Store;
+
+use crate::cache::Cache;
+use crate::lease::{Elector, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::plan::Inputs;
+use crate::reconcile::{self, Managed, Reconciler, Settings};
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Namespaces to watch (`[]`: all).
+    pub namespaces: Vec<String>,
+    /// Leader election (`None`: this replica always leads).
+    pub lease: Option<LeaseSettings>,
+    /// Full resync period.
+    pub resync: Duration,
+    /// Traffic-counter period.
+    pub status_interval: Duration,
+    /// How often Redis's epoch and run id are checked.
+    pub epoch_check: Duration,
+    /// Reconciler settings.
+    pub settings: Settings,
+}
+
+/// Shared with the HTTP listener.
+#[derive(Clone)]
+pub struct Health {
+    /// Every watch cache has listed once.
+    pub ready: Arc<AtomicBool>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Health>| async move {
+                if h.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready").into_response()
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting: watch caches not synced").into_response()
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(h): State<Health>| async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    h.metrics.render(),
+                )
+            }),
+        )
+        .with_state(health)
+}
+
+enum Msg {
+    Tenant(usize, watcher::Event<Tenant>),
+    Scenario(usize, watcher::Event<Scenario>),
+    Chaos(usize, watcher::Event<ChaosProfile>),
+}
+
+fn apis<K: Managed>(client: &Client, namespaces: &[String]) -> Vec<Api<K>> {
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect()
+    }
+}
+
+fn spawn_watch<K: Managed>(
+    api: Api<K>,
+    index: usize,
+    tx: mpsc::Sender<Msg>,
+    wrap: fn(usize, watcher::Event<K>) -> Msg,
+    cancel: CancellationToken,
+) {
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                item = stream.next() => match item {
+                    Some(Ok(ev)) => if tx.send(wrap(index, ev)).await.is_err() { return },
+                    // default_backoff retries; the error is worth a line (RBAC, CRDs not installed).
+                    Some(Err(e)) => tracing::warn!(error = %e, kind = K::KIND.as_str(), "watch failed; retrying"),
+                    None => return,
+                }
+            }
+        }
+    });
+}
+
+/// Runs until `cancel`: watches, elects, reconciles.
+pub async fn run(
+    client: Client,
+    store: Arc<dyn Store>,
+    opts: Options,
+    health: Health,
+    cancel: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
+    let t_apis = apis::<Tenant>(&client, &opts.namespaces);
+    let s_apis = apis::<Scenario>(&client, &opts.namespaces);
+    let c_apis = apis::<ChaosProfile>(&client, &opts.namespaces);
+    let mut tenants: Cache<Tenant> = Cache::new(t_apis.len());
+    let mut scenarios: Cache<Scenario> = Cache::new(s_apis.len());
+    let mut chaos: Cache<ChaosProfile> = Cache::new(c_apis.len());
+    for (i, api) in t_apis.into_iter().enumerate() {
+        spawn_watch(api, i, tx.clone(), Msg::Tenant, cancel.clone());
+    }
+    for (i, api) in s_apis.into_iter().enumerate() {
+        spawn_watch(api, i, tx.clone(), Msg::Scenario, cancel.clone());
+    }
+    for (i, api) in c_apis.into_iter().enumerate() {
+        spawn_watch(api, i, tx.clone(), Msg::Chaos, cancel.clone());
+    }
+    drop(tx);
+
+    let (leader_tx, mut leader_rx) = watch::channel(opts.lease.is_none());
+    let elector = match opts.lease.clone() {
+        Some(lease) => Some(tokio::spawn(
+            Elector::new(client.clone(), lease).run(leader_tx, cancel.clone()),
+        )),
+        None => {
+            drop(leader_tx);
+            None
+        }
+    };
+
+    let mut reconciler = Reconciler::new(client, store, health.metrics.clone(), opts.settings.clone());
+    let mut epoch_tick = tokio::time::interval(opts.epoch_check);
+    let mut status_tick = tokio::time::interval(opts.status_interval);
+    let mut resync_tick = tokio::time::interval(opts.resync);
+    for t in [&mut epoch_tick, &mut status_tick, &mut resync_tick] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut dirty = false;
+    let mut attempt: u32 = 0;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut leading = *leader_rx.borrow();
+    let mut electing = elector.is_some();
+    health.metrics.leader.set(leading as i64);
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                dirty |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                // Take whatever else is already queued, so a burst is one pass.
+                while let Ok(msg) = rx.try_recv() {
+                    dirty |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                }
+            }
+            changed = leader_rx.changed(), if electing => {
+                electing = changed.is_ok();
+                if electing {
+                    leading = *leader_rx.borrow();
+                    health.metrics.leader.set(leading as i64);
+                    tracing::info!(leading, "leadership changed");
+                    if leading {
+                        // Another replica may have written meanwhile: compare with Redis afresh.
+                        reconciler.applier().resync();
+                        dirty = true;
+                    }
+                }
+            }
+            _ = epoch_tick.tick() => {
+                if leading {
+                    match reconciler.applier().check_store().await {
+                        Ok(true) => dirty = true,
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!(error = %e, "store check failed"),
+                    }
+                }
+            }
+            _ = status_tick.tick() => {
+                if leading && reconciler.refresh_stats().await {
+                    dirty = true;
+                }
+            }
+            _ = resync_tick.tick() => {
+                reconciler.applier().resync();
+                dirty = true;
+            }
+            _ = retry => {
+                retry_at = None;
+                dirty = true;
+            }
+        }
+        let synced = tenants.synced() && scenarios.synced() && chaos.synced();
+        health.ready.store(synced, Ordering::Relaxed);
+        if !(dirty && synced && leading && retry_at.is_none()) {
+            continue;
+        }
+        dirty = false;
+        let inputs = Inputs {
+            tenants: tenants.items(),
+            scenarios: scenarios.items(),
+            chaos: chaos.items(),
+        };
+        let outcome = reconciler.reconcile(&inputs).await;
+        if outcome.retry() {
+            let wait = reconcile::backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            retry_at = Some(tokio::time::Instant::now() + wait);
+            tracing::warn!(retry_in = ?wait, store = ?outcome.apply.unavailable, kube_errors = outcome.kube_errors, "reconcile incomplete");
+        } else {
+            attempt = 0;
+        }
+    }
+    // Let the elector hand the lease over before the process exits.
+    if let Some(e) = elector {
+        let _ = e.await;
+    }
+}
+
+fn absorb(
+    msg: Msg,
+    tenants: &mut Cache<Tenant>,
+    scenarios: &mut Cache<Scenario>,
+    chaos: &mut Cache<ChaosProfile>,
+) -> bool {
+    match msg {
+        Msg::Tenant(i, e) => tenants.apply(i, e),
+        Msg::Scenario(i, e) => scenarios.apply(i, e),
+        Msg::Chaos(i, e) => chaos.apply(i, e),
+    }
+}
