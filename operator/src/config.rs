@@ -18,13 +18,22 @@ pub struct Cli {
     #[arg(long, env = "UNDERSTUDY_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
     /// Namespaces to watch, comma-separated (empty: all namespaces).
-    #[arg(long, env = "UNDERSTUDY_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "UNDERSTUDY_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub namespaces: Vec<String>,
     /// Elect a leader through a Lease, so that several replicas can run.
     #[arg(long, env = "UNDERSTUDY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
     /// The Lease's name.
-    #[arg(long, env = "UNDERSTUDY_LEASE_NAME", default_value = "understudy-operator")]
+    #[arg(
+        long,
+        env = "UNDERSTUDY_LEASE_NAME",
+        default_value = "understudy-operator"
+    )]
     pub lease_name: String,
     /// The Lease's namespace (default: the pod's namespace, `POD_NAMESPACE`, else `default`).
     #[arg(long, env = "UNDERSTUDY_LEASE_NAMESPACE")]
@@ -40,7 +49,12 @@ pub struct Cli {
     #[arg(long, env = "UNDERSTUDY_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,
     /// Log format.
-    #[arg(long, env = "UNDERSTUDY_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "UNDERSTUDY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -48,14 +62,18 @@ impl Cli {
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         let url = &self.redis_url;
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
         {
             return Err(format!(
                 "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {:?}",
                 redact(url)
             ));
         }
-        if self.status_interval < Duration::from_secs(1) || self.resync_interval < Duration::from_secs(1) {
+        if self.status_interval < Duration::from_secs(1)
+            || self.resync_interval < Duration::from_secs(1)
+        {
             return Err("--status-interval and --resync-interval must be at least 1s".into());
         }
         Ok(())

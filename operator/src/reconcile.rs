@@ -125,7 +125,9 @@ type Call = BoxFuture<'static, CallResult>;
 enum CallResult {
     FinalizerAdded,
     FinalizerRemoved,
-    Status { event: Option<(Event, ObjectKeyRef)> },
+    Status {
+        event: Option<Box<(Event, ObjectKeyRef)>>,
+    },
     Failed,
 }
 
@@ -295,7 +297,8 @@ impl Reconciler {
         if want == obj.status_json() {
             return;
         }
-        let api: Api<K> = Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
         let name = obj.name_any();
         // An Event when the Ready reason changes (not for counter updates).
         let before = obj.ready();
@@ -319,7 +322,8 @@ impl Reconciler {
             )
         })
         // No Event for the routine first Synced; only for problems and recoveries.
-        .filter(|_| !(verdict.ready && before.is_none()));
+        .filter(|_| !(verdict.ready && before.is_none()))
+        .map(Box::new);
         calls.push(
             async move {
                 let patch = Patch::Merge(json!({ "status": want }));
@@ -360,7 +364,8 @@ impl Reconciler {
             }
         }
         drop(results);
-        for (ev, reference) in events {
+        for event in events {
+            let (ev, reference) = *event;
             match self.recorder.publish(&ev, &reference).await {
                 Ok(()) => out.events += 1,
                 Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
@@ -478,12 +483,7 @@ fn remove_finalizers<K: Managed>(client: &Client, items: &[K], calls: &mut Vec<C
     }
 }
 
-fn finalizer_call<K: Managed>(
-    client: &Client,
-    obj: &K,
-    list: Vec<String>,
-    ok: CallResult,
-) -> Call {
+fn finalizer_call<K: Managed>(client: &Client, obj: &K, list: Vec<String>, ok: CallResult) -> Call {
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let name = obj.name_any();
     let patch = finalizer_patch(obj, list);

@@ -61,7 +61,11 @@ pub fn router(health: Health) -> Router {
                 if h.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready").into_response()
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting: watch caches not synced").into_response()
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "starting: watch caches not synced",
+                    )
+                        .into_response()
                 }
             }),
         )
@@ -77,10 +81,11 @@ pub fn router(health: Health) -> Router {
         .with_state(health)
 }
 
+// Boxed: scenario events are much larger than the others, and the queue holds thousands.
 enum Msg {
-    Tenant(usize, watcher::Event<Tenant>),
-    Scenario(usize, watcher::Event<Scenario>),
-    Chaos(usize, watcher::Event<ChaosProfile>),
+    Tenant(usize, Box<watcher::Event<Tenant>>),
+    Scenario(usize, Box<watcher::Event<Scenario>>),
+    Chaos(usize, Box<watcher::Event<ChaosProfile>>),
 }
 
 fn apis<K: Managed>(client: &Client, namespaces: &[String]) -> Vec<Api<K>> {
@@ -98,7 +103,7 @@ fn spawn_watch<K: Managed>(
     api: Api<K>,
     index: usize,
     tx: mpsc::Sender<Msg>,
-    wrap: fn(usize, watcher::Event<K>) -> Msg,
+    wrap: fn(usize, Box<watcher::Event<K>>) -> Msg,
     cancel: CancellationToken,
 ) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
@@ -108,7 +113,7 @@ fn spawn_watch<K: Managed>(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 item = stream.next() => match item {
-                    Some(Ok(ev)) => if tx.send(wrap(index, ev)).await.is_err() { return },
+                    Some(Ok(ev)) => if tx.send(wrap(index, Box::new(ev))).await.is_err() { return },
                     // default_backoff retries; the error is worth a line (RBAC, CRDs not installed).
                     Some(Err(e)) => tracing::warn!(error = %e, kind = K::KIND.as_str(), "watch failed; retrying"),
                     None => return,
@@ -155,7 +160,8 @@ pub async fn run(
         }
     };
 
-    let mut reconciler = Reconciler::new(client, store, health.metrics.clone(), opts.settings.clone());
+    let mut reconciler =
+        Reconciler::new(client, store, health.metrics.clone(), opts.settings.clone());
     let mut epoch_tick = tokio::time::interval(opts.epoch_check);
     let mut status_tick = tokio::time::interval(opts.status_interval);
     let mut resync_tick = tokio::time::interval(opts.resync);
@@ -255,8 +261,8 @@ fn absorb(
     chaos: &mut Cache<ChaosProfile>,
 ) -> bool {
     match msg {
-        Msg::Tenant(i, e) => tenants.apply(i, e),
-        Msg::Scenario(i, e) => scenarios.apply(i, e),
-        Msg::Chaos(i, e) => chaos.apply(i, e),
+        Msg::Tenant(i, e) => tenants.apply(i, *e),
+        Msg::Scenario(i, e) => scenarios.apply(i, *e),
+        Msg::Chaos(i, e) => chaos.apply(i, *e),
     }
 }

@@ -115,7 +115,11 @@ impl FakeApi {
     /// Creates an object as `kubectl apply` would (metadata filled in by the server). The
     /// creation timestamp advances one second per object, so creation order is insertion order.
     pub fn create<K: Resource<DynamicType = ()> + serde::Serialize>(&self, obj: &K) {
-        let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let value = serde_json::to_value(obj).unwrap_or(Value::Null);
         let (code, body) = self.handle(&Method::POST, &collection::<K>(&ns), value);
         assert!(code.is_success(), "create failed: {code} {body}");
@@ -135,7 +139,12 @@ impl FakeApi {
     }
 
     /// Changes an object's spec as `kubectl apply` would (new generation).
-    pub fn update_spec<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str, spec: Value) {
+    pub fn update_spec<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+    ) {
         let path = object_path::<K>(namespace, name);
         let mut st = self.lock();
         st.resource_version += 1;
@@ -219,7 +228,10 @@ impl FakeApi {
                         status_body(422, "Invalid", "metadata.name is required"),
                     );
                 }
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let full = format!("{path}/{name}");
                 if st.objects.contains_key(&full) {
                     return (

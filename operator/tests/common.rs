@@ -25,8 +25,12 @@ pub fn inputs(yaml: &str) -> Inputs {
         }
         match v["kind"].as_str() {
             Some("Tenant") => out.tenants.push(serde_json::from_value(v).expect("Tenant")),
-            Some("Scenario") => out.scenarios.push(serde_json::from_value(v).expect("Scenario")),
-            Some("ChaosProfile") => out.chaos.push(serde_json::from_value(v).expect("ChaosProfile")),
+            Some("Scenario") => out
+                .scenarios
+                .push(serde_json::from_value(v).expect("Scenario")),
+            Some("ChaosProfile") => out
+                .chaos
+                .push(serde_json::from_value(v).expect("ChaosProfile")),
             other => panic!("unexpected kind {other:?}"),
         }
     }

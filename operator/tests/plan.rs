@@ -190,7 +190,10 @@ fn the_oldest_chaos_profile_is_in_force_others_superseded() {
     assert_eq!(v.reason, "Superseded");
     assert!(v.message.contains("staging/slow"), "{}", v.message);
     assert_eq!(
-        p.desired["tenant_shop"].chaos.as_ref().map(|c| c.profile.as_str()),
+        p.desired["tenant_shop"]
+            .chaos
+            .as_ref()
+            .map(|c| c.profile.as_str()),
         Some("latency")
     );
 }

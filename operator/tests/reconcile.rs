@@ -82,7 +82,11 @@ impl Rig {
         self.reconciler.reconcile(&inputs).await
     }
     async fn doc(&self, id: &str) -> Option<TenantConfig> {
-        self.store.get_tenant(id).await.expect("redis").map(|(t, _)| t)
+        self.store
+            .get_tenant(id)
+            .await
+            .expect("redis")
+            .map(|(t, _)| t)
     }
 }
 
@@ -114,7 +118,10 @@ fn events(reqs: &[Recorded]) -> Vec<(String, String)> {
         .map(|r| {
             (
                 r.body["reason"].as_str().unwrap_or("").to_string(),
-                r.body["regarding"]["name"].as_str().unwrap_or("").to_string(),
+                r.body["regarding"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
             )
         })
         .collect()
@@ -135,14 +142,21 @@ async fn writes_redis_adds_finalizers_patches_status_then_goes_quiet() {
         .collect();
     assert_eq!(fin.len(), 4, "{fin:#?}");
     for q in &fin {
-        assert_eq!(q.body["metadata"]["finalizers"], serde_json::json!([FINALIZER]));
+        assert_eq!(
+            q.body["metadata"]["finalizers"],
+            serde_json::json!([FINALIZER])
+        );
         assert!(q.body["metadata"]["resourceVersion"].is_string());
     }
     // One status patch per resource, all Ready=True/Synced with observedGeneration.
     let st = patches(&reqs, "/status");
     assert_eq!(st.len(), 4);
     for q in &st {
-        assert_eq!(ready(Some(&q.body["status"])), ("True".into(), "Synced".into()), "{q:?}");
+        assert_eq!(
+            ready(Some(&q.body["status"])),
+            ("True".into(), "Synced".into()),
+            "{q:?}"
+        );
         assert_eq!(q.body["status"]["observedGeneration"], 1);
     }
     // No Event for a routine first Synced.
@@ -150,13 +164,19 @@ async fn writes_redis_adds_finalizers_patches_status_then_goes_quiet() {
 
     let tenant: Tenant = r.api.get("staging", "shop").unwrap();
     let ts = tenant.status.unwrap();
-    assert_eq!((ts.scenarios, ts.tools, ts.chaos.as_deref()), (2, 1, Some("latency")));
+    assert_eq!(
+        (ts.scenarios, ts.tools, ts.chaos.as_deref()),
+        (2, 1, Some("latency"))
+    );
     assert_eq!(tenant.metadata.finalizers.unwrap(), [FINALIZER]);
 
     let doc = r.doc("tenant_shop").await.expect("tenant written");
     assert_eq!(doc.source, ConfigSource::Kubernetes);
     assert_eq!(doc.scenarios.len(), 2);
-    assert!(r.store.epoch().await.unwrap().is_some(), "epoch marked after writing");
+    assert!(
+        r.store.epoch().await.unwrap().is_some(),
+        "epoch marked after writing"
+    );
 
     // Nothing changed: a pass makes no API call and no write.
     let out = r.pass().await;
@@ -185,20 +205,29 @@ async fn deleting_a_scenario_removes_it_from_redis_then_releases_the_finalizer()
     r.api.take_requests();
 
     r.api.delete::<Scenario>("staging", "invoices");
-    assert!(r.api.get::<Scenario>("staging", "invoices").is_some(), "held by the finalizer");
+    assert!(
+        r.api.get::<Scenario>("staging", "invoices").is_some(),
+        "held by the finalizer"
+    );
     let out = r.pass().await;
     assert_eq!(out.finalizers_removed, 1, "{out:?}");
     let doc = r.doc("tenant_shop").await.unwrap();
     assert_eq!(doc.scenarios.len(), 1);
     assert_eq!(doc.scenarios[0].id, "staging/refunds");
-    assert!(r.api.get::<Scenario>("staging", "invoices").is_none(), "gone once released");
+    assert!(
+        r.api.get::<Scenario>("staging", "invoices").is_none(),
+        "gone once released"
+    );
     let reqs = r.api.take_requests();
     let released: Vec<_> = reqs
         .iter()
         .filter(|q| q.method == Method::PATCH && q.path.ends_with("/scenarios/invoices"))
         .collect();
     assert_eq!(released.len(), 1);
-    assert_eq!(released[0].body["metadata"]["finalizers"], serde_json::json!([]));
+    assert_eq!(
+        released[0].body["metadata"]["finalizers"],
+        serde_json::json!([])
+    );
     // The tenant's counts follow.
     let t: Tenant = r.api.get("staging", "shop").unwrap();
     assert_eq!(t.status.unwrap().scenarios, 1);
@@ -224,12 +253,18 @@ async fn deleting_a_tenant_purges_its_document_and_counters() {
     let out = r.pass().await;
     assert_eq!(out.apply.deleted, ["tenant_shop"]);
     assert!(r.doc("tenant_shop").await.is_none());
-    assert_eq!(r.redis.cli(&["KEYS", "us:stats:tenant_shop:*"]).unwrap(), "");
+    assert_eq!(
+        r.redis.cli(&["KEYS", "us:stats:tenant_shop:*"]).unwrap(),
+        ""
+    );
     assert_eq!(r.redis.cli(&["KEYS", "us:rt:tenant_shop:*"]).unwrap(), "");
     assert!(r.api.get::<Tenant>("staging", "shop").is_none());
     // Its scenarios now say why they are not served.
     let s: Scenario = r.api.get("staging", "invoices").unwrap();
-    assert_eq!(ready(Some(&status_of(&s))), ("False".into(), "TenantNotFound".into()));
+    assert_eq!(
+        ready(Some(&status_of(&s))),
+        ("False".into(), "TenantNotFound".into())
+    );
 }
 
 #[tokio::test]
@@ -286,19 +321,31 @@ spec: {{visibility: private}}
         ("staging", "broken-schema", "InvalidSchema"),
     ] {
         let s: Scenario = r.api.get(ns, name).unwrap();
-        assert_eq!(ready(Some(&status_of(&s))), ("False".into(), reason.into()), "{name}");
+        assert_eq!(
+            ready(Some(&status_of(&s))),
+            ("False".into(), reason.into()),
+            "{name}"
+        );
     }
     let c: ChaosProfile = r.api.get("staging", "too-likely").unwrap();
     let cs = status_of(&c);
     assert_eq!(ready(Some(&cs)).1, "Invalid");
-    assert!(cs["conditions"][0]["message"].as_str().unwrap().contains("spec.probability"));
+    assert!(
+        cs["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.probability")
+    );
     let t: Tenant = r.api.get("other", "copycat").unwrap();
     assert_eq!(ready(Some(&status_of(&t))).1, "DuplicateTenantId");
     // What the good resources put in Redis is intact.
     let doc = r.doc("tenant_shop").await.unwrap();
     assert_eq!(doc.origin, "Tenant staging/shop");
     assert_eq!(doc.scenarios.len(), 2);
-    assert_eq!(doc.chaos.as_ref().map(|c| c.profile.as_str()), Some("latency"));
+    assert_eq!(
+        doc.chaos.as_ref().map(|c| c.profile.as_str()),
+        Some("latency")
+    );
 
     // A second pass: no status patch, no Event, no write.
     r.pass().await;
@@ -328,8 +375,16 @@ async fn a_tenant_id_taken_through_the_api_is_left_alone() {
     assert_eq!(r.doc("tenant_shop").await.unwrap(), api_tenant);
     let t: Tenant = r.api.get("staging", "shop").unwrap();
     let st = status_of(&t);
-    assert_eq!(ready(Some(&st)), ("False".into(), "DuplicateTenantId".into()));
-    assert!(st["conditions"][0]["message"].as_str().unwrap().contains("public API"));
+    assert_eq!(
+        ready(Some(&st)),
+        ("False".into(), "DuplicateTenantId".into())
+    );
+    assert!(
+        st["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("public API")
+    );
     let s: Scenario = r.api.get("staging", "invoices").unwrap();
     assert_eq!(ready(Some(&status_of(&s))).1, "TenantNotReady");
 }
@@ -360,12 +415,18 @@ async fn traffic_counters_reach_status_and_unchanged_counters_patch_nothing() {
     let st = patches(&reqs, "/status");
     assert_eq!(st.len(), 2, "{reqs:#?}");
     assert!(st.iter().any(|q| q.path.ends_with("/tenants/shop/status")));
-    assert!(st.iter().any(|q| q.path.ends_with("/scenarios/invoices/status")));
+    assert!(
+        st.iter()
+            .any(|q| q.path.ends_with("/scenarios/invoices/status"))
+    );
     assert!(events(&reqs).is_empty(), "counter updates raise no Events");
     let t: Tenant = r.api.get("staging", "shop").unwrap();
     let ts = t.status.unwrap();
     assert_eq!((ts.requests, ts.unmatched), (7, 2));
-    assert_eq!(ts.last_request_time.as_deref(), Some("2026-09-21T14:13:20Z"));
+    assert_eq!(
+        ts.last_request_time.as_deref(),
+        Some("2026-09-21T14:13:20Z")
+    );
     let s: Scenario = r.api.get("staging", "invoices").unwrap();
     assert_eq!(s.status.unwrap().hits, 5);
 
@@ -383,7 +444,10 @@ async fn redis_down_is_store_unavailable_with_backoff_then_recovers() {
     let port = r.redis.port;
 
     // Redis goes away; a spec change cannot be written.
-    drop(std::mem::replace(&mut r.redis, RedisServer::start().unwrap()));
+    drop(std::mem::replace(
+        &mut r.redis,
+        RedisServer::start().unwrap(),
+    ));
     r.api.update_spec::<Scenario>(
         "staging",
         "refunds",
@@ -393,9 +457,16 @@ async fn redis_down_is_store_unavailable_with_backoff_then_recovers() {
     assert!(out.retry(), "a store failure is retried");
     assert!(out.apply.unavailable.is_some());
     let t: Tenant = r.api.get("staging", "shop").unwrap();
-    assert_eq!(ready(Some(&status_of(&t))), ("False".into(), "StoreUnavailable".into()));
+    assert_eq!(
+        ready(Some(&status_of(&t))),
+        ("False".into(), "StoreUnavailable".into())
+    );
     let reqs = r.api.take_requests();
-    assert!(events(&reqs).iter().any(|(reason, _)| reason == "StoreUnavailable"));
+    assert!(
+        events(&reqs)
+            .iter()
+            .any(|(reason, _)| reason == "StoreUnavailable")
+    );
 
     // Redis is back on its port, empty: the store check notices, the next pass writes everything.
     r.redis = RedisServer::start_on(port).unwrap();
@@ -406,15 +477,25 @@ async fn redis_down_is_store_unavailable_with_backoff_then_recovers() {
         if !out.retry() {
             break out;
         }
-        assert!(std::time::Instant::now() < deadline, "recovers once Redis is back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovers once Redis is back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(back.apply.written >= 1);
     let doc = r.doc("tenant_shop").await.unwrap();
     assert_eq!(doc.scenarios[1].spec.response, "Changed.");
     let t: Tenant = r.api.get("staging", "shop").unwrap();
-    assert_eq!(ready(Some(&status_of(&t))), ("True".into(), "Synced".into()));
-    assert!(events(&r.api.take_requests()).iter().any(|(reason, _)| reason == "Synced"));
+    assert_eq!(
+        ready(Some(&status_of(&t))),
+        ("True".into(), "Synced".into())
+    );
+    assert!(
+        events(&r.api.take_requests())
+            .iter()
+            .any(|(reason, _)| reason == "Synced")
+    );
 }
 
 #[tokio::test]
@@ -427,7 +508,11 @@ async fn kube_errors_are_retried_and_counted() {
     assert!(out.retry());
     let out = r.pass().await;
     assert!(!out.retry(), "{out:?}");
-    assert!(r.metrics.render().contains("understudy_operator_reconcile_errors_total{cause=\"kube\"} 1"));
+    assert!(
+        r.metrics
+            .render()
+            .contains("understudy_operator_reconcile_errors_total{cause=\"kube\"} 1")
+    );
 }
 
 /// SPEC §10: an emptied Redis is noticed (epoch) and everything is written back, and a gateway
@@ -445,7 +530,9 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
     create_all(&r.api, &inputs(&many));
     r.pass().await;
     let url = r.redis.url();
-    let gw = Gateway::start(&["--redis-url", &url]).await.expect("gateway starts");
+    let gw = Gateway::start(&["--redis-url", &url])
+        .await
+        .expect("gateway starts");
     let http = reqwest::Client::new();
     let ask = |tenant: &'static str| {
         let http = http.clone();
@@ -459,13 +546,18 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
                 .await
                 .ok()?;
             let v: Value = resp.json().await.ok()?;
-            v["choices"][0]["message"]["content"].as_str().map(str::to_string)
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .map(str::to_string)
         }
     };
     assert_eq!(ask("t1").await.as_deref(), Some("answer 1"));
 
     r.redis.cli(&["FLUSHALL"]).unwrap();
-    assert!(r.reconciler.applier().check_store().await.unwrap(), "loss noticed");
+    assert!(
+        r.reconciler.applier().check_store().await.unwrap(),
+        "loss noticed"
+    );
     let out = r.pass().await;
     assert!(out.apply.rewrote);
     assert_eq!(out.apply.written, 3);
@@ -473,8 +565,16 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
         assert!(r.doc(&format!("t{i}")).await.is_some(), "t{i} back");
     }
     assert!(r.store.epoch().await.unwrap().is_some());
-    assert!(r.metrics.render().contains("understudy_operator_rewrites_total 1"));
-    assert_eq!(ask("t1").await.as_deref(), Some("answer 1"), "served throughout");
+    assert!(
+        r.metrics
+            .render()
+            .contains("understudy_operator_rewrites_total 1")
+    );
+    assert_eq!(
+        ask("t1").await.as_deref(),
+        Some("answer 1"),
+        "served throughout"
+    );
 
     // Writes after the rewrite reach the gateway.
     r.api.update_spec::<Scenario>(

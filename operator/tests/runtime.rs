@@ -1,0 +1,223 @@
+//! The pieces around the reconcile pass: the watch-cache predicate (own status patches do not
+//! re-trigger), leader election on a Lease, the HTTP endpoints and the command line.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::inputs;
+use http::{Method, Request, StatusCode};
+use kube::runtime::watcher::Event;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use understudy_crds::resources::{Scenario, ScenarioStatus};
+use understudy_operator::cache::Cache;
+use understudy_operator::lease::{Elector, LeaseSettings};
+use understudy_operator::metrics::Metrics;
+use understudy_operator::plan::FINALIZER;
+use understudy_operator::run::{Health, router};
+use understudy_operator::testkit::FakeApi;
+
+fn scenario() -> Scenario {
+    inputs("apiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {name: s}\nspec: {tenantRef: t, keywords: [a], response: b}\n")
+        .scenarios
+        .remove(0)
+}
+
+#[test]
+fn only_spec_deletion_and_finalizer_changes_trigger() {
+    let mut cache: Cache<Scenario> = Cache::new(1);
+    assert!(!cache.synced());
+    assert!(!cache.apply(0, Event::Init));
+    assert!(!cache.apply(0, Event::InitApply(scenario())));
+    assert!(cache.apply(0, Event::InitDone), "a (re)list triggers");
+    assert!(cache.synced());
+    assert_eq!(cache.items().len(), 1);
+
+    // The operator's own status patch: new resourceVersion and status, same generation.
+    let mut s = scenario();
+    s.metadata.resource_version = Some("99".into());
+    s.status = Some(ScenarioStatus {
+        hits: 3,
+        ..Default::default()
+    });
+    assert!(
+        !cache.apply(0, Event::Apply(s.clone())),
+        "status-only change"
+    );
+    assert_eq!(
+        cache.items()[0].status.as_ref().unwrap().hits,
+        3,
+        "but cached"
+    );
+
+    let mut f = s.clone();
+    f.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    assert!(cache.apply(0, Event::Apply(f.clone())), "finalizer added");
+    let mut g = f.clone();
+    g.metadata.generation = Some(2);
+    assert!(cache.apply(0, Event::Apply(g.clone())), "spec changed");
+    let mut d = g.clone();
+    d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    assert!(cache.apply(0, Event::Apply(d.clone())), "deletion started");
+    assert!(cache.apply(0, Event::Delete(d)), "deleted");
+    assert!(cache.items().is_empty());
+}
+
+#[test]
+fn several_namespace_streams_merge_and_relist_independently() {
+    let mut cache: Cache<Scenario> = Cache::new(2);
+    let mut a = scenario();
+    a.metadata.namespace = Some("a".into());
+    let mut b = scenario();
+    b.metadata.namespace = Some("b".into());
+    cache.apply(0, Event::Init);
+    cache.apply(0, Event::InitApply(a.clone()));
+    cache.apply(0, Event::InitDone);
+    assert!(!cache.synced(), "stream b has not listed");
+    cache.apply(1, Event::Init);
+    cache.apply(1, Event::InitApply(b));
+    cache.apply(1, Event::InitDone);
+    assert!(cache.synced());
+    assert_eq!(cache.items().len(), 2);
+    // Stream a relists empty: b's object stays.
+    cache.apply(0, Event::Init);
+    cache.apply(0, Event::InitDone);
+    let left: Vec<_> = cache
+        .items()
+        .into_iter()
+        .map(|s| s.metadata.namespace.unwrap())
+        .collect();
+    assert_eq!(left, ["b"]);
+}
+
+fn settings(identity: &str, secs: u64) -> LeaseSettings {
+    LeaseSettings {
+        name: "understudy-operator".into(),
+        namespace: "understudy".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(secs),
+        renew: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_after_expiry_or_release() {
+    let (api, client) = FakeApi::start();
+    let mut a = Elector::new(client.clone(), settings("pod-a", 1));
+    let mut b = Elector::new(client.clone(), settings("pod-b", 1));
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "first comes, first leads"
+    );
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    let created = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::POST)
+        .expect("lease created");
+    assert_eq!(
+        created.path,
+        "/apis/coordination.k8s.io/v1/namespaces/understudy/leases"
+    );
+    assert_eq!(created.body["spec"]["holderIdentity"], "pod-a");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the holder renews");
+
+    // a stops renewing; b takes over once the record has not changed for a lease duration.
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "expired lease taken"
+    );
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        api.get("understudy", "understudy-operator").unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("pod-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "the old holder sees it lost"
+    );
+
+    // Release on shutdown: a takes over at once.
+    b.release().await;
+    assert!(a.try_acquire_or_renew().await.unwrap());
+}
+
+#[tokio::test]
+async fn the_campaign_publishes_leadership_and_releases_on_cancel() {
+    let (api, client) = FakeApi::start();
+    let (tx, mut rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Elector::new(client, settings("pod-a", 5)).run(tx, cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| *l))
+        .await
+        .expect("becomes leader")
+        .unwrap();
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(!*rx.borrow());
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        api.get("understudy", "understudy-operator").unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "released");
+}
+
+#[tokio::test]
+async fn healthz_readyz_and_metrics() {
+    let health = Health {
+        ready: Arc::new(AtomicBool::new(false)),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let get = |path: &'static str| {
+        let app = router(health.clone());
+        async move {
+            let resp = app
+                .oneshot(Request::get(path).body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    health.ready.store(true, Ordering::Relaxed);
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    health.metrics.reconciles.with_label_values(&["ok"]).inc();
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for name in [
+        "understudy_operator_reconciles_total{result=\"ok\"} 1",
+        "understudy_operator_reconcile_duration_seconds",
+        "understudy_operator_leader",
+    ] {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+}
+
+#[test]
+fn the_binary_refuses_bad_settings_with_a_message() {
+    let bin = env!("CARGO_BIN_EXE_understudy-operator");
+    let out = std::process::Command::new(bin)
+        .args(["--redis-url", "http://user:hunter2@example"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--redis-url"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password is not echoed: {err}"
+    );
+    let out = std::process::Command::new(bin).output().unwrap();
+    assert!(!out.status.success(), "the Redis URL is required");
+}
