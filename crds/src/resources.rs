@@ -3,7 +3,7 @@
 //! These Rust types are the single source of truth: the CRD YAML is generated from them, the
 //! manifest loader deserialises them, and the operator watches them.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,7 +43,7 @@ pub enum Visibility {
 
 /// A Tenant: one isolated mock world (its scenarios, state, settings and chaos), addressed by
 /// `X-Tenant-ID: <tenantId>` or the `/t/<tenantId>/` path prefix.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "understudy.dev",
     version = "v1alpha1",
@@ -61,6 +61,9 @@ pub enum Visibility {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.visibility) || self.visibility != 'private' || (has(self.owner) && size(self.owner) > 0)"
+).message("spec.owner is required when spec.visibility is private"))]
 pub struct TenantSpec {
     /// The value clients send as `X-Tenant-ID` (or in `/t/{tenantId}/`). Defaults to
     /// metadata.name; may contain `_`, which Kubernetes names may not. Pattern [A-Za-z0-9_.-]{1,64}.
@@ -131,6 +134,7 @@ fn is_zero_i32(v: &i32) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct ScenarioSpec {
     /// The metadata.name of a Tenant in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub tenant_ref: String,
     /// Case-insensitive substrings looked for in the most recent user text. A scenario without
     /// keywords never answers an LLM request (it only serves its tool).
@@ -147,7 +151,9 @@ pub struct ScenarioSpec {
     #[serde(default)]
     pub response: String,
     /// Exposes an MCP tool of this name; the mock LLM calls it when a request offers it.
+    /// Pattern [A-Za-z0-9_.-]{1,128}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
     pub tool_name: Option<String>,
     /// The tool's description in tools/list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +272,7 @@ fn default_after_chunks() -> u32 {
 }
 
 /// A ChaosProfile: how a tenant misbehaves. Exactly one is in force per tenant (the oldest).
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "understudy.dev",
     version = "v1alpha1",
@@ -283,8 +289,13 @@ fn default_after_chunks() -> u32 {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.every) || self.every != 1")
+    .message("spec.every must be 0 (off) or at least 2"))]
+#[x_kube(validation = Rule::new("!has(self.statusCode) || self.statusCode in [500, 502, 503, 529]")
+    .message("spec.statusCode must be 500, 502, 503 or 529"))]
 pub struct ChaosProfileSpec {
     /// The metadata.name of a Tenant in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub tenant_ref: String,
     /// none | rate_limit | server_error | latency | stream_cut | malformed_stream.
     #[serde(default)]
