@@ -115,6 +115,9 @@ impl RedisStore {
     /// Connects lazily: the gateway starts (not ready) while Redis is down and connects as soon
     /// as it can. Fails only on an invalid URL.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
+        // rediss:// uses rustls; one process-wide crypto provider (ring, as kube's client uses).
+        // An error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
