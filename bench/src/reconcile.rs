@@ -93,7 +93,10 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let out = rec.reconcile(&inputs).await;
         cold.push(ms(t.elapsed()));
-        anyhow::ensure!(!out.retry() && out.apply.written == TENANTS, "cold pass: {out:?}");
+        anyhow::ensure!(
+            !out.retry() && out.apply.written == TENANTS,
+            "cold pass: {out:?}"
+        );
         calls = api.take_requests().len();
 
         // Plan alone (pure).
@@ -174,12 +177,22 @@ async fn main() -> anyhow::Result<()> {
         "| pass with one Scenario edited | {one:.1} | | {:.2} |",
         one / base
     );
-    println!("| pass with nothing changed | {noop:.1} | | {:.2} |", noop / base);
-    println!("| plan alone (pure build of 1,050 resources) | {planned:.1} | | {:.2} |", planned / base);
+    println!(
+        "| pass with nothing changed | {noop:.1} | | {:.2} |",
+        noop / base
+    );
+    println!(
+        "| plan alone (pure build of 1,050 resources) | {planned:.1} | | {:.2} |",
+        planned / base
+    );
     println!(
         "\ntarget ≥ 500 resources/s: {:.0}/s ({}); full rewrite ≤ 5 s: {:.0} ms ({})",
         resources / (cold / 1000.0),
-        if resources / (cold / 1000.0) >= 500.0 { "met" } else { "NOT met" },
+        if resources / (cold / 1000.0) >= 500.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
         rewrite,
         if rewrite <= 5000.0 { "met" } else { "NOT met" }
     );

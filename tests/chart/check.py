@@ -1,0 +1,684 @@
+#!/usr/bin/env python3
+"""Checks of the Helm chart in charts/understudy, run by scripts/test.sh.
+
+Run it with any Python 3: it creates `.venv-helm` at the repository root with a Python >= 3.12
+(helm-sdkpy needs it; `python3.12` on PATH, else pyenv's), installs tests/chart/requirements.txt
+there and re-runs itself inside.
+
+What it checks:
+  1. charts/understudy/crds/understudy.yaml is byte-identical to crds/understudy.yaml, and every
+     CRD in it is a valid apiextensions.k8s.io/v1 CustomResourceDefinition (strict).
+  2. values.schema.json accepts values.yaml and every override file, and rejects every case in
+     tests/chart/bad-values.yaml; Helm itself refuses every bad case too (its install action
+     validates values against the schema, and runs the templates' `fail`s), and Helm's lint
+     reports an error for each.
+  3. For the default values, values-dev.yaml and each tests/chart/values/*.yaml: Helm's lint
+     reports no error; the chart is rendered by Helm's own install action against a stand-in API
+     server (fake_apiserver.py: helm-sdkpy has no client-only dry run), and every object Helm
+     sends, and every test hook, is validated against the Kubernetes v1.28 OpenAPI documents
+     (../shared/kubernetes-openapi-v1.28) strictly: unknown fields are errors, as with
+     `kubectl apply`. ServiceMonitors (not in those documents) are checked for a minimal shape.
+     Then the chart's own promises: hardened pods, least-privilege RBAC, the environment of the
+     operator and the gateway, Services and selectors that match, the admin-token Secret kept
+     across upgrades (`lookup`), the test hook, and so on.
+  4. files/helm-test.sh (the `helm test` script) for real: with UNDERSTUDY_BIN pointing at a
+     gateway binary, it must pass against a gateway started in embedded mode, and fail loudly
+     against a wrong token and against a URL where nothing listens.
+
+It prints one line per check and a summary, and exits 1 when anything failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from promises import dig  # noqa: E402 - needs the path above; stdlib only
+import promises  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "tests" / "chart"
+CHART = ROOT / "charts" / "understudy"
+VENV = ROOT / ".venv-helm"
+OPENAPI = ROOT.parent / "shared" / "kubernetes-openapi-v1.28"
+NAMESPACE = "understudy"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap: a venv with Python >= 3.12, helm-sdkpy, jsonschema and PyYAML.
+
+
+def _python_at_least_312(candidate: str) -> bool:
+    try:
+        out = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+            capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "True"
+
+
+def _find_python() -> str:
+    """python3.12 on PATH, else pyenv's 3.12, else any other Python >= 3.12 we can find."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which("python3.12")]
+    candidates += sorted(glob.glob(str(pyenv / "3.12*" / "bin" / "python")), reverse=True)
+    candidates += [sys.executable, shutil.which("python3.13"), shutil.which("python3.14")]
+    candidates += sorted(glob.glob(str(pyenv / "3.1[3-9]*" / "bin" / "python")), reverse=True)
+    for candidate in candidates:
+        if candidate and _python_at_least_312(candidate):
+            return candidate
+    sys.exit("chart checks: no Python >= 3.12 found (tried python3.12 on PATH and "
+             f"{pyenv}/3.12*); helm-sdkpy needs one")
+
+
+def bootstrap() -> None:
+    """Re-run this script inside .venv-helm, creating and filling it first if needed."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    python = VENV / "bin" / "python"
+    if not python.exists() or not _python_at_least_312(str(python)):
+        shutil.rmtree(VENV, ignore_errors=True)
+        interpreter = _find_python()
+        print(f"chart checks: creating .venv-helm with {interpreter}", flush=True)
+        subprocess.run([interpreter, "-m", "venv", str(VENV)], check=True)
+    requirements = HERE / "requirements.txt"
+    stamp = VENV / ".requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        print("chart checks: installing tests/chart/requirements.txt into .venv-helm", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "-r", str(requirements)], check=True)
+        stamp.write_text(digest)
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failures: list[str] = []
+
+    def ok(self, name: str, detail: str = "") -> None:
+        self.passed += 1
+        print(f"ok    {name}{f' ({detail})' if detail else ''}", flush=True)
+
+    def fail(self, name: str, problems: list[str] | str) -> None:
+        problems = [problems] if isinstance(problems, str) else problems
+        self.failures.append(name)
+        print(f"FAIL  {name}", flush=True)
+        for problem in problems[:40]:
+            print(f"        - {problem}", flush=True)
+        if len(problems) > 40:
+            print(f"        … and {len(problems) - 40} more", flush=True)
+
+    def expect(self, name: str, problems: list[str], detail: str = "") -> None:
+        if problems:
+            self.fail(name, problems)
+        else:
+            self.ok(name, detail)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Helm's merge of a values file over the defaults: maps merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict validation against the Kubernetes OpenAPI v3 documents.
+
+
+def _strict(node):
+    """Rewrites one OpenAPI schema for jsonschema as the API server validates with
+    fieldValidation=Strict: objects with `properties` reject unknown fields. Only schema
+    positions are walked (a `properties` map holds schemas; `enum`, `default`, `x-kubernetes-*`
+    hold data)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _strict(schema) for name, schema in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = _strict(value)
+        elif key in ("allOf", "anyOf", "oneOf") and isinstance(value, list):
+            out[key] = [_strict(schema) for schema in value]
+        else:
+            out[key] = value
+    if out.get("x-kubernetes-int-or-string") is True or out.get("format") == "int-or-string":
+        return {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    if out.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+class KubeSchemas:
+    """Finds the schema of a kind by x-kubernetes-group-version-kind in the document of its
+    group/version, and validates objects against it strictly."""
+
+    # Types that are documented but have no schema in the documents; made precise here.
+    _PROPS = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps"
+    _OVERRIDES = {
+        _PROPS + "OrArray": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
+                                       {"type": "array",
+                                        "items": {"$ref": f"#/components/schemas/{_PROPS}"}}]},
+        _PROPS + "OrBool": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
+                                      {"type": "boolean"}]},
+        _PROPS + "OrStringArray": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
+                                             {"type": "array", "items": {"type": "string"}}]},
+    }
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._documents: dict[str, dict] = {}
+        self._validators: dict[tuple[str, str], object] = {}
+
+    def _document(self, api_version: str) -> dict | None:
+        group, _, version = api_version.rpartition("/")
+        name = f"apis__{group}__{version}_openapi.json" if group else f"api__{version}_openapi.json"
+        if name not in self._documents:
+            path = self.folder / name
+            if not path.exists():
+                return None
+            document = json.loads(path.read_text())
+            schemas = document["components"]["schemas"]
+            for key, replacement in self._OVERRIDES.items():
+                if key in schemas:
+                    schemas[key] = replacement
+            document["components"]["schemas"] = {
+                key: _strict(schema) for key, schema in schemas.items()
+            }
+            self._documents[name] = document
+        return self._documents[name]
+
+    def validator(self, api_version: str, kind: str):
+        from jsonschema import Draft202012Validator
+
+        key = (api_version, kind)
+        if key not in self._validators:
+            document = self._document(api_version)
+            if document is None:
+                return None
+            group, _, version = api_version.rpartition("/")
+            wanted = {"group": group, "version": version, "kind": kind}
+            found = [
+                name for name, schema in document["components"]["schemas"].items()
+                if wanted in schema.get("x-kubernetes-group-version-kind", [])
+            ]
+            if not found:
+                return None
+            root = {"$ref": f"#/components/schemas/{found[0]}", "components": document["components"]}
+            self._validators[key] = Draft202012Validator(root)
+        return self._validators[key]
+
+    def problems(self, obj: dict) -> list[str]:
+        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+        validator = self.validator(api_version, kind)
+        if validator is None:
+            return [f"{api_version} {kind}: no schema in the Kubernetes v1.28 documents"]
+        out = []
+        for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+            where = ".".join(str(part) for part in error.absolute_path) or "(root)"
+            out.append(f"{where}: {error.message[:300]}")
+        return out
+
+
+def service_monitor_problems(obj: dict) -> list[str]:
+    """monitoring.coreos.com is not in the Kubernetes documents: a minimal expected shape."""
+    problems = []
+    allowed_top = {"apiVersion", "kind", "metadata", "spec"}
+    problems += [f"unexpected top-level field {key}" for key in obj if key not in allowed_top]
+    if obj.get("apiVersion") != "monitoring.coreos.com/v1":
+        problems.append("apiVersion must be monitoring.coreos.com/v1")
+    if not dig(obj, "metadata", "name"):
+        problems.append("metadata.name is missing")
+    spec = obj.get("spec") or {}
+    allowed_spec = {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+    problems += [f"spec.{key}: unexpected field" for key in spec if key not in allowed_spec]
+    if not isinstance(dig(spec, "selector", "matchLabels"), dict):
+        problems.append("spec.selector.matchLabels must be a map")
+    endpoints = spec.get("endpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        problems.append("spec.endpoints must be a non-empty list")
+    for i, endpoint in enumerate(endpoints or []):
+        allowed = {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        problems += [f"spec.endpoints[{i}].{key}: unexpected field"
+                     for key in endpoint if key not in allowed]
+        if not isinstance(endpoint.get("port"), str):
+            problems.append(f"spec.endpoints[{i}].port must be a port name")
+        for key in ("interval", "scrapeTimeout"):
+            if key in endpoint and not re.fullmatch(r"([0-9]+(ms|s|m|h))+", str(endpoint[key])):
+                problems.append(f"spec.endpoints[{i}].{key}: not a Prometheus duration")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Helm: lint and render (install against the stand-in API server).
+
+
+def helm_lint(values: dict) -> list[dict]:
+    """helm lint on a copy of the chart whose values.yaml is `values` (the bindings' Lint takes
+    no values). Returns Helm's messages: {Severity: 1 info | 2 warning | 3 error, Path, Err}."""
+    import asyncio
+
+    import helm_sdkpy
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "understudy"
+        shutil.copytree(CHART, chart)
+        (chart / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        result = asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(chart)))
+    return result.get("Messages") or []
+
+
+class RenderError(Exception):
+    pass
+
+
+def helm_render(values: dict | None, release: str = "understudy", existing: dict | None = None,
+                git_version: str = "v1.28.7"):
+    """Runs Helm's install action against the stand-in API server. Returns (release, objects
+    Helm sent to the API server, test-hook objects)."""
+    import asyncio
+
+    import helm_sdkpy
+    import yaml
+    from fake_apiserver import FakeApiServer
+
+    with FakeApiServer(git_version=git_version, existing=existing) as server:
+        config = helm_sdkpy.Configuration(namespace=NAMESPACE, kubeconfig=server.kubeconfig)
+        try:
+            result = asyncio.run(helm_sdkpy.Install(config).run(
+                release, str(CHART), values=values, wait=False, timeout=120))
+        except helm_sdkpy.HelmError as error:
+            raise RenderError(str(error)) from None
+        created = list(server.created)
+    hooks = []
+    for hook in result.get("hooks") or []:
+        hooks += [doc for doc in yaml.safe_load_all(hook["manifest"]) if doc]
+    return result, created, hooks
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks.
+
+
+def check_crds(report: Report, kube: KubeSchemas) -> None:
+    import yaml
+
+    source, copy_ = ROOT / "crds" / "understudy.yaml", CHART / "crds" / "understudy.yaml"
+    if source.read_bytes() == copy_.read_bytes():
+        report.ok("charts/understudy/crds/understudy.yaml is identical to crds/understudy.yaml")
+    else:
+        report.fail("charts/understudy/crds/understudy.yaml is identical to crds/understudy.yaml",
+                    "they differ: cp crds/understudy.yaml charts/understudy/crds/understudy.yaml")
+    documents = [d for d in yaml.safe_load_all(copy_.read_text()) if d]
+    problems = []
+    for crd in documents:
+        name = dig(crd, "metadata", "name", default="?")
+        problems += [f"{name}: {problem}" for problem in kube.problems(crd)]
+        want = f"{dig(crd, 'spec', 'names', 'plural')}.{dig(crd, 'spec', 'group')}"
+        if name != want:
+            problems.append(f"{name}: metadata.name must be {want}")
+    kinds = sorted(dig(crd, "spec", "names", "kind") for crd in documents)
+    if kinds != ["ChaosProfile", "Scenario", "Tenant"]:
+        problems.append(f"expected the Tenant, Scenario and ChaosProfile CRDs, found {kinds}")
+    report.expect("CRDs are valid apiextensions.k8s.io/v1 CustomResourceDefinitions (strict)",
+                  problems, f"{len(documents)} CRDs")
+
+
+def check_values_schema(report: Report, defaults: dict, value_sets: dict, bad_cases: list) -> None:
+    from jsonschema import Draft7Validator
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    try:
+        Draft7Validator.check_schema(schema)
+    except Exception as error:  # noqa: BLE001 - report any schema error
+        report.fail("values.schema.json is a valid draft-07 schema", str(error)[:500])
+        return
+    validator = Draft7Validator(schema)
+    for name, values in value_sets.items():
+        errors = [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                  for e in validator.iter_errors(values)]
+        report.expect(f"values.schema.json accepts {name}", errors)
+    for case in bad_cases:
+        merged = deep_merge(defaults, case["values"])
+        errors = list(validator.iter_errors(merged))
+        name = f"values.schema.json rejects: {case['name']}"
+        if case["by"] == "schema":
+            if errors:
+                report.ok(name, errors[0].message[:100])
+            else:
+                report.fail(name, f"accepted {case['values']}")
+        elif errors:
+            report.fail(f"values.schema.json accepts (the templates refuse it): {case['name']}",
+                        [e.message for e in errors])
+
+
+def documented_values(text: str) -> list[str]:
+    """The dotted paths of values.yaml that carry a `# --` comment (helm-docs' convention)."""
+    stack: list[tuple[int, str]] = []
+    documented, pending = [], False
+    for line in text.splitlines():
+        if re.match(r"^\s*# -- ", line):
+            pending = True
+            continue
+        if re.match(r"^\s*#", line) or not line.strip():
+            pending = pending and bool(line.strip())
+            continue
+        match = re.match(r"^(\s*)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent = len(match[1])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match[2]))
+        if pending:
+            documented.append(".".join(key for _, key in stack))
+        pending = False
+    return documented
+
+
+def _leaves(values: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        out += _leaves(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return out
+
+
+def check_values_documented(report: Report, defaults: dict) -> None:
+    """Every value in values.yaml has a `# --` comment, and docs/helm.md has a row for each."""
+    documented = documented_values((CHART / "values.yaml").read_text())
+    problems = [f"values.yaml: {leaf} has no `# --` comment (nor has a parent)"
+                for leaf in _leaves(defaults)
+                if not any(leaf == d or leaf.startswith(d + ".") for d in documented)]
+    rows = re.findall(r"^\| `([A-Za-z0-9.]+)` \|", (ROOT / "docs" / "helm.md").read_text(), re.M)
+    problems += [f"docs/helm.md: no row for {path}" for path in documented if path not in rows]
+    problems += [f"docs/helm.md: a row for {path}, which values.yaml does not document"
+                 for path in rows if path not in documented]
+    report.expect("every value is commented in values.yaml and listed in docs/helm.md", problems,
+                  f"{len(documented)} values")
+
+
+def check_bad_values_in_helm(report: Report, defaults: dict, bad_cases: list) -> None:
+    """Helm refuses every bad case at install. Helm's lint must report an error for the schema
+    cases; it cannot for the template cases, because lint renders in lint mode, where `fail`
+    and `required` only log."""
+    for case in bad_cases:
+        try:
+            helm_render(case["values"])
+        except RenderError as error:
+            message = " ".join(str(error).split())
+            if case.get("expect") and case["expect"] not in message:
+                report.fail(f"Helm refuses: {case['name']}",
+                            f"refused, but the message lacks {case['expect']!r}: {message[:400]}")
+            else:
+                for marker in (" understudy: - ", "error calling fail: "):
+                    message = message.split(marker, 1)[-1]
+                report.ok(f"Helm refuses: {case['name']}", message[:140])
+        else:
+            report.fail(f"Helm refuses: {case['name']}", f"Helm installed {case['values']}")
+            continue
+        if case["by"] != "schema":
+            continue
+        messages = helm_lint(deep_merge(defaults, case["values"]))
+        errors = [m for m in messages if m.get("Severity", 0) >= 3]
+        if errors:
+            report.ok(f"helm lint reports an error for: {case['name']}",
+                      ", ".join(sorted({m.get('Path', '?') for m in errors})))
+        else:
+            report.fail(f"helm lint reports an error for: {case['name']}",
+                        f"lint messages: {messages}")
+
+
+def check_value_set(report: Report, kube: KubeSchemas, name: str, override: dict,
+                    defaults: dict, release: str = "understudy", lint: bool = True) -> None:
+    values = deep_merge(defaults, override)
+    if lint:
+        messages = helm_lint(values)
+        errors = [m for m in messages if m.get("Severity", 0) >= 3]
+        report.expect(
+            f"helm lint {name}",
+            [f"lint error in {m.get('Path')} (the bindings drop the text; the render below "
+             "shows it)" for m in errors],
+            f"{len(messages)} message(s), none an error",
+        )
+    try:
+        result, created, hooks = helm_render(override or None, release=release)
+    except RenderError as error:
+        report.fail(f"render {name} with Helm's install action", str(error)[:2000])
+        return
+    import yaml
+
+    manifest = [d for d in yaml.safe_load_all(result.get("manifest") or "") if d]
+    chart_objects = [o for o in created if o.get("kind") != "CustomResourceDefinition"]
+    problems = []
+    if len(chart_objects) != len(manifest):
+        problems.append(f"Helm sent {len(chart_objects)} objects but rendered {len(manifest)}")
+    if len([o for o in created if o.get("kind") == "CustomResourceDefinition"]) != 3:
+        problems.append("Helm did not install the 3 CRDs from crds/")
+    if "helm test" not in dig(result, "info", "notes", default=""):
+        problems.append("NOTES.txt does not mention `helm test`")
+    report.expect(f"render {name} with Helm's install action", problems,
+                  f"{len(chart_objects)} objects, {len(hooks)} test hooks")
+
+    problems = []
+    for obj in chart_objects + hooks:
+        what = f"{obj.get('kind')} {dig(obj, 'metadata', 'name')}"
+        if obj.get("kind") == "ServiceMonitor":
+            found = service_monitor_problems(obj)
+        else:
+            found = kube.problems(obj)
+        problems += [f"{what}: {problem}" for problem in found]
+    kinds = sorted({o["kind"] for o in chart_objects + hooks})
+    report.expect(f"{name}: every object is valid Kubernetes v1.28 (strict)", problems,
+                  ", ".join(kinds))
+
+    fullname = values["fullnameOverride"] or (
+        release if "understudy" in release else f"{release}-understudy")
+    report.expect(f"{name}: the chart's promises hold (tests/chart/promises.py)",
+                  promises.problems(values, chart_objects, hooks, fullname, NAMESPACE))
+
+
+def check_lookup_and_kube_version(report: Report) -> None:
+    import base64
+
+    existing_token = "kept-across-upgrades-0123456789abcdefXYZ"
+    existing = {
+        (NAMESPACE, "secrets", "understudy-admin"): {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": "understudy-admin", "namespace": NAMESPACE,
+                # What Helm put on it at install: without these it refuses to adopt the Secret.
+                "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                "annotations": {"meta.helm.sh/release-name": "understudy",
+                                "meta.helm.sh/release-namespace": NAMESPACE},
+            },
+            "data": {"admin-token": base64.b64encode(existing_token.encode()).decode()},
+        }
+    }
+    import yaml
+
+    try:
+        result, _, _ = helm_render(None, existing=existing)
+        secret = next(o for o in yaml.safe_load_all(result["manifest"]) if o
+                      and o["kind"] == "Secret" and o["metadata"]["name"] == "understudy-admin")
+        token = base64.b64decode(secret["data"]["admin-token"]).decode()
+        problems = [] if token == existing_token else [f"the token changed to {token!r}"]
+    except (RenderError, StopIteration) as error:
+        problems = [f"render failed: {error}"]
+    report.expect("an upgrade keeps the generated admin token (lookup of the existing Secret)",
+                  problems)
+    try:
+        helm_render(None, git_version="v1.27.9")
+        report.fail("kubeVersion >=1.28: Helm refuses a v1.27 cluster", "Helm installed on v1.27.9")
+    except RenderError as error:
+        report.ok("kubeVersion >=1.28: Helm refuses a v1.27 cluster", str(error)[:100])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_script(env_extra: dict) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSTUDY_")}
+    env.update(env_extra)
+    return subprocess.run(["sh", str(CHART / "files" / "helm-test.sh")], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def check_helm_test_script(report: Report) -> None:
+    script = CHART / "files" / "helm-test.sh"
+    syntax = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+    report.expect("files/helm-test.sh is valid POSIX sh (sh -n)",
+                  [syntax.stderr.strip()] if syntax.returncode else [])
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    run = _run_script({"GATEWAY_URL": dead, "ADMIN_TOKEN": "x" * 32, "READY_ATTEMPTS": "2"})
+    output = run.stdout + run.stderr
+    report.expect(
+        "helm-test.sh fails loudly where nothing listens",
+        [] if run.returncode != 0 and "FAIL: GET /readyz" in output and "received HTTP 000" in output
+        else [f"exit {run.returncode}, output: {output[-1500:]}"],
+        f"exit {run.returncode}",
+    )
+
+    binary = os.environ.get("UNDERSTUDY_BIN")
+    if not binary:
+        print("skip  helm-test.sh against a real gateway: UNDERSTUDY_BIN is not set "
+              "(scripts/test.sh sets it)", flush=True)
+        return
+    if not os.access(binary, os.X_OK):
+        report.fail("helm-test.sh against a real gateway", f"UNDERSTUDY_BIN={binary} is not executable")
+        return
+    port = _free_port()
+    token = "chart-check-admin-token-0123456789"
+    url = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSTUDY_")}
+    env["UNDERSTUDY_DRAIN_GRACE"] = "0s"  # stop at once when the check is over
+    log = tempfile.TemporaryFile()
+    gateway = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--admin-token", token],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and gateway.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                    ready = answer.status == 200
+            except OSError:
+                pass
+            if ready:
+                break
+            time.sleep(0.2)
+        if not ready:
+            log.seek(0)
+            report.fail("helm-test.sh against a real gateway",
+                        f"the gateway did not become ready: {log.read().decode()[-1500:]}")
+            return
+        run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": token, "MCP_CHECK": "false"})
+        output = run.stdout + run.stderr
+        report.expect("helm-test.sh passes against a real gateway (embedded mode)",
+                      [] if run.returncode == 0 and "PASS" in output
+                      else [f"exit {run.returncode}, output:", *output.splitlines()[-30:]],
+                      "; ".join(line for line in output.splitlines() if line.startswith("ok:"))[:300])
+        request = urllib.request.Request(f"{url}/public/tenants",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            left = answer.read().decode()
+        report.expect("helm-test.sh deletes its temporary tenant",
+                      [f"tenants left: {left[:500]}"] if "helm_test_" in left else [])
+        run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": "wrong-token-0123456789abcdef"})
+        output = run.stdout + run.stderr
+        report.expect(
+            "helm-test.sh fails loudly with a wrong admin token",
+            [] if run.returncode != 0 and "FAIL: POST /public/tenants: expected HTTP 201" in output
+            else [f"exit {run.returncode}, output: {output[-1500:]}"],
+            next((line for line in output.splitlines() if line.startswith("FAIL")), "")[:100],
+        )
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        log.close()
+
+
+def main() -> int:
+    bootstrap()
+    import yaml
+
+    # Helm writes its cache and config under these; keep them out of $HOME.
+    helm_home = tempfile.mkdtemp(prefix="understudy-chart-check-")
+    for variable in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        os.environ[variable] = os.path.join(helm_home, variable.lower())
+
+    if not OPENAPI.is_dir():
+        print(f"chart checks: {OPENAPI} is missing (expected ../shared/kubernetes-openapi-v1.28 "
+              "beside the repository)", file=sys.stderr)
+        return 1
+    report = Report()
+    kube = KubeSchemas(OPENAPI)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    overrides = {"values.yaml (defaults)": {},
+                 "values-dev.yaml": yaml.safe_load((CHART / "values-dev.yaml").read_text())}
+    for path in sorted((HERE / "values").glob("*.yaml")):
+        overrides[f"values/{path.name}"] = yaml.safe_load(path.read_text()) or {}
+    bad_cases = yaml.safe_load((HERE / "bad-values.yaml").read_text())
+
+    try:
+        check_crds(report, kube)
+        check_values_documented(report, defaults)
+        check_values_schema(report, defaults,
+                            {name: deep_merge(defaults, o) for name, o in overrides.items()},
+                            bad_cases)
+        for name, override in overrides.items():
+            check_value_set(report, kube, name, override, defaults)
+        check_value_set(report, kube, "values.yaml as release 'demo'", {}, defaults,
+                        release="demo", lint=False)
+        check_lookup_and_kube_version(report)
+        check_bad_values_in_helm(report, defaults, bad_cases)
+        check_helm_test_script(report)
+    finally:
+        shutil.rmtree(helm_home, ignore_errors=True)
+
+    print(f"\nchart: {report.passed} passed, {len(report.failures)} failed", flush=True)
+    if report.failures:
+        print("failed:\n  " + "\n  ".join(report.failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
