@@ -41,6 +41,14 @@ pub struct Applier {
     max_version: u64,
     /// Whether an epoch was ever seen (so a missing one means the store was emptied).
     seen_epoch: bool,
+    /// The namespaces this operator watches (`[]`: all): it owns only Kubernetes tenants whose
+    /// Tenant lives there, so operators watching different namespaces can share one Redis.
+    scope: Vec<String>,
+}
+
+/// The namespace of a Kubernetes tenant document's origin (`Tenant ns/name`).
+fn origin_namespace(origin: &str) -> Option<&str> {
+    origin.strip_prefix("Tenant ")?.split('/').next()
 }
 
 impl Applier {
@@ -54,7 +62,21 @@ impl Applier {
             instance: None,
             max_version: 0,
             seen_epoch: false,
+            scope: Vec::new(),
         }
+    }
+
+    /// Limits ownership to Kubernetes tenants from these namespaces (`[]`: all).
+    pub fn with_scope(mut self, namespaces: Vec<String>) -> Self {
+        self.scope = namespaces;
+        self
+    }
+
+    fn owns(&self, doc: &TenantConfig) -> bool {
+        doc.source == ConfigSource::Kubernetes
+            && (self.scope.is_empty()
+                || origin_namespace(&doc.origin)
+                    .is_some_and(|ns| self.scope.iter().any(|s| s == ns)))
     }
 
     /// The store this applier writes to.
@@ -128,7 +150,7 @@ impl Applier {
             self.applied = all
                 .tenants
                 .into_iter()
-                .filter(|(t, _)| t.source == ConfigSource::Kubernetes)
+                .filter(|(t, _)| self.owns(t))
                 .map(|(t, v)| (t.tenant_id.clone(), (t, v)))
                 .collect();
             self.synced = true;
@@ -137,11 +159,21 @@ impl Applier {
             if self.applied.get(id).is_some_and(|(c, _)| c == cfg) {
                 continue;
             }
+            let chaos_changed = self
+                .applied
+                .get(id)
+                .is_some_and(|(old, _)| old.chaos != cfg.chaos);
             match self.put(id, cfg).await? {
                 Ok(v) => {
                     self.max_version = self.max_version.max(v);
                     self.applied.insert(id.clone(), (cfg.clone(), v));
                     report.written += 1;
+                    if chaos_changed {
+                        // A new or removed profile starts from zero, not from the old counts.
+                        self.store
+                            .delete_prefix(&keys::tenant_runtime_prefix(id))
+                            .await?;
+                    }
                 }
                 Err(conflict) => {
                     self.applied.remove(id);
@@ -157,26 +189,33 @@ impl Applier {
             .collect();
         for id in gone {
             let (_, v) = self.applied[&id].clone();
-            if self
+            let mut deleted = self
                 .store
                 .delete_tenant_checked(&id, Expect::Version(v))
                 .await?
-                .is_none()
+                .is_some();
+            if !deleted
                 && let Some((doc, v)) = self.store.get_tenant(&id).await?
-                && doc.source == ConfigSource::Kubernetes
+                && self.owns(&doc)
             {
-                self.store
+                deleted = self
+                    .store
                     .delete_tenant_checked(&id, Expect::Version(v))
-                    .await?;
+                    .await?
+                    .is_some();
             }
-            self.store
-                .delete_prefix(&keys::tenant_runtime_prefix(&id))
-                .await?;
-            self.store
-                .delete_prefix(&keys::tenant_stats_prefix(&id))
-                .await?;
+            // Counters go with the document, and only then: if the id now belongs to a tenant
+            // of another origin, its counters are its own.
+            if deleted {
+                self.store
+                    .delete_prefix(&keys::tenant_runtime_prefix(&id))
+                    .await?;
+                self.store
+                    .delete_prefix(&keys::tenant_stats_prefix(&id))
+                    .await?;
+                report.deleted.push(id.clone());
+            }
             self.applied.remove(&id);
-            report.deleted.push(id);
         }
         self.seen_epoch = true;
         match store_epoch {
@@ -205,14 +244,14 @@ impl Applier {
             }
             match self.store.get_tenant(id).await? {
                 None => expect = Expect::Absent,
-                Some((doc, v)) if doc.source == ConfigSource::Kubernetes => {
-                    expect = Expect::Version(v)
-                }
+                Some((doc, v)) if self.owns(&doc) => expect = Expect::Version(v),
                 Some((doc, _)) => {
                     let what = match doc.source {
                         ConfigSource::Api => "created through the public API",
                         ConfigSource::Manifest => "seeded from a gateway's --manifests folder",
-                        ConfigSource::Kubernetes => "of another Kubernetes resource",
+                        ConfigSource::Kubernetes => {
+                            "managed by an operator watching other namespaces"
+                        }
                     };
                     return Ok(Err(format!(
                         "tenant id {id:?} is already used by a tenant {what} ({}); delete it or choose another spec.tenantId",

@@ -81,11 +81,13 @@ impl Cli {
 
     /// The namespaces to watch (`[]`: all).
     pub fn watched(&self) -> Vec<String> {
-        self.namespaces
+        let set: std::collections::BTreeSet<String> = self
+            .namespaces
             .iter()
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
-            .collect()
+            .collect();
+        set.into_iter().collect()
     }
 }
 

@@ -11,6 +11,12 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::reconcile::timed;
+
+/// One lease call's deadline: two calls (read, write) must fit well inside the time a holder has
+/// before it steps down (two thirds of the lease), even when the API server hangs.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Where the lease lives and how long it holds.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
@@ -52,7 +58,8 @@ impl Elector {
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let me = self.settings.identity.clone();
         let secs = self.settings.duration.as_secs().max(1) as i32;
-        let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
+        let Some(mut lease) = timed(CALL_TIMEOUT, self.api.get_opt(&self.settings.name)).await?
+        else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),
@@ -68,7 +75,12 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match timed(
+                CALL_TIMEOUT,
+                self.api.create(&PostParams::default(), &lease),
+            )
+            .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -104,10 +116,12 @@ impl Elector {
         }
         lease.spec = Some(spec);
         // replace carries the resourceVersion read: a concurrent taker makes this a 409.
-        match self
-            .api
-            .replace(&self.settings.name, &PostParams::default(), &lease)
-            .await
+        match timed(
+            CALL_TIMEOUT,
+            self.api
+                .replace(&self.settings.name, &PostParams::default(), &lease),
+        )
+        .await
         {
             Ok(l) => {
                 self.observed = Some((l.resource_version().unwrap_or_default(), Instant::now()));
@@ -120,16 +134,19 @@ impl Elector {
 
     /// Gives the lease up (on shutdown) so another replica takes over at once.
     pub async fn release(&mut self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await
+        if let Ok(Some(mut lease)) =
+            timed(CALL_TIMEOUT, self.api.get_opt(&self.settings.name)).await
             && let Some(spec) = lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(self.settings.identity.as_str())
         {
             spec.holder_identity = None;
             spec.lease_duration_seconds = Some(1);
-            let _ = self
-                .api
-                .replace(&self.settings.name, &PostParams::default(), &lease)
-                .await;
+            let _ = timed(
+                CALL_TIMEOUT,
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease),
+            )
+            .await;
         }
     }
 

@@ -72,6 +72,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         epoch_check: Duration::from_secs(1),
         settings: Settings {
             instance: Some(identity),
+            namespaces: cli.watched(),
             ..Settings::default()
         },
     };

@@ -97,6 +97,8 @@ pub struct Settings {
     pub controller: String,
     /// This replica's name in Events.
     pub instance: Option<String>,
+    /// The namespaces watched (`[]`: all); only their tenants in Redis are this operator's.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -105,6 +107,7 @@ impl Default for Settings {
             concurrency: 16,
             controller: "understudy-operator".into(),
             instance: None,
+            namespaces: Vec::new(),
         }
     }
 }
@@ -150,7 +153,7 @@ impl Reconciler {
         );
         Reconciler {
             client,
-            applier: Applier::new(store),
+            applier: Applier::new(store).with_scope(settings.namespaces.clone()),
             recorder,
             metrics,
             stats: HashMap::new(),
@@ -327,9 +330,11 @@ impl Reconciler {
         calls.push(
             async move {
                 let patch = Patch::Merge(json!({ "status": want }));
-                match api
-                    .patch_status(&name, &PatchParams::default(), &patch)
-                    .await
+                match timed(
+                    API_TIMEOUT,
+                    api.patch_status(&name, &PatchParams::default(), &patch),
+                )
+                .await
                 {
                     Ok(_) => CallResult::Status { event },
                     // Deleted meanwhile: nothing to report on.
@@ -364,9 +369,16 @@ impl Reconciler {
             }
         }
         drop(results);
-        for event in events {
-            let (ev, reference) = *event;
-            match self.recorder.publish(&ev, &reference).await {
+        // Published concurrently (an outage can mark thousands of resources at once).
+        let recorder = &self.recorder;
+        let mut published = futures::stream::iter(events)
+            .map(|event| async move {
+                let (ev, reference) = *event;
+                timed(Duration::from_secs(5), recorder.publish(&ev, &reference)).await
+            })
+            .buffer_unordered(self.settings.concurrency.max(1));
+        while let Some(r) = published.next().await {
+            match r {
                 Ok(()) => out.events += 1,
                 Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
             }
@@ -488,7 +500,7 @@ fn finalizer_call<K: Managed>(client: &Client, obj: &K, list: Vec<String>, ok: C
     let name = obj.name_any();
     let patch = finalizer_patch(obj, list);
     async move {
-        match api.patch(&name, &PatchParams::default(), &patch).await {
+        match timed(API_TIMEOUT, api.patch(&name, &PatchParams::default(), &patch)).await {
             Ok(_) => ok,
             // Gone already: nothing to do.
             Err(kube::Error::Api(e)) if e.code == 404 => ok,
@@ -504,6 +516,24 @@ fn finalizer_call<K: Managed>(client: &Client, obj: &K, list: Vec<String>, ok: C
         }
     }
     .boxed()
+}
+
+/// How long one API call (a patch, an Event) may take before it counts as failed: a hung
+/// connection must not stall the loop (which would also stop the epoch checks).
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs an API call with a deadline; a timeout is reported like a transport error.
+pub async fn timed<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the API server within {limit:?}"),
+        )))),
+    }
 }
 
 /// Exponential backoff for retried passes: 1 s doubling to 60 s.

@@ -150,9 +150,12 @@ pub async fn run(
     drop(tx);
 
     let (leader_tx, mut leader_rx) = watch::channel(opts.lease.is_none());
+    // The elector is stopped (and releases the lease) only once this loop has stopped, so a
+    // successor never reconciles while a pass here is still running.
+    let stop_electing = CancellationToken::new();
     let elector = match opts.lease.clone() {
         Some(lease) => Some(tokio::spawn(
-            Elector::new(client.clone(), lease).run(leader_tx, cancel.clone()),
+            Elector::new(client.clone(), lease).run(leader_tx, stop_electing.clone()),
         )),
         None => {
             drop(leader_tx);
@@ -171,6 +174,10 @@ pub async fn run(
     let mut dirty = false;
     let mut attempt: u32 = 0;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // Whether the last pass failed on Redis (then only a retry, or Redis coming back, helps);
+    // after API-server errors alone, a new change is reconciled at once.
+    let mut store_failing = false;
+    let mut changed = false;
     let mut leading = *leader_rx.borrow();
     let mut electing = elector.is_some();
     health.metrics.leader.set(leading as i64);
@@ -185,29 +192,34 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                dirty |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                changed |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
                 // Take whatever else is already queued, so a burst is one pass.
                 while let Ok(msg) = rx.try_recv() {
-                    dirty |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                    changed |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
                 }
+                dirty |= changed;
             }
-            changed = leader_rx.changed(), if electing => {
-                electing = changed.is_ok();
-                if electing {
-                    leading = *leader_rx.borrow();
-                    health.metrics.leader.set(leading as i64);
-                    tracing::info!(leading, "leadership changed");
-                    if leading {
-                        // Another replica may have written meanwhile: compare with Redis afresh.
-                        reconciler.applier().resync();
-                        dirty = true;
-                    }
+            res = leader_rx.changed(), if electing => {
+                electing = res.is_ok();
+                // An elector that stopped cannot renew: stop leading.
+                leading = electing && *leader_rx.borrow();
+                health.metrics.leader.set(leading as i64);
+                tracing::info!(leading, "leadership changed");
+                if leading {
+                    // Another replica may have written meanwhile: compare with Redis afresh.
+                    reconciler.applier().resync();
+                    dirty = true;
                 }
             }
             _ = epoch_tick.tick() => {
                 if leading {
                     match reconciler.applier().check_store().await {
-                        Ok(true) => dirty = true,
+                        Ok(true) => {
+                            // Rewrite at once, whatever the backoff says (SPEC §10).
+                            dirty = true;
+                            retry_at = None;
+                            attempt = 0;
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::debug!(error = %e, "store check failed"),
                     }
@@ -229,16 +241,20 @@ pub async fn run(
         }
         let synced = tenants.synced() && scenarios.synced() && chaos.synced();
         health.ready.store(synced, Ordering::Relaxed);
-        if !(dirty && synced && leading && retry_at.is_none()) {
+        let waiting = retry_at.is_some() && (store_failing || !changed);
+        if !(dirty && synced && leading && !waiting) {
             continue;
         }
         dirty = false;
+        changed = false;
+        retry_at = None;
         let inputs = Inputs {
             tenants: tenants.items(),
             scenarios: scenarios.items(),
             chaos: chaos.items(),
         };
         let outcome = reconciler.reconcile(&inputs).await;
+        store_failing = outcome.apply.unavailable.is_some();
         if outcome.retry() {
             let wait = reconcile::backoff(attempt);
             attempt = attempt.saturating_add(1);
@@ -248,7 +264,8 @@ pub async fn run(
             attempt = 0;
         }
     }
-    // Let the elector hand the lease over before the process exits.
+    // Now hand the lease over, before the process exits.
+    stop_electing.cancel();
     if let Some(e) = elector {
         let _ = e.await;
     }

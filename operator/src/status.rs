@@ -73,7 +73,9 @@ pub fn tenant(
         conditions: vec![ready_condition(&cur.conditions, generation, verdict, now)],
         scenarios: summary.map(|s| s.scenarios).unwrap_or(0),
         tools: summary.map(|s| s.tools).unwrap_or(0),
-        chaos: summary.map(|s| s.chaos.clone()),
+        // Always present: a merge patch leaves out what is absent, so `None` would keep a stale
+        // profile on a Tenant that left service.
+        chaos: Some(summary.map_or_else(|| "none".to_string(), |s| s.chaos.clone())),
         requests,
         unmatched,
         last_request_time: last.or(cur.last_request_time),

@@ -32,8 +32,31 @@ struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<Recorded>,
     resource_version: u64,
-    /// (method, path fragment, status code, remaining times)
+    /// (method, path fragment, status code, remaining times); code 0: never answer.
     failures: Vec<(Method, String, u16, usize)>,
+    /// Deleted objects (path, last state with its final resourceVersion), for watches.
+    tombstones: Vec<(String, Value)>,
+}
+
+/// Whether `object` (a namespaced object's path) is in `collection` (namespaced or across all
+/// namespaces).
+fn in_collection(object: &str, collection: &str) -> bool {
+    if collection.contains("/namespaces/") {
+        return object
+            .strip_prefix(collection)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|name| !name.contains('/'));
+    }
+    let o: Vec<&str> = object.split('/').collect();
+    let c: Vec<&str> = collection.split('/').collect();
+    o.len() == 8 && c.len() == 5 && o[..4] == c[..4] && o[4] == "namespaces" && o[6] == c[4]
+}
+
+fn rv_of(v: &Value) -> u64 {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The scripted API server.
@@ -78,7 +101,43 @@ impl FakeApi {
                 } else {
                     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
                 };
-                let (code, value) = server.handle(&parts.method, parts.uri.path(), body);
+                let query = parts.uri.query().unwrap_or("");
+                if parts.method == Method::GET && query.contains("watch=true") {
+                    // A watch: after a short wait, every change since the resourceVersion asked
+                    // for, then the end of the stream (the watcher simply watches again).
+                    let since: u64 = query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("resourceVersion="))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let server = server.clone();
+                    let path = parts.uri.path().to_string();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        let lines = server.changes(&path, since);
+                        let response = Response::builder()
+                            .status(200)
+                            .header("content-type", "application/json")
+                            .body(Body::from(lines.into_bytes()))
+                            .unwrap_or_else(|_| Response::new(Body::empty()));
+                        respond.send_response(response);
+                    });
+                    continue;
+                }
+                let (code, value) =
+                    if parts.method == Method::GET && server.is_collection(parts.uri.path()) {
+                        server.list_json(parts.uri.path())
+                    } else {
+                        server.handle(&parts.method, parts.uri.path(), body)
+                    };
+                if value.get("hang").is_some() {
+                    // Injected hang: hold the response far beyond any client deadline.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                        drop(respond);
+                    });
+                    continue;
+                }
                 let response = Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
@@ -88,6 +147,50 @@ impl FakeApi {
             }
         });
         (api, Client::new(service, "default"))
+    }
+
+    fn is_collection(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        // /apis/G/V/plural or /apis/G/V/namespaces/NS/plural
+        parts.get(1) == Some(&"apis")
+            && (parts.len() == 5 || (parts.len() == 7 && parts[4] == "namespaces"))
+    }
+
+    fn list_json(&self, collection: &str) -> (StatusCode, Value) {
+        let st = self.lock();
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|(p, _)| in_collection(p, collection))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "List", "items": items,
+                   "metadata": {"resourceVersion": st.resource_version.to_string()}}),
+        )
+    }
+
+    /// Watch events (one JSON object per line) for changes in `collection` after `since`.
+    fn changes(&self, collection: &str, since: u64) -> String {
+        let st = self.lock();
+        let mut events: Vec<(u64, &str, &Value)> = st
+            .objects
+            .iter()
+            .filter(|(p, v)| in_collection(p, collection) && rv_of(v) > since)
+            .map(|(_, v)| (rv_of(v), "MODIFIED", v))
+            .chain(
+                st.tombstones
+                    .iter()
+                    .filter(|(p, v)| in_collection(p, collection) && rv_of(v) > since)
+                    .map(|(_, v)| (rv_of(v), "DELETED", v)),
+            )
+            .collect();
+        events.sort_by_key(|e| e.0);
+        events
+            .into_iter()
+            .map(|(_, kind, v)| format!("{}\n", json!({"type": kind, "object": v})))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -105,7 +208,7 @@ impl FakeApi {
     }
 
     /// Makes the next `times` requests with `method` whose path contains `fragment` fail with
-    /// `code`.
+    /// `code` (`0`: never answered, as a hung connection).
     pub fn fail(&self, method: Method, fragment: &str, code: u16, times: usize) {
         self.lock()
             .failures
@@ -194,6 +297,9 @@ impl FakeApi {
         {
             st.failures[i].3 -= 1;
             let code = st.failures[i].2;
+            if code == 0 {
+                return (StatusCode::OK, json!({"hang": true}));
+            }
             return (
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 status_body(code, "InternalError", "injected failure"),
@@ -305,6 +411,7 @@ impl FakeApi {
                     .is_none_or(|f| f.is_empty());
                 if !obj["metadata"]["deletionTimestamp"].is_null() && finalized {
                     st.objects.remove(&object);
+                    st.tombstones.push((object, obj.clone()));
                 } else {
                     st.objects.insert(object, obj.clone());
                 }
@@ -319,6 +426,9 @@ impl FakeApi {
                     .is_none_or(|f| f.is_empty());
                 if finalized {
                     st.objects.remove(&object);
+                    st.resource_version += 1;
+                    obj["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
+                    st.tombstones.push((object, obj.clone()));
                 } else if obj["metadata"]["deletionTimestamp"].is_null() {
                     st.resource_version += 1;
                     obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");

@@ -215,8 +215,33 @@ fn resources_being_deleted_are_left_out() {
 
 #[test]
 fn the_plan_is_deterministic_whatever_the_listing_order() {
-    let a = inputs(SHOP);
+    // Same creation second everywhere: the namespace/name tie-break decides which Tenant keeps
+    // a contested id and which ChaosProfile is in force, whatever order the caches list them in.
+    let yaml = format!(
+        "{SHOP}---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: x, namespace: beta}}\nspec: {{tenantId: contested}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: x, namespace: alpha}}\nspec: {{tenantId: contested}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: ChaosProfile\nmetadata: {{name: another, namespace: staging}}\nspec: {{tenantRef: shop, profile: server_error}}\n"
+    );
+    let mut a = inputs(&yaml);
+    let same = a.tenants[0].metadata.creation_timestamp.clone();
+    for t in &mut a.tenants {
+        t.metadata.creation_timestamp = same.clone();
+    }
+    for s in &mut a.scenarios {
+        s.metadata.creation_timestamp = same.clone();
+    }
+    for c in &mut a.chaos {
+        c.metadata.creation_timestamp = same.clone();
+    }
     let mut b = a.clone();
+    b.tenants.reverse();
     b.scenarios.reverse();
-    assert_eq!(plan(&a).desired, plan(&b).desired);
+    b.chaos.reverse();
+    let (pa, pb) = (plan(&a), plan(&b));
+    assert_eq!(pa.desired, pb.desired);
+    assert_eq!(pa.verdicts, pb.verdicts);
+    assert_eq!(pa.desired["contested"].origin, "Tenant alpha/x");
+    assert_eq!(
+        verdict(&pa, Kind::ChaosProfile, "staging", "slow").reason,
+        "Superseded",
+        "'another' sorts first"
+    );
 }

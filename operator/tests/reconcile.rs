@@ -554,6 +554,14 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
     assert_eq!(ask("t1").await.as_deref(), Some("answer 1"));
 
     r.redis.cli(&["FLUSHALL"]).unwrap();
+    // Before the operator rewrites anything, the gateway notices the emptied Redis (it checks
+    // every second) and keeps serving its snapshot rather than reading "every tenant deleted".
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        ask("t1").await.as_deref(),
+        Some("answer 1"),
+        "served in the gap"
+    );
     assert!(
         r.reconciler.applier().check_store().await.unwrap(),
         "loss noticed"
@@ -588,4 +596,148 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
     })
     .await;
     assert!(seen.is_some(), "the gateway serves the new version");
+}
+
+#[tokio::test]
+async fn a_finalizer_is_kept_while_redis_cannot_be_cleaned() {
+    let mut r = rig();
+    create_all(&r.api, &inputs(SHOP));
+    r.pass().await;
+    let port = r.redis.port;
+    r.api.delete::<Scenario>("staging", "invoices");
+    drop(std::mem::replace(
+        &mut r.redis,
+        RedisServer::start().unwrap(),
+    ));
+    r.api.take_requests();
+    let out = r.pass().await;
+    assert!(out.retry());
+    assert_eq!(out.finalizers_removed, 0);
+    let held: Scenario = r.api.get("staging", "invoices").expect("still held");
+    assert_eq!(held.metadata.finalizers.unwrap(), [FINALIZER]);
+    assert!(
+        !r.api
+            .take_requests()
+            .iter()
+            .any(|q| q.method == Method::PATCH && q.path.ends_with("/scenarios/invoices")),
+        "no finalizer release while the data may still be in Redis"
+    );
+    // Back (empty, as after a restart without persistence): rewritten without the scenario,
+    // then released.
+    r.redis = RedisServer::start_on(port).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = r.reconciler.applier().check_store().await;
+        if !r.pass().await.retry() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "recovers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(r.api.get::<Scenario>("staging", "invoices").is_none());
+    let doc = r.doc("tenant_shop").await.unwrap();
+    assert_eq!(doc.scenarios.len(), 1);
+}
+
+#[tokio::test]
+async fn a_tenant_leaving_service_reports_it_and_then_goes_quiet() {
+    let mut r = rig();
+    create_all(&r.api, &inputs(SHOP));
+    r.pass().await;
+    // An edit admission would refuse (the CEL rule), reaching the operator anyway (say, the
+    // CRDs were not upgraded): the operator still judges it.
+    r.api.update_spec::<Tenant>(
+        "staging",
+        "shop",
+        serde_json::json!({"tenantId": "tenant_shop", "visibility": "private"}),
+    );
+    r.pass().await;
+    assert!(r.doc("tenant_shop").await.is_none(), "out of service");
+    let t: Tenant = r.api.get("staging", "shop").unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(st.chaos.as_deref(), Some("none"), "no stale profile");
+    assert_eq!((st.scenarios, st.tools), (0, 0));
+    assert_eq!(st.conditions[0].reason, "Invalid");
+    assert_eq!(st.observed_generation, Some(2));
+    r.api.take_requests();
+    r.pass().await;
+    assert!(
+        r.api.take_requests().is_empty(),
+        "no status patch on every pass"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_chaos_profile_starts_from_zero() {
+    let mut r = rig();
+    create_all(&r.api, &inputs(SHOP));
+    r.pass().await;
+    r.store.incr("us:rt:tenant_shop:every").await.unwrap();
+    // Unrelated edits keep the counters.
+    r.api.update_spec::<Scenario>(
+        "staging",
+        "refunds",
+        serde_json::json!({"tenantRef": "shop", "keywords": ["refund"], "response": "Other."}),
+    );
+    r.pass().await;
+    assert_eq!(
+        r.redis.cli(&["GET", "us:rt:tenant_shop:every"]).unwrap(),
+        "1"
+    );
+    r.api.update_spec::<ChaosProfile>(
+        "staging",
+        "slow",
+        serde_json::json!({"tenantRef": "shop", "profile": "server_error", "every": 3}),
+    );
+    r.pass().await;
+    assert_eq!(
+        r.redis.cli(&["GET", "us:rt:tenant_shop:every"]).unwrap(),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn operators_watching_different_namespaces_share_one_redis() {
+    let redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).unwrap());
+    let mut sides = Vec::new();
+    for ns in ["team-a", "team-b"] {
+        let (api, client) = FakeApi::start();
+        let yaml = format!(
+            "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: t, namespace: {ns}}}\nspec: {{tenantId: {ns}}}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: clash, namespace: {ns}}}\nspec: {{tenantId: shared}}\n"
+        );
+        create_all(&api, &inputs(&yaml));
+        let rec = Reconciler::new(
+            client,
+            store.clone(),
+            Arc::new(Metrics::new()),
+            Settings {
+                namespaces: vec![ns.to_string()],
+                ..Settings::default()
+            },
+        );
+        sides.push((api, rec));
+    }
+    for _ in 0..2 {
+        for (api, rec) in sides.iter_mut() {
+            rec.applier().resync();
+            let out = rec.reconcile(&listed(api)).await;
+            assert!(out.apply.deleted.is_empty(), "{out:?}");
+        }
+    }
+    for id in ["team-a", "team-b"] {
+        assert!(store.get_tenant(id).await.unwrap().is_some(), "{id} kept");
+    }
+    // The id both claim stays with the first; the other is told why.
+    let (doc, _) = store.get_tenant("shared").await.unwrap().unwrap();
+    assert_eq!(doc.origin, "Tenant team-a/clash");
+    let t: Tenant = sides[1].0.get("team-b", "clash").unwrap();
+    let st = status_of(&t);
+    assert_eq!(ready(Some(&st)).1, "DuplicateTenantId");
+    assert!(
+        st["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("other namespaces")
+    );
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use understudy_crds::resources::{Scenario, ScenarioStatus};
+use understudy_e2e::eventually;
 use understudy_operator::cache::Cache;
 use understudy_operator::lease::{Elector, LeaseSettings};
 use understudy_operator::metrics::Metrics;
@@ -220,4 +221,161 @@ fn the_binary_refuses_bad_settings_with_a_message() {
     );
     let out = std::process::Command::new(bin).output().unwrap();
     assert!(!out.status.success(), "the Redis URL is required");
+}
+
+#[tokio::test]
+async fn a_holder_whose_api_server_hangs_steps_down() {
+    let (api, client) = FakeApi::start();
+    let (tx, mut rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Elector::new(client, settings("pod-a", 2)).run(tx, cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| *l))
+        .await
+        .expect("becomes leader")
+        .unwrap();
+    // Every lease read from now on hangs (a half-open connection).
+    api.fail(Method::GET, "/leases/", 0, 1000);
+    tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|l| !*l))
+        .await
+        .expect("steps down although no call ever returns an error")
+        .unwrap();
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// The whole loop against the scripted API server (lists, then watches that deliver each
+/// change) and a real Redis: initial sync, a new Scenario, a deletion through the finalizer,
+/// an emptied Redis, traffic counters, leadership and shutdown.
+#[tokio::test]
+async fn the_run_loop_follows_the_cluster_and_redis() {
+    use understudy_crds::resources::{Scenario, Tenant};
+    use understudy_e2e::RedisServer;
+    use understudy_gateway::store::redis::RedisStore;
+    use understudy_gateway::store::{StatsBatch, Store, TenantStats};
+    use understudy_operator::reconcile::Settings;
+    use understudy_operator::run::{Options, run};
+
+    let redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).unwrap());
+    let (api, client) = FakeApi::start();
+    let world = inputs(
+        "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop, namespace: staging}\nspec: {tenantId: tenant_shop}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {name: invoices, namespace: staging}\nspec: {tenantRef: shop, keywords: [invoice], response: Two.}\n",
+    );
+    api.create::<Tenant>(&world.tenants[0]);
+    api.create::<Scenario>(&world.scenarios[0]);
+    let health = Health {
+        ready: Arc::new(AtomicBool::new(false)),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let cancel = CancellationToken::new();
+    let opts = Options {
+        namespaces: vec![],
+        lease: Some(settings("pod-a", 2)),
+        resync: Duration::from_secs(2),
+        status_interval: Duration::from_millis(500),
+        epoch_check: Duration::from_millis(200),
+        settings: Settings::default(),
+    };
+    let task = tokio::spawn(run(
+        client,
+        store.clone(),
+        opts,
+        health.clone(),
+        cancel.clone(),
+    ));
+    let scenarios = |store: Arc<RedisStore>| async move {
+        store
+            .get_tenant("tenant_shop")
+            .await
+            .ok()
+            .flatten()
+            .map(|(t, _)| t.scenarios.len())
+    };
+    let limit = Duration::from_secs(20);
+    assert!(
+        eventually(limit, || async {
+            (scenarios(store.clone()).await == Some(1)).then_some(())
+        })
+        .await
+        .is_some(),
+        "initial sync written"
+    );
+    assert!(health.ready.load(Ordering::Relaxed));
+    assert!(
+        health
+            .metrics
+            .render()
+            .contains("understudy_operator_leader 1")
+    );
+
+    // A new Scenario arrives through the watch.
+    let mut more = world.scenarios[0].clone();
+    more.metadata.name = Some("refunds".into());
+    more.spec.keywords = vec!["refund".into()];
+    api.create::<Scenario>(&more);
+    assert!(
+        eventually(limit, || async {
+            (scenarios(store.clone()).await == Some(2)).then_some(())
+        })
+        .await
+        .is_some(),
+        "a new Scenario is written"
+    );
+
+    // Deleted: out of Redis, then the finalizer is released and the object goes.
+    api.delete::<Scenario>("staging", "invoices");
+    assert!(
+        eventually(limit, || async {
+            (scenarios(store.clone()).await == Some(1)
+                && api.get::<Scenario>("staging", "invoices").is_none())
+            .then_some(())
+        })
+        .await
+        .is_some(),
+        "deleted Scenario purged and released"
+    );
+
+    // Emptied Redis: written back by itself.
+    redis.cli(&["FLUSHALL"]).unwrap();
+    assert!(
+        eventually(limit, || async {
+            (scenarios(store.clone()).await == Some(1)).then_some(())
+        })
+        .await
+        .is_some(),
+        "rewritten after FLUSHALL"
+    );
+
+    // Traffic counters reach status on the status period.
+    let mut batch = StatsBatch::default();
+    batch.tenants.insert(
+        "tenant_shop".into(),
+        TenantStats {
+            requests: 9,
+            ..Default::default()
+        },
+    );
+    store.flush_stats(&batch).await.unwrap();
+    assert!(
+        eventually(limit, || async {
+            let t: Tenant = api.get("staging", "shop")?;
+            (t.status?.requests == 9).then_some(())
+        })
+        .await
+        .is_some(),
+        "requests counted in status"
+    );
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .unwrap();
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        api.get("understudy", "understudy-operator").unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity,
+        None,
+        "released on the way out"
+    );
 }
