@@ -19,11 +19,14 @@ What it checks:
      (../shared/kubernetes-openapi-v1.28) strictly: unknown fields are errors, as with
      `kubectl apply`. ServiceMonitors (not in those documents) are checked for a minimal shape.
      Then the chart's own promises: hardened pods, least-privilege RBAC, the environment of the
-     operator and the gateway, Services and selectors that match, the admin-token Secret kept
-     across upgrades (`lookup`), the test hook, and so on.
+     operator and the gateway, the bundled Redis's password, Services and selectors that match,
+     checksum annotations that follow the credentials, the generated admin token and Redis
+     password kept across upgrades (`lookup`), the test hook, a NOTES.txt example that pastes
+     into a shell, and so on.
   4. files/helm-test.sh (the `helm test` script) for real: with UNDERSTUDY_BIN pointing at a
      gateway binary, it must pass against a gateway started in embedded mode, and fail loudly
-     against a wrong token and against a URL where nothing listens.
+     against a wrong token and against a URL where nothing listens; against a stand-in gateway
+     whose create request times out, it must still try to delete the tenant (accepting a 404).
 
 It prints one line per check and a summary, and exits 1 when anything failed.
 """
@@ -41,8 +44,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -485,10 +490,12 @@ def check_value_set(report: Report, kube: KubeSchemas, name: str, override: dict
         problems.append(f"Helm sent {len(chart_objects)} objects but rendered {len(manifest)}")
     if len([o for o in created if o.get("kind") == "CustomResourceDefinition"]) != 3:
         problems.append("Helm did not install the 3 CRDs from crds/")
-    if "helm test" not in dig(result, "info", "notes", default=""):
+    notes = dig(result, "info", "notes", default="")
+    if "helm test" not in notes:
         problems.append("NOTES.txt does not mention `helm test`")
     report.expect(f"render {name} with Helm's install action", problems,
                   f"{len(chart_objects)} objects, {len(hooks)} test hooks")
+    report.expect(f"{name}: the NOTES.txt example pastes into a shell", notes_example_problems(notes))
 
     problems = []
     for obj in chart_objects + hooks:
@@ -508,35 +515,123 @@ def check_value_set(report: Report, kube: KubeSchemas, name: str, override: dict
                   promises.problems(values, chart_objects, hooks, fullname, NAMESPACE))
 
 
+def crd_schema_problems(documents: list[dict]) -> list[str]:
+    """Custom resources checked against the openAPIV3Schema of their CRD in crds/ (the
+    structural schema only: CEL rules are tested with the CRDs themselves)."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    crds = [d for d in yaml.safe_load_all((CHART / "crds" / "understudy.yaml").read_text()) if d]
+    schemas = {}
+    for crd in crds:
+        for version in dig(crd, "spec", "versions", default=[]):
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            schemas[key] = dig(version, "schema", "openAPIV3Schema", default={})
+    problems = []
+    for document in documents:
+        key = (document.get("apiVersion"), document.get("kind"))
+        if key not in schemas:
+            problems.append(f"{key[1]}: no CRD serves {key[0]}")
+            continue
+        body = {k: v for k, v in document.items() if k != "metadata"}
+        for error in Draft202012Validator(schemas[key]).iter_errors(body):
+            where = ".".join(str(part) for part in error.absolute_path) or "(root)"
+            problems.append(f"{key[1]} {where}: {error.message[:200]}")
+    return problems
+
+
+def notes_example_problems(notes: str) -> list[str]:
+    """The heredoc in NOTES.txt, pasted into sh as it is printed (with kubectl replaced by a
+    function that keeps what it is given), must hand kubectl the Tenant and the Scenario."""
+    import yaml
+
+    lines = notes.splitlines()
+    starts = [i for i, line in enumerate(lines) if "<<'YAML'" in line]
+    if len(starts) != 1:
+        return [f"expected one <<'YAML' heredoc in NOTES.txt, found {len(starts)}"]
+    start = starts[0]
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == "YAML"), None)
+    if end is None:
+        return ["the heredoc in NOTES.txt has no YAML terminator"]
+    if lines[end] != "YAML":
+        return [f"the heredoc terminator is indented ({lines[end]!r}): the shell never ends it"]
+    block = "\n".join(lines[start:end + 1])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "applied.yaml"
+        script = f'kubectl() {{ printf "%s\\n" "$*" > "{tmp}/args"; cat > "{out}"; }}\n{block}\n'
+        run = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        if run.returncode != 0:
+            return [f"sh failed on the pasted example: {run.stderr.strip()[:300]}"]
+        args = (Path(tmp) / "args").read_text().split() if (Path(tmp) / "args").exists() else []
+        try:
+            documents = [d for d in yaml.safe_load_all(out.read_text()) if d]
+        except (OSError, yaml.YAMLError) as error:
+            return [f"kubectl would get no valid YAML: {error}"]
+    problems = []
+    kinds = [d.get("kind") for d in documents]
+    if kinds != ["Tenant", "Scenario"]:
+        problems.append(f"kubectl would get {kinds}, expected a Tenant and a Scenario")
+    if any(d.get("apiVersion") != "understudy.dev/v1alpha1" for d in documents):
+        problems.append("the example's objects are not understudy.dev/v1alpha1")
+    problems += crd_schema_problems(documents)
+    if not args or args[0] != "apply" or "-n" not in args or args[-2:] != ["-f", "-"]:
+        problems.append(f"kubectl is called as `kubectl {' '.join(args)}`")
+    return problems
+
+
 def check_lookup_and_kube_version(report: Report) -> None:
     import base64
 
-    existing_token = "kept-across-upgrades-0123456789abcdefXYZ"
+    kept = {  # Secret name -> (key, the value an earlier install generated)
+        "understudy-admin": ("admin-token", "kept-across-upgrades-0123456789abcdefXYZ"),
+        "understudy-redis-auth": ("redis-password", "keptRedisPassword0123456789abcdefghijklmnopqrstuv"),
+    }
     existing = {
-        (NAMESPACE, "secrets", "understudy-admin"): {
+        (NAMESPACE, "secrets", name): {
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {
-                "name": "understudy-admin", "namespace": NAMESPACE,
+                "name": name, "namespace": NAMESPACE,
                 # What Helm put on it at install: without these it refuses to adopt the Secret.
                 "labels": {"app.kubernetes.io/managed-by": "Helm"},
                 "annotations": {"meta.helm.sh/release-name": "understudy",
                                 "meta.helm.sh/release-namespace": NAMESPACE},
             },
-            "data": {"admin-token": base64.b64encode(existing_token.encode()).decode()},
+            "data": {key: base64.b64encode(value.encode()).decode()},
         }
+        for name, (key, value) in kept.items()
     }
     import yaml
 
+    problems = []
     try:
         result, _, _ = helm_render(None, existing=existing)
-        secret = next(o for o in yaml.safe_load_all(result["manifest"]) if o
-                      and o["kind"] == "Secret" and o["metadata"]["name"] == "understudy-admin")
-        token = base64.b64decode(secret["data"]["admin-token"]).decode()
-        problems = [] if token == existing_token else [f"the token changed to {token!r}"]
-    except (RenderError, StopIteration) as error:
+        manifest = [o for o in yaml.safe_load_all(result["manifest"]) if o]
+        for name, (key, value) in kept.items():
+            secret = next((o for o in manifest if o["kind"] == "Secret"
+                           and o["metadata"]["name"] == name), None)
+            got = promises.secret_value(secret, key)
+            if got != value:
+                problems.append(f"Secret {name} {key} changed to {got!r}")
+        # The checksums follow the kept values, so an upgrade that changes nothing rolls nothing.
+        admin_sum = promises.sha256(kept["understudy-admin"][1])
+        redis_sum = promises.sha256(kept["understudy-redis-auth"][1])
+        want = {
+            ("Deployment", "understudy-gateway"): {"checksum/admin-token": admin_sum,
+                                                   "checksum/redis-password": redis_sum},
+            ("Deployment", "understudy-operator"): {"checksum/redis-password": redis_sum},
+            ("StatefulSet", "understudy-redis"): {"checksum/redis-password": redis_sum},
+        }
+        for (kind, name), sums in want.items():
+            obj = next((o for o in manifest if o["kind"] == kind
+                        and o["metadata"]["name"] == name), {})
+            annotations = dig(obj, "spec", "template", "metadata", "annotations", default={})
+            got = {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+            if got != sums:
+                problems.append(f"{kind} {name}: checksum annotations {got}, expected {sums}")
+    except RenderError as error:
         problems = [f"render failed: {error}"]
-    report.expect("an upgrade keeps the generated admin token (lookup of the existing Secret)",
-                  problems)
+    report.expect("an upgrade keeps the generated admin token and Redis password (lookup of the "
+                  "existing Secrets), and the pods' checksums follow them", problems)
     try:
         helm_render(None, git_version="v1.27.9")
         report.fail("kubeVersion >=1.28: Helm refuses a v1.27 cluster", "Helm installed on v1.27.9")
@@ -557,6 +652,81 @@ def _run_script(env_extra: dict) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
+class _StandInGateway:
+    """Answers GET /readyz with 200, lets POST /public/tenants time out (it answers 201 only
+    after `stall` seconds, when the script's curl has given up), and answers DELETE of a tenant
+    with `delete_status`; records the requests."""
+
+    def __init__(self, stall: float, delete_status: int) -> None:
+        self.requests: list[tuple[str, str]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, code: int, body: str) -> None:
+                data = body.encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client has gone
+
+            def do_GET(self):
+                stand_in.requests.append(("GET", self.path))
+                self._answer(200 if self.path == "/readyz" else 404, "{}")
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stand_in.requests.append(("POST", self.path))
+                time.sleep(stall)
+                self._answer(201, '{"tenant_id":"?"}')
+
+            def do_DELETE(self):
+                stand_in.requests.append(("DELETE", self.path))
+                self._answer(delete_status, "{}")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def check_helm_test_ambiguous_create(report: Report) -> None:
+    """When the create request gets no answer (a timeout), the tenant may exist all the same:
+    the script must still try to delete it, and take a 404 as "nothing to delete"."""
+    for delete_status, want in ((200, "ok: deleted the temporary tenant"),
+                                (404, "ok: no temporary tenant to delete")):
+        stand_in = _StandInGateway(stall=3, delete_status=delete_status)
+        try:
+            run = _run_script({"GATEWAY_URL": stand_in.url, "ADMIN_TOKEN": "x" * 32,
+                               "REQUEST_TIMEOUT": "1"})
+        finally:
+            stand_in.close()
+        output = run.stdout + run.stderr
+        deletes = [path for method, path in stand_in.requests if method == "DELETE"]
+        problems = []
+        if run.returncode == 0 or "FAIL: POST /public/tenants: expected HTTP 201, received " \
+                "HTTP 000" not in output:
+            problems.append(f"the timed-out create must fail the script; exit {run.returncode}")
+        if len(deletes) != 1 or not deletes[0].startswith("/public/tenants/helm_test_"):
+            problems.append(f"expected one DELETE of the temporary tenant, got {deletes}")
+        if want not in output or "FAIL: DELETE" in output:
+            problems.append(f"a DELETE answered {delete_status} must be taken as cleaned up")
+        if problems:
+            problems.append(f"output: {output[-1200:]}")
+        report.expect(f"helm-test.sh deletes the tenant after a create that timed out "
+                      f"(DELETE answers {delete_status})", problems)
+
+
 def check_helm_test_script(report: Report) -> None:
     script = CHART / "files" / "helm-test.sh"
     syntax = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
@@ -572,6 +742,7 @@ def check_helm_test_script(report: Report) -> None:
         else [f"exit {run.returncode}, output: {output[-1500:]}"],
         f"exit {run.returncode}",
     )
+    check_helm_test_ambiguous_create(report)
 
     binary = os.environ.get("UNDERSTUDY_BIN")
     if not binary:

@@ -8,6 +8,7 @@ Helm sent to the API server, `hooks` the test hooks.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from pathlib import Path
 
@@ -19,19 +20,20 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
                    "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "helm.sh/chart")
+# Exactly what the operator uses (docs/operator.md): it watches and merge-patches its resources
+# (finalizers included, no ownerReferences), merge-patches their status, records events.k8s.io/v1
+# Events (kube-runtime's Recorder), and gets, creates and updates its Lease. Nothing more.
 OPERATOR_RULES = [
     {"apiGroups": ["understudy.dev"], "resources": ["tenants", "scenarios", "chaosprofiles"],
-     "verbs": ["get", "list", "watch", "patch", "update"]},
+     "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["understudy.dev"],
      "resources": ["tenants/status", "scenarios/status", "chaosprofiles/status"],
-     "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["understudy.dev"],
-     "resources": ["tenants/finalizers", "scenarios/finalizers", "chaosprofiles/finalizers"],
-     "verbs": ["update"]},
-    {"apiGroups": ["events.k8s.io", ""], "resources": ["events"], "verbs": ["create", "patch"]},
+     "verbs": ["patch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                "verbs": ["get", "create", "update", "patch"]}]
+                "verbs": ["get", "create", "update"]}]
+HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
 
 
 def dig(obj, *path, default=None):
@@ -50,6 +52,16 @@ def env_of(container: dict) -> dict[str, dict]:
     return {entry["name"]: entry for entry in container.get("env") or []}
 
 
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def secret_value(secret: dict | None, key: str) -> str | None:
+    """The decoded value of `key` in a rendered Secret, None when either is missing."""
+    data = dig(secret, "data", key)
+    return None if data is None else base64.b64decode(data).decode()
+
+
 def pod_spec(obj: dict) -> dict | None:
     if obj.get("kind") in ("Deployment", "StatefulSet", "Job"):
         return dig(obj, "spec", "template", "spec")
@@ -66,6 +78,8 @@ class Rendered:
         self.everything = objects + hooks
         self.by_kind_name = {(o["kind"], dig(o, "metadata", "name")): o for o in self.everything}
         self.secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+        redis_sets = self.find("StatefulSet", "redis")
+        self.redis = redis_sets[0] if len(redis_sets) == 1 else None
         gateways = self.find("Deployment", "gateway")
         operators = self.find("Deployment", "operator")
         self.gateway = gateways[0] if len(gateways) == 1 else None
@@ -160,6 +174,7 @@ def secret_references(r: Rendered) -> list[str]:
         dig(r.values, "adminToken", "existingSecret"),
         dig(r.values, "redis", "external", "existingSecret"),
         dig(r.values, "gateway", "oidc", "clientSecret", "existingSecret"),
+        dig(r.values, "redis", "bundled", "auth", "existingSecret"),
     } - {"", None}
     for obj in r.everything:
         for container in (pod_spec(obj) or {}).get("containers") or []:
@@ -178,6 +193,14 @@ def secret_references(r: Rendered) -> list[str]:
         for key, value in (secret.get("data") or {}).items():
             if not re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", value or ""):
                 p.append(f"Secret {secret['metadata']['name']}: data {key} is not base64")
+    # What the Secrets hold never appears in the clear anywhere else (pods read it by reference).
+    others = repr([o for o in r.everything if o.get("kind") != "Secret"])
+    for secret in r.secrets.values():
+        for key in secret.get("data") or {}:
+            value = secret_value(secret, key)
+            if value and value in others:
+                p.append(f"the value of Secret {secret['metadata']['name']} key {key} appears in "
+                         "the clear outside the Secret")
     return p
 
 
@@ -321,6 +344,12 @@ def operator(r: Rendered) -> list[str]:
         p.append(f"operator image is {op.get('image')}, expected {r.image('operator')}")
     if r.operator["spec"].get("replicas") != values["replicas"]:
         p.append("operator replicas do not match the values")
+    strategy = dig(r.operator, "spec", "strategy", "type")
+    if not values["leaderElection"]["enabled"] and strategy != "Recreate":
+        p.append(f"operator without leader election: strategy is {strategy}, expected Recreate "
+                 "(a rolling update would briefly run two active operators)")
+    if values["leaderElection"]["enabled"] and strategy == "Recreate":
+        p.append("operator with leader election: a Recreate rollout leaves no standby")
     want = {
         "UNDERSTUDY_LISTEN": "0.0.0.0:8081",
         "UNDERSTUDY_NAMESPACES": ",".join(values["watchNamespaces"]),
@@ -384,8 +413,13 @@ def redis(r: Rendered) -> list[str]:
         return p
 
     bundled = redis_values["bundled"]
-    if url != f"redis://{r.fullname}-redis:6379/0":
-        p.append(f"bundled Redis URL is {url}")
+    auth = bundled["auth"]
+    secret_name = auth["existingSecret"] or f"{r.fullname}-redis-auth"
+    password_ref = {"name": secret_name, "key": auth["existingSecretKey"]}
+    want_url = (f"redis://:$(REDIS_PASSWORD)@{r.fullname}-redis:6379/0" if auth["enabled"]
+                else f"redis://{r.fullname}-redis:6379/0")
+    if url != want_url:
+        p.append(f"bundled Redis URL is {url}, expected {want_url}")
     if ("Service", f"{r.fullname}-redis") not in r.by_kind_name:
         p.append(f"no Service {r.fullname}-redis for the bundled Redis")
     if len(statefulsets) != 1:
@@ -394,6 +428,40 @@ def redis(r: Rendered) -> list[str]:
     pod = statefulset["spec"]["template"]["spec"]
     container = pod["containers"][0]
     args = container.get("args") or []
+    redis_env = env_of(container)
+    chart_secret = r.secrets.get(f"{r.fullname}-redis-auth")
+    clients = ((r.operator_container, "operator"), (r.gateway_container, "gateway"),
+               (container, "redis"))
+    if auth["enabled"]:
+        for client, name in clients:
+            if dig(env_of(client), "REDIS_PASSWORD", "valueFrom", "secretKeyRef") != password_ref:
+                p.append(f"{name}: REDIS_PASSWORD must come from Secret {password_ref}")
+        if dig(redis_env, "REDISCLI_AUTH", "valueFrom", "secretKeyRef") != password_ref:
+            p.append("Redis: REDISCLI_AUTH (the probes' redis-cli password) must come from "
+                     f"Secret {password_ref}")
+        pairs = list(zip(args, args[1:]))
+        if ("--requirepass", "$(REDIS_PASSWORD)") not in pairs:
+            p.append(f"Redis args {args}: expected --requirepass $(REDIS_PASSWORD)")
+        if auth["existingSecret"]:
+            if chart_secret is not None:
+                p.append("the chart made a Redis password Secret although auth.existingSecret "
+                         "is set")
+        elif chart_secret is None:
+            p.append(f"no Secret {r.fullname}-redis-auth holding the Redis password")
+        else:
+            password = secret_value(chart_secret, auth["existingSecretKey"]) or ""
+            if not re.fullmatch(r"[A-Za-z0-9]{48}", password):
+                p.append("the generated Redis password is not 48 alphanumeric characters")
+            if dig(chart_secret, "metadata", "annotations", "helm.sh/resource-policy") != "keep":
+                p.append("the Redis password Secret lacks helm.sh/resource-policy: keep")
+    else:
+        for client, name in clients:
+            if "REDIS_PASSWORD" in env_of(client):
+                p.append(f"{name}: REDIS_PASSWORD is set although redis.bundled.auth is off")
+        if "REDISCLI_AUTH" in redis_env or "--requirepass" in args:
+            p.append("Redis requires a password although redis.bundled.auth is off")
+        if chart_secret is not None:
+            p.append("a Redis password Secret is rendered although redis.bundled.auth is off")
     aof = "--appendonly" in args and dig(args, args.index("--appendonly") + 1) == "yes"
     if aof != bundled["persistence"]["aof"]:
         p.append(f"Redis args {args}: appendonly does not follow persistence.aof")
@@ -416,11 +484,73 @@ def redis(r: Rendered) -> list[str]:
     if dig(pod, "securityContext", "runAsUser") != 999:
         p.append("Redis must run as user 999")
     for probe in ("livenessProbe", "readinessProbe"):
-        if "ping" not in " ".join(dig(container, probe, "exec", "command", default=[])):
+        command = dig(container, probe, "exec", "command", default=[])
+        if "ping" not in " ".join(command):
             p.append(f"Redis {probe} must use redis-cli ping")
+        # The password reaches redis-cli through REDISCLI_AUTH, never on a command line.
+        if re.search(r"(^|\s)(-a|--pass|--askpass)(\s|$)", " ".join(command)):
+            p.append(f"Redis {probe} passes the password on the command line")
     headless = r.by_kind_name.get(("Service", statefulset["spec"]["serviceName"]))
     if not headless or dig(headless, "spec", "clusterIP") != "None":
         p.append("Redis StatefulSet serviceName must be a headless Service of the chart")
+    return p
+
+
+def checksums(r: Rendered) -> list[str]:
+    """Each pod carries checksum/<credential> annotations for exactly the credentials it reads:
+    the SHA-256 of the value for a Secret the chart makes (the very value in that Secret, also
+    when it was generated in this render), of "secret:<name>/<key>" for the user's Secret."""
+    values = r.values
+
+    def of_existing(name: str, key: str) -> str:
+        return sha256(f"secret:{name}/{key}")
+
+    def of_chart_secret(name: str, key: str) -> str | None:
+        value = secret_value(r.secrets.get(name), key)
+        return None if value is None else sha256(value)
+
+    admin = values["adminToken"]
+    admin_sum = (of_existing(admin["existingSecret"], admin["existingSecretKey"])
+                 if admin["existingSecret"]
+                 else of_chart_secret(f"{r.fullname}-admin", admin["existingSecretKey"]))
+    redis_sum = None
+    if values["redis"]["mode"] == "bundled":
+        auth = values["redis"]["bundled"]["auth"]
+        if auth["enabled"]:
+            redis_sum = (of_existing(auth["existingSecret"], auth["existingSecretKey"])
+                         if auth["existingSecret"]
+                         else of_chart_secret(f"{r.fullname}-redis-auth",
+                                              auth["existingSecretKey"]))
+    elif values["redis"]["external"]["existingSecret"]:
+        external = values["redis"]["external"]
+        redis_sum = of_existing(external["existingSecret"], external["existingSecretKey"])
+    client_secret = values["gateway"]["oidc"]["clientSecret"]
+    oidc_sum = None
+    if client_secret["existingSecret"]:
+        oidc_sum = of_existing(client_secret["existingSecret"], client_secret["existingSecretKey"])
+    elif client_secret["value"]:
+        oidc_sum = sha256(client_secret["value"])
+        if of_chart_secret(f"{r.fullname}-oidc", client_secret["existingSecretKey"]) != oidc_sum:
+            return ["the OIDC client secret Secret does not hold gateway.oidc.clientSecret.value"]
+
+    wanted = {
+        "gateway": (r.gateway, {"checksum/admin-token": admin_sum,
+                                "checksum/redis-password": redis_sum,
+                                "checksum/oidc-client-secret": oidc_sum}),
+        "operator": (r.operator, {"checksum/redis-password": redis_sum}),
+        "redis": (r.redis, {"checksum/redis-password": redis_sum}),
+    }
+    p = []
+    for component, (workload, sums) in wanted.items():
+        if workload is None:
+            continue
+        want = {key: value for key, value in sums.items() if value is not None}
+        annotations = dig(workload, "spec", "template", "metadata", "annotations", default={})
+        got = {key: value for key, value in annotations.items() if key.startswith("checksum/")}
+        if got != want:
+            p.append(f"{component} pod checksum annotations are {got}, expected {want}")
+    if admin_sum is None:
+        p.append("no admin token to compute checksum/admin-token from")
     return p
 
 
@@ -537,10 +667,12 @@ def test_hook(r: Rendered) -> list[str]:
     p = []
     for hook in (maps[0], jobs[0]):
         annotations = dig(hook, "metadata", "annotations", default={})
+        # Replaced by the next `helm test`, deleted when the test passes, kept (for the Job's
+        # logs) when it fails.
         if annotations.get("helm.sh/hook") != "test" or \
-                annotations.get("helm.sh/hook-delete-policy") != "before-hook-creation":
+                annotations.get("helm.sh/hook-delete-policy") != HOOK_DELETE_POLICY:
             p.append(f"{hook['kind']} {hook['metadata']['name']}: not a test hook "
-                     "with hook-delete-policy before-hook-creation")
+                     f"with hook-delete-policy {HOOK_DELETE_POLICY}")
     if dig(maps[0], "data", "helm-test.sh") != SCRIPT.read_text():
         p.append("the test ConfigMap does not hold files/helm-test.sh as it is")
     pod = jobs[0]["spec"]["template"]["spec"]
@@ -566,7 +698,7 @@ def test_hook(r: Rendered) -> list[str]:
 
 
 CHECKS = (names_and_labels, hardened_workloads, secret_references, services_match, gateway,
-          operator, redis, rbac, admin_token, metrics, test_hook)
+          operator, redis, checksums, rbac, admin_token, metrics, test_hook)
 
 
 def problems(values: dict, objects: list[dict], hooks: list[dict], fullname: str,

@@ -94,6 +94,103 @@ app.kubernetes.io/component: {{ . }}
 {{- default (printf "%s-admin" (include "understudy.fullname" .)) .Values.adminToken.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the bundled Redis's password: the user's, or the chart's. */}}
+{{- define "understudy.redis.secretName" -}}
+{{- default (printf "%s-redis-auth" (include "understudy.fullname" .)) .Values.redis.bundled.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+The value of a Secret the chart makes: the given value, else what that Secret already holds in
+the cluster (lookup, so upgrades keep it), else 48 random alphanumerics. The result is memoized
+for the rest of the render (in .Values.__understudySecrets, a map all templates share), so the
+Secret and the pods' checksum annotations agree even on the first install, when the value is
+generated. Call with (dict "ctx" $ "name" <Secret name> "key" <key> "value" <given value or "">).
+*/}}
+{{- define "understudy.secretValue" -}}
+{{- $values := .ctx.Values -}}
+{{- if not (hasKey $values "__understudySecrets") -}}
+{{- $_ := set $values "__understudySecrets" (dict) -}}
+{{- end -}}
+{{- $cache := get $values "__understudySecrets" -}}
+{{- $id := printf "%s/%s" .name .key -}}
+{{- if not (hasKey $cache $id) -}}
+{{- $value := .value -}}
+{{- if not $value -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- $value = index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- $value = randAlphaNum 48 -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $cache $id $value -}}
+{{- end -}}
+{{- get $cache $id -}}
+{{- end -}}
+
+{{/* The admin token the chart stores (only meaningful without adminToken.existingSecret). */}}
+{{- define "understudy.adminToken.value" -}}
+{{- include "understudy.secretValue" (dict "ctx" . "name" (include "understudy.adminToken.secretName" .) "key" .Values.adminToken.existingSecretKey "value" .Values.adminToken.value) -}}
+{{- end -}}
+
+{{/* The bundled Redis's generated password (only meaningful without auth.existingSecret). */}}
+{{- define "understudy.redis.password" -}}
+{{- include "understudy.secretValue" (dict "ctx" . "name" (include "understudy.redis.secretName" .) "key" .Values.redis.bundled.auth.existingSecretKey "value" "") -}}
+{{- end -}}
+
+{{/*
+Checksums of the credentials a pod reads, for its checksum/<name> annotations: a change rolls
+the pods. For a Secret the chart makes, the SHA-256 of the value (from the same values and lookup
+as the Secret itself); for the user's Secret, of its name and key (the chart cannot see the
+value: restart the pods yourself after rotating it). "" when the pod reads no such credential.
+*/}}
+{{- define "understudy.checksum.admin-token" -}}
+{{- if .Values.adminToken.existingSecret -}}
+{{- printf "secret:%s/%s" .Values.adminToken.existingSecret .Values.adminToken.existingSecretKey | sha256sum -}}
+{{- else -}}
+{{- include "understudy.adminToken.value" . | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "understudy.checksum.redis-password" -}}
+{{- $redis := .Values.redis -}}
+{{- if eq $redis.mode "bundled" -}}
+{{- if $redis.bundled.auth.enabled -}}
+{{- if $redis.bundled.auth.existingSecret -}}
+{{- printf "secret:%s/%s" $redis.bundled.auth.existingSecret $redis.bundled.auth.existingSecretKey | sha256sum -}}
+{{- else -}}
+{{- include "understudy.redis.password" . | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- else if $redis.external.existingSecret -}}
+{{- printf "secret:%s/%s" $redis.external.existingSecret $redis.external.existingSecretKey | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "understudy.checksum.oidc-client-secret" -}}
+{{- with .Values.gateway.oidc.clientSecret -}}
+{{- if .existingSecret -}}
+{{- printf "secret:%s/%s" .existingSecret .existingSecretKey | sha256sum -}}
+{{- else if .value -}}
+{{- .value | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The checksum/<name> pod annotations for the credentials in .secrets (a list of "admin-token",
+"redis-password", "oidc-client-secret"), one per line; nothing for a credential not in use.
+Call with (dict "ctx" $ "secrets" (list ...)).
+*/}}
+{{- define "understudy.checksumAnnotations" -}}
+{{- $ctx := .ctx -}}
+{{- range $name := .secrets -}}
+{{- with include (printf "understudy.checksum.%s" $name) $ctx }}
+checksum/{{ $name }}: {{ . }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The Secret holding the OIDC client secret ("" when there is none). */}}
 {{- define "understudy.oidc.secretName" -}}
 {{- with .Values.gateway.oidc.clientSecret -}}
@@ -110,8 +207,9 @@ app.kubernetes.io/component: {{ . }}
 {{- end -}}
 
 {{/*
-The Redis environment of both the operator and the gateway: REDIS_PASSWORD from the user's
-Secret (external mode), then UNDERSTUDY_REDIS_URL. Kubernetes expands "$(REDIS_PASSWORD)" because
+The Redis environment of both the operator and the gateway: REDIS_PASSWORD from the bundled
+Redis's Secret (the chart's or redis.bundled.auth.existingSecret) or from the user's Secret
+(external mode), then UNDERSTUDY_REDIS_URL. Kubernetes expands "$(REDIS_PASSWORD)" because
 the variable is defined earlier in the same list, so the password never appears in the pod spec;
 it must be URL-safe because it is put into the URL as it is.
 */}}
@@ -119,7 +217,13 @@ it must be URL-safe because it is put into the URL as it is.
 {{- $redis := .Values.redis -}}
 {{- $env := list -}}
 {{- if eq $redis.mode "bundled" -}}
-{{- $url := printf "redis://%s:6379/0" (include "understudy.redis.fullname" .) -}}
+{{- $auth := "" -}}
+{{- if $redis.bundled.auth.enabled -}}
+{{- $ref := dict "name" (include "understudy.redis.secretName" .) "key" $redis.bundled.auth.existingSecretKey -}}
+{{- $env = append $env (dict "name" "REDIS_PASSWORD" "valueFrom" (dict "secretKeyRef" $ref)) -}}
+{{- $auth = ":$(REDIS_PASSWORD)@" -}}
+{{- end -}}
+{{- $url := printf "redis://%s%s:6379/0" $auth (include "understudy.redis.fullname" .) -}}
 {{- $env = append $env (dict "name" "UNDERSTUDY_REDIS_URL" "value" $url) -}}
 {{- else -}}
 {{- $ext := $redis.external -}}
@@ -140,21 +244,19 @@ it must be URL-safe because it is put into the URL as it is.
 {{- end -}}
 
 {{/*
-The operator's rules on its own kinds and on Events: read and patch the resources (finalizers
-live in metadata), write their status, update the finalizers subresources (needed where the
-OwnerReferencesPermissionEnforcement admission plugin is on), and record Events in both APIs.
+The operator's rules on its own kinds and on Events, exactly what it uses: it reads and watches
+the resources and merge-patches them (finalizers live in metadata; it sets no ownerReferences,
+so it needs no rights on the finalizers subresources), merge-patches their status, and records
+events.k8s.io/v1 Events (kube-runtime's Recorder creates them and patches repeats).
 */}}
 {{- define "understudy.operator.rules" -}}
 - apiGroups: ["understudy.dev"]
   resources: ["tenants", "scenarios", "chaosprofiles"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["understudy.dev"]
   resources: ["tenants/status", "scenarios/status", "chaosprofiles/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["understudy.dev"]
-  resources: ["tenants/finalizers", "scenarios/finalizers", "chaosprofiles/finalizers"]
-  verbs: ["update"]
-- apiGroups: ["events.k8s.io", ""]
+  verbs: ["patch"]
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
