@@ -96,17 +96,33 @@ pub struct ServeArgs {
     pub resync_interval: Duration,
 }
 
+/// Checks a `--redis-url` (gateway and operator alike); the message never shows a password.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    if ["redis://", "rediss://", "unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {:?}",
+        redact(url)
+    ))
+}
+
+/// A Redis URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 impl ServeArgs {
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-        {
-            return Err(format!(
-                "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {url:?}"
-            ));
+        if let Some(url) = &self.redis_url {
+            check_redis_url(url)?;
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(

@@ -10,6 +10,8 @@ use understudy_crds::keys;
 use understudy_crds::model::{ConfigSource, TenantConfig};
 use understudy_gateway::store::{Expect, Store, StoreError};
 
+use crate::plan::origin_namespace;
+
 /// What one apply did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -44,11 +46,6 @@ pub struct Applier {
     /// The namespaces this operator watches (`[]`: all): it owns only Kubernetes tenants whose
     /// Tenant lives there, so operators watching different namespaces can share one Redis.
     scope: Vec<String>,
-}
-
-/// The namespace of a Kubernetes tenant document's origin (`Tenant ns/name`).
-fn origin_namespace(origin: &str) -> Option<&str> {
-    origin.strip_prefix("Tenant ")?.split('/').next()
 }
 
 impl Applier {

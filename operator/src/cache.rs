@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::plan::FINALIZER;
+use crate::plan::{has_finalizer, is_deleting};
 
 type Key = (String, String);
 
@@ -25,8 +25,8 @@ fn fingerprint<K: Resource>(obj: &K) -> Fingerprint {
     Fingerprint {
         uid: obj.meta().uid.clone(),
         generation: obj.meta().generation,
-        deleting: obj.meta().deletion_timestamp.is_some(),
-        finalized: obj.finalizers().iter().any(|f| f == FINALIZER),
+        deleting: is_deleting(obj),
+        finalized: has_finalizer(obj),
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use understudy_gateway::config::LogFormat;
+use understudy_gateway::config::{LogFormat, check_redis_url};
 
 /// Understudy's operator: reconciles Tenant, Scenario and ChaosProfile resources into the Redis
 /// the gateways serve from, and reports status, traffic counters and Events on them.
@@ -61,16 +61,7 @@ pub struct Cli {
 impl Cli {
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        let url = &self.redis_url;
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
-            return Err(format!(
-                "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {:?}",
-                redact(url)
-            ));
-        }
+        check_redis_url(&self.redis_url)?;
         if self.status_interval < Duration::from_secs(1)
             || self.resync_interval < Duration::from_secs(1)
         {
@@ -88,13 +79,5 @@ impl Cli {
             .filter(|n| !n.is_empty())
             .collect();
         set.into_iter().collect()
-    }
-}
-
-/// A Redis URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
     }
 }

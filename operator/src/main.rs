@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use understudy_gateway::config::redact;
 use understudy_gateway::store::redis::RedisStore;
 use understudy_gateway::{server, telemetry};
-use understudy_operator::config::{Cli, redact};
+use understudy_operator::config::Cli;
 use understudy_operator::lease::LeaseSettings;
 use understudy_operator::metrics::Metrics;
 use understudy_operator::reconcile::Settings;

@@ -133,14 +133,26 @@ pub struct Plan {
     pub summaries: BTreeMap<ObjectKey, TenantSummary>,
 }
 
-fn deleting<K: kube::Resource>(obj: &K) -> bool {
+/// Whether deletion of `obj` has begun (it is waiting for finalizers).
+pub fn is_deleting<K: kube::Resource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_some()
+}
+
+/// Whether `obj` carries the operator's finalizer.
+pub fn has_finalizer<K: kube::Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The namespace in a Tenant's origin as [`ObjectKey`] writes it (`Tenant ns/name`), the
+/// `origin` of every tenant document from Kubernetes.
+pub fn origin_namespace(origin: &str) -> Option<&str> {
+    origin.strip_prefix("Tenant ")?.split('/').next()
 }
 
 /// Creation order (then namespace/name): it decides which of two Tenants claiming one id wins,
 /// which ChaosProfile is in force, and the last tie-breaker among scenarios.
 fn sorted<K: kube::Resource + Clone>(items: &[K]) -> Vec<&K> {
-    let mut v: Vec<&K> = items.iter().filter(|o| !deleting(*o)).collect();
+    let mut v: Vec<&K> = items.iter().filter(|o| !is_deleting(*o)).collect();
     v.sort_by(|a, b| {
         let ka = (
             a.meta().creation_timestamp.clone(),

@@ -22,7 +22,9 @@ use understudy_gateway::store::{StatsTotals, Store};
 
 use crate::apply::{Applier, ApplyReport};
 use crate::metrics::Metrics;
-use crate::plan::{self, FINALIZER, Inputs, Kind, ObjectKey, Plan, Verdict};
+use crate::plan::{
+    self, FINALIZER, Inputs, Kind, ObjectKey, Plan, Verdict, has_finalizer, is_deleting,
+};
 use crate::status;
 
 /// A resource kind the operator manages.
@@ -438,14 +440,6 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-fn is_deleting<K: Resource>(obj: &K) -> bool {
-    obj.meta().deletion_timestamp.is_some()
-}
-
-fn has_finalizer<K: Resource>(obj: &K) -> bool {
-    obj.finalizers().iter().any(|f| f == FINALIZER)
 }
 
 /// The finalizer list written with the resourceVersion it was computed from, so a concurrent

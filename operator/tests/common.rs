@@ -6,6 +6,33 @@ use serde::Deserialize;
 use understudy_crds::resources::{ChaosProfile, Scenario, Tenant};
 use understudy_operator::plan::Inputs;
 
+/// A Tenant in `staging` with two Scenarios (one with a tool) and a latency ChaosProfile.
+pub const SHOP: &str = r#"
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: shop, namespace: staging}
+spec: {tenantId: tenant_shop, defaultResponse: "How can I help?"}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Scenario
+metadata: {name: invoices, namespace: staging}
+spec:
+  tenantRef: shop
+  keywords: [invoice]
+  response: "Two invoices."
+  toolName: get_invoices
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Scenario
+metadata: {name: refunds, namespace: staging}
+spec: {tenantRef: shop, keywords: [refund], response: "Refunded."}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: ChaosProfile
+metadata: {name: slow, namespace: staging}
+spec: {tenantRef: shop, profile: latency, latencyMs: 100}
+"#;
+
 /// Parses multi-document YAML into resources; documents get the namespace `default` unless
 /// they name one, and creation timestamps in document order.
 pub fn inputs(yaml: &str) -> Inputs {

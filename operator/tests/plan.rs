@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::inputs;
+use common::{SHOP, inputs};
 use understudy_crds::model::ConfigSource;
 use understudy_operator::plan::{Kind, ObjectKey, Plan, Verdict, plan};
 
@@ -16,32 +16,6 @@ fn verdict<'a>(p: &'a Plan, kind: Kind, ns: &str, name: &str) -> &'a Verdict {
         .get(&key)
         .unwrap_or_else(|| panic!("no verdict for {key}: {:?}", p.verdicts))
 }
-
-const SHOP: &str = r#"
-apiVersion: understudy.dev/v1alpha1
-kind: Tenant
-metadata: {name: shop, namespace: staging}
-spec: {tenantId: tenant_shop, defaultResponse: "How can I help?"}
----
-apiVersion: understudy.dev/v1alpha1
-kind: Scenario
-metadata: {name: invoices, namespace: staging}
-spec:
-  tenantRef: shop
-  keywords: [invoice]
-  response: "Two invoices."
-  toolName: get_invoices
----
-apiVersion: understudy.dev/v1alpha1
-kind: Scenario
-metadata: {name: refunds, namespace: staging}
-spec: {tenantRef: shop, keywords: [refund], response: "Refunded."}
----
-apiVersion: understudy.dev/v1alpha1
-kind: ChaosProfile
-metadata: {name: slow, namespace: staging}
-spec: {tenantRef: shop, profile: latency, latencyMs: 100}
-"#;
 
 #[test]
 fn valid_resources_become_one_tenant_document() {

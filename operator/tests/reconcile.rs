@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{create_all, inputs, listed};
+use common::{SHOP, create_all, inputs, listed};
 use http::Method;
 use serde_json::Value;
 use understudy_crds::model::{ConfigSource, TenantConfig};
@@ -19,28 +19,6 @@ use understudy_operator::metrics::Metrics;
 use understudy_operator::plan::FINALIZER;
 use understudy_operator::reconcile::{Reconciler, Settings};
 use understudy_operator::testkit::{FakeApi, Recorded};
-
-const SHOP: &str = r#"
-apiVersion: understudy.dev/v1alpha1
-kind: Tenant
-metadata: {name: shop, namespace: staging}
-spec: {tenantId: tenant_shop, defaultResponse: "How can I help?"}
----
-apiVersion: understudy.dev/v1alpha1
-kind: Scenario
-metadata: {name: invoices, namespace: staging}
-spec: {tenantRef: shop, keywords: [invoice], response: "Two invoices.", toolName: get_invoices}
----
-apiVersion: understudy.dev/v1alpha1
-kind: Scenario
-metadata: {name: refunds, namespace: staging}
-spec: {tenantRef: shop, keywords: [refund], response: "Refunded."}
----
-apiVersion: understudy.dev/v1alpha1
-kind: ChaosProfile
-metadata: {name: slow, namespace: staging}
-spec: {tenantRef: shop, profile: latency, latencyMs: 1}
-"#;
 
 struct Rig {
     api: FakeApi,

@@ -292,14 +292,19 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
             .map(|(t, _)| t.scenarios.len())
     };
     let limit = Duration::from_secs(20);
-    assert!(
-        eventually(limit, || async {
-            (scenarios(store.clone()).await == Some(1)).then_some(())
-        })
-        .await
-        .is_some(),
-        "initial sync written"
-    );
+    // Waits until the tenant's document in Redis holds `n` scenarios.
+    let holds = |n: usize, what: &'static str| {
+        let store = store.clone();
+        async move {
+            let seen = eventually(limit, || {
+                let store = store.clone();
+                async move { (scenarios(store).await == Some(n)).then_some(()) }
+            })
+            .await;
+            assert!(seen.is_some(), "{what}");
+        }
+    };
+    holds(1, "initial sync written").await;
     assert!(health.ready.load(Ordering::Relaxed));
     assert!(
         health
@@ -313,14 +318,7 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
     more.metadata.name = Some("refunds".into());
     more.spec.keywords = vec!["refund".into()];
     api.create::<Scenario>(&more);
-    assert!(
-        eventually(limit, || async {
-            (scenarios(store.clone()).await == Some(2)).then_some(())
-        })
-        .await
-        .is_some(),
-        "a new Scenario is written"
-    );
+    holds(2, "a new Scenario is written").await;
 
     // Deleted: out of Redis, then the finalizer is released and the object goes.
     api.delete::<Scenario>("staging", "invoices");
@@ -337,14 +335,7 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
 
     // Emptied Redis: written back by itself.
     redis.cli(&["FLUSHALL"]).unwrap();
-    assert!(
-        eventually(limit, || async {
-            (scenarios(store.clone()).await == Some(1)).then_some(())
-        })
-        .await
-        .is_some(),
-        "rewritten after FLUSHALL"
-    );
+    holds(1, "rewritten after FLUSHALL").await;
 
     // Traffic counters reach status on the status period.
     let mut batch = StatsBatch::default();
