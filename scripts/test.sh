@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need (redis-server, a Python venv with the official SDKs, the
-# JavaScript SDKs from npm) and runs every check: formatting, clippy, unit + Redis-backed +
-# multi-process tests (cargo), CRD staleness, the JavaScript SDK smoke tests, the Helm chart
-# checks (tests/chart), and the end-to-end suite with the official openai and anthropic Python
-# SDKs (pytest).
+# JavaScript SDKs from npm) and runs every check: no file refers to a path outside the
+# repository (tests/repo_paths.py), formatting, clippy, unit + Redis-backed + multi-process tests
+# (cargo), CRD staleness, the JavaScript SDK smoke tests, the Helm chart checks (tests/chart),
+# and the end-to-end suite with the official openai and anthropic Python SDKs (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "no file refers to a path outside the repository (a clone has nothing beside it)"
+python3 tests/repo_paths.py
 
 step "system packages"
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -36,8 +39,9 @@ step "the official JavaScript SDKs (openai, @anthropic-ai/sdk; node --test)"
 (cd tests/ts && npm ci --no-audit --no-fund --loglevel=error && timeout 300 npm test --silent)
 
 step "helm chart: lint, render, validate"
-# Its own venv (.venv-helm, Python >= 3.12 for helm-sdkpy); runs files/helm-test.sh against
-# $UNDERSTUDY_BIN, exported above.
+# Its own venv (.venv-helm, Python >= 3.12 for helm-sdkpy); validates against the oldest and
+# the newest Kubernetes version checked (kubernetes-validate's schemas); runs files/helm-test.sh
+# against $UNDERSTUDY_BIN, exported above.
 timeout 600 python3 tests/chart/check.py
 
 step "end-to-end with the official Python SDKs (pytest)"

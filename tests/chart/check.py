@@ -5,30 +5,39 @@ Run it with any Python 3: it creates `.venv-helm` at the repository root with a 
 (helm-sdkpy needs it; `python3.12` on PATH, else pyenv's), installs tests/chart/requirements.txt
 there and re-runs itself inside.
 
-What it checks:
+What it checks, against two Kubernetes versions: the oldest the chart claims (the lower bound
+of Chart.yaml's kubeVersion, 1.28) and the newest the pinned kubernetes-validate package ships
+strict JSON schemas for (1.37 in 1.37.0). Nothing outside the repository is read.
+  0. The strict validation can fail (a self-test, per version): a Deployment with an unknown
+     field is refused, and so is one with a field that exists only in other versions (a preStop
+     `sleep` action, 1.29+; a pod resource claim's `source`, removed in 1.31).
   1. charts/understudy/crds/understudy.yaml is byte-identical to crds/understudy.yaml, and every
-     CRD in it is a valid apiextensions.k8s.io/v1 CustomResourceDefinition (strict).
+     CRD in it is a valid apiextensions.k8s.io/v1 CustomResourceDefinition (strict, per version;
+     the schemas' JSONSchemaPropsOr* types are made precise, so nested schemas are checked too).
   2. values.schema.json accepts values.yaml and every override file, and rejects every case in
      tests/chart/bad-values.yaml; Helm itself refuses every bad case too (its install action
      validates values against the schema, and runs the templates' `fail`s), and Helm's lint
      reports an error for each.
   3. For the default values, values-dev.yaml and each tests/chart/values/*.yaml: Helm's lint
-     reports no error; the chart is rendered by Helm's own install action against a stand-in API
-     server (fake_apiserver.py: helm-sdkpy has no client-only dry run), and every object Helm
-     sends, and every test hook, is validated against the Kubernetes v1.28 OpenAPI documents
-     (../shared/kubernetes-openapi-v1.28) strictly: unknown fields are errors, as with
-     `kubectl apply`. ServiceMonitors (not in those documents) are checked for a minimal shape.
-     Then the chart's own promises: hardened pods, least-privilege RBAC, the environment of the
-     operator and the gateway, the bundled Redis's password, Services and selectors that match,
-     checksum annotations that follow the credentials, the generated admin token and Redis
-     password kept across upgrades (`lookup`), the test hook, a NOTES.txt example that pastes
-     into a shell, and so on.
+     reports no error; for each version, the chart is rendered by Helm's own install action
+     against a stand-in API server of that version (fake_apiserver.py: helm-sdkpy has no
+     client-only dry run), and every object Helm sends, and every test hook, is validated against
+     that version's schemas strictly: unknown fields are errors, as with `kubectl apply`, each
+     reported with the object, the field and the version. ServiceMonitors (not Kubernetes kinds)
+     are checked for a minimal shape. Then the chart's own promises: hardened pods,
+     least-privilege RBAC, the environment of the operator and the gateway, the bundled Redis's
+     password, Services and selectors that match, checksum annotations that follow the
+     credentials, the generated admin token and Redis password kept across upgrades (`lookup`),
+     the test hook, a NOTES.txt example that pastes into a shell, and so on. Chart.yaml's
+     kubeVersion must be exactly the range checked (">=1.28.0-0 <1.38.0-0"), and Helm must refuse
+     a cluster just below and just above it.
   4. files/helm-test.sh (the `helm test` script) for real: with UNDERSTUDY_BIN pointing at a
      gateway binary, it must pass against a gateway started in embedded mode, and fail loudly
      against a wrong token and against a URL where nothing listens; against a stand-in gateway
      whose create request times out, it must still try to delete the tenant (accepting a 404).
 
-It prints one line per check and a summary, and exits 1 when anything failed.
+It prints one line per check (those made against one Kubernetes version start with
+"Kubernetes 1.N:"), a summary line per version and a total, and exits 1 when anything failed.
 """
 
 from __future__ import annotations
@@ -58,12 +67,11 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "tests" / "chart"
 CHART = ROOT / "charts" / "understudy"
 VENV = ROOT / ".venv-helm"
-OPENAPI = ROOT.parent / "shared" / "kubernetes-openapi-v1.28"
 NAMESPACE = "understudy"
 
 
 # ---------------------------------------------------------------------------------------------
-# Bootstrap: a venv with Python >= 3.12, helm-sdkpy, jsonschema and PyYAML.
+# Bootstrap: a venv with Python >= 3.12, helm-sdkpy, jsonschema, kubernetes-validate and PyYAML.
 
 
 def _python_at_least_312(candidate: str) -> bool:
@@ -117,16 +125,28 @@ def bootstrap() -> None:
 
 
 class Report:
+    """Prints one line per check. A check made against one Kubernetes version (`kube`) is named
+    after it and counted for it too, so the summary has a line per version."""
+
     def __init__(self) -> None:
         self.passed = 0
         self.failures: list[str] = []
+        self.by_version: dict[str, list[int]] = {}  # "1.28" -> [passed, failed]
 
-    def ok(self, name: str, detail: str = "") -> None:
+    def _count(self, kube: str | None, index: int) -> None:
+        if kube is not None:
+            self.by_version.setdefault(kube, [0, 0])[index] += 1
+
+    def ok(self, name: str, detail: str = "", kube: str | None = None) -> None:
         self.passed += 1
+        self._count(kube, 0)
+        name = f"Kubernetes {kube}: {name}" if kube else name
         print(f"ok    {name}{f' ({detail})' if detail else ''}", flush=True)
 
-    def fail(self, name: str, problems: list[str] | str) -> None:
+    def fail(self, name: str, problems: list[str] | str, kube: str | None = None) -> None:
         problems = [problems] if isinstance(problems, str) else problems
+        self._count(kube, 1)
+        name = f"Kubernetes {kube}: {name}" if kube else name
         self.failures.append(name)
         print(f"FAIL  {name}", flush=True)
         for problem in problems[:40]:
@@ -134,11 +154,12 @@ class Report:
         if len(problems) > 40:
             print(f"        … and {len(problems) - 40} more", flush=True)
 
-    def expect(self, name: str, problems: list[str], detail: str = "") -> None:
+    def expect(self, name: str, problems: list[str], detail: str = "",
+               kube: str | None = None) -> None:
         if problems:
-            self.fail(name, problems)
+            self.fail(name, problems, kube)
         else:
-            self.ok(name, detail)
+            self.ok(name, detail, kube)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -153,105 +174,167 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Strict validation against the Kubernetes OpenAPI v3 documents.
+# Strict validation against the Kubernetes JSON schemas of the kubernetes-validate package.
 
 
-def _strict(node):
-    """Rewrites one OpenAPI schema for jsonschema as the API server validates with
-    fieldValidation=Strict: objects with `properties` reject unknown fields. Only schema
-    positions are walked (a `properties` map holds schemas; `enum`, `default`, `x-kubernetes-*`
-    hold data)."""
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key == "properties" and isinstance(value, dict):
-            out[key] = {name: _strict(schema) for name, schema in value.items()}
-        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
-            out[key] = _strict(value)
-        elif key in ("allOf", "anyOf", "oneOf") and isinstance(value, list):
-            out[key] = [_strict(schema) for schema in value]
-        else:
-            out[key] = value
-    if out.get("x-kubernetes-int-or-string") is True or out.get("format") == "int-or-string":
-        return {"anyOf": [{"type": "integer"}, {"type": "string"}]}
-    if out.get("nullable") is True and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    if ("properties" in out and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    return out
+def chart_kube_range() -> tuple[int | None, int | None]:
+    """The minor versions of Chart.yaml's kubeVersion: ">=1.<lower>.0-0 <1.<upper>.0-0" gives
+    (lower, upper), upper exclusive; (None, None) when it has another form."""
+    text = (CHART / "Chart.yaml").read_text()
+    match = re.search(r'^kubeVersion:\s*"?>=\s*1\.(\d+)\.0-0(?:\s+<\s*1\.(\d+)\.0-0)?"?\s*$',
+                      text, re.M)
+    if not match:
+        return None, None
+    return int(match[1]), int(match[2]) if match[2] else None
+
+
+def shipped_schemas() -> dict[int, Path]:
+    """Kubernetes minor version -> the folder of kubernetes-validate's strict schemas for it
+    (kubernetes-json-schema/v1.<minor>.0-local-strict inside the installed package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("chart checks: kubernetes-validate is not installed in .venv-helm "
+                 "(tests/chart/requirements.txt)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "kubernetes-json-schema"
+    found = {}
+    for folder in root.iterdir():
+        match = re.fullmatch(r"v1\.(\d+)\.0-local-strict", folder.name)
+        if match and (folder / "_definitions.json").is_file():
+            found[int(match[1])] = folder
+    return found
+
+
+def _field_path(parts) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
 
 
 class KubeSchemas:
-    """Finds the schema of a kind by x-kubernetes-group-version-kind in the document of its
-    group/version, and validates objects against it strictly."""
+    """The strict JSON schemas of one Kubernetes minor version, as kubernetes-validate ships
+    them: one file per kind (`<kind>-<group's first label>-<version>.json`, naming its
+    x-kubernetes-group-version-kind) referring to `_definitions.json`. In these schemas every
+    object type has `additionalProperties: false`, so an unknown field is an error, as with
+    `kubectl apply` (fieldValidation=Strict)."""
 
-    # Types that are documented but have no schema in the documents; made precise here.
+    # Types the schemas leave unconstrained (only a description); made precise here, so a CRD's
+    # openAPIV3Schema is checked at every depth, not only at its top.
     _PROPS = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps"
     _OVERRIDES = {
-        _PROPS + "OrArray": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
-                                       {"type": "array",
-                                        "items": {"$ref": f"#/components/schemas/{_PROPS}"}}]},
-        _PROPS + "OrBool": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
-                                      {"type": "boolean"}]},
-        _PROPS + "OrStringArray": {"anyOf": [{"$ref": f"#/components/schemas/{_PROPS}"},
-                                             {"type": "array", "items": {"type": "string"}}]},
+        _PROPS + "OrArray": {"type": "array", "items": {"$ref": f"#/$defs/{_PROPS}"}},
+        _PROPS + "OrBool": {"type": "boolean"},
+        _PROPS + "OrStringArray": {"type": "array", "items": {"type": "string"}},
     }
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, minor: int, folder: Path) -> None:
+        self.minor = minor
+        self.name = f"1.{minor}"
+        self.git_version = f"v1.{minor}.0"  # what the stand-in API server reports
         self.folder = folder
-        self._documents: dict[str, dict] = {}
+        self._registry = None
         self._validators: dict[tuple[str, str], object] = {}
 
-    def _document(self, api_version: str) -> dict | None:
-        group, _, version = api_version.rpartition("/")
-        name = f"apis__{group}__{version}_openapi.json" if group else f"api__{version}_openapi.json"
-        if name not in self._documents:
-            path = self.folder / name
-            if not path.exists():
-                return None
-            document = json.loads(path.read_text())
-            schemas = document["components"]["schemas"]
-            for key, replacement in self._OVERRIDES.items():
-                if key in schemas:
-                    schemas[key] = replacement
-            document["components"]["schemas"] = {
-                key: _strict(schema) for key, schema in schemas.items()
-            }
-            self._documents[name] = document
-        return self._documents[name]
+    def _definitions(self):
+        from referencing import Registry, Resource
+
+        if self._registry is None:
+            document = json.loads((self.folder / "_definitions.json").read_text())
+            definitions = document["$defs"]
+            for key, other in self._OVERRIDES.items():
+                if key in definitions:
+                    definitions[key] = {"anyOf": [{"$ref": f"#/$defs/{self._PROPS}"}, other]}
+            self._registry = Resource.from_contents(document) @ Registry()
+        return self._registry
 
     def validator(self, api_version: str, kind: str):
         from jsonschema import Draft202012Validator
 
         key = (api_version, kind)
         if key not in self._validators:
-            document = self._document(api_version)
-            if document is None:
-                return None
             group, _, version = api_version.rpartition("/")
-            wanted = {"group": group, "version": version, "kind": kind}
-            found = [
-                name for name, schema in document["components"]["schemas"].items()
-                if wanted in schema.get("x-kubernetes-group-version-kind", [])
-            ]
-            if not found:
-                return None
-            root = {"$ref": f"#/components/schemas/{found[0]}", "components": document["components"]}
-            self._validators[key] = Draft202012Validator(root)
+            label = f"{group.split('.')[0]}-" if group else ""
+            path = self.folder / f"{kind.lower()}-{label}{version}.json"
+            validator = None
+            if path.is_file():
+                schema = json.loads(path.read_text())
+                wanted = {"group": group, "version": version, "kind": kind}
+                if wanted in schema.get("x-kubernetes-group-version-kind", []):
+                    validator = Draft202012Validator(schema, registry=self._definitions())
+            self._validators[key] = validator
         return self._validators[key]
 
     def problems(self, obj: dict) -> list[str]:
+        """What Kubernetes 1.<minor> would refuse in `obj`, each naming the field and the
+        version; empty when it is valid."""
+        from jsonschema.exceptions import best_match
+
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
         validator = self.validator(api_version, kind)
         if validator is None:
-            return [f"{api_version} {kind}: no schema in the Kubernetes v1.28 documents"]
+            return [f"no {api_version} {kind} in Kubernetes {self.name}"]
         out = []
-        for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-            where = ".".join(str(part) for part in error.absolute_path) or "(root)"
-            out.append(f"{where}: {error.message[:300]}")
-        return out
+        for error in validator.iter_errors(obj):
+            while error.context:  # anyOf/oneOf: the branch that came closest
+                error = best_match(error.context)
+            where = list(error.absolute_path)
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                known = error.schema.get("properties", {})
+                for field in sorted(set(error.instance) - set(known)):
+                    out.append((where + [field],
+                                f"{_field_path(where + [field])}: unknown field in Kubernetes "
+                                f"{self.name}"))
+            else:
+                out.append((where, f"{_field_path(where)}: {error.message[:300]} "
+                                   f"(Kubernetes {self.name})"))
+        return [message for _, message in sorted(out, key=lambda item: str(item[0]))]
+
+
+# Objects that prove the validation can fail: a Deployment valid in every version, and changes
+# to its pod spec with the versions that accept them. A field Kubernetes added or removed within
+# the checked range must fail against the versions without it, naming the field and the version.
+_SELF_TEST_BASE = {
+    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "self-test"},
+    "spec": {"selector": {"matchLabels": {"app": "self-test"}},
+             "template": {"metadata": {"labels": {"app": "self-test"}},
+                          "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+}
+_SELF_TEST_CASES = [
+    # (what, the change to the pod spec, the field it adds, the minor versions that accept it)
+    ("an unknown field",
+     lambda pod: pod["containers"][0].update(imagePullPolicyy="Always"),
+     "spec.template.spec.containers[0].imagePullPolicyy", lambda minor: False),
+    ("a preStop sleep action (Kubernetes 1.29+)",
+     lambda pod: pod["containers"][0].update(lifecycle={"preStop": {"sleep": {"seconds": 5}}}),
+     "spec.template.spec.containers[0].lifecycle.preStop.sleep", lambda minor: minor >= 29),
+    ("a pod resource claim's source (removed in Kubernetes 1.31)",
+     lambda pod: pod.update(resourceClaims=[{"name": "gpu",
+                                             "source": {"resourceClaimName": "gpu"}}]),
+     "spec.template.spec.resourceClaims[0].source", lambda minor: minor <= 30),
+]
+
+
+def self_test_problems(kube: KubeSchemas) -> tuple[list[str], list[str]]:
+    """Validates the self-test objects against one version: (problems, what it refused)."""
+    problems, refused = [], []
+    found = kube.problems(_SELF_TEST_BASE)
+    if found:
+        problems.append(f"the valid base Deployment is refused: {found}")
+    for what, change, field, accepts in _SELF_TEST_CASES:
+        obj = copy.deepcopy(_SELF_TEST_BASE)
+        change(obj["spec"]["template"]["spec"])
+        found = kube.problems(obj)
+        if accepts(kube.minor):
+            if found:
+                problems.append(f"{what}: refused, but Kubernetes {kube.name} has it: {found}")
+        elif any(field in p and f"Kubernetes {kube.name}" in p for p in found):
+            refused.append(what)
+        else:
+            problems.append(f"{what}: not refused with a message naming {field} and "
+                            f"Kubernetes {kube.name}; got {found}")
+    return problems, refused
 
 
 def service_monitor_problems(obj: dict) -> list[str]:
@@ -308,15 +391,17 @@ class RenderError(Exception):
 
 
 def helm_render(values: dict | None, release: str = "understudy", existing: dict | None = None,
-                git_version: str = "v1.28.7"):
-    """Runs Helm's install action against the stand-in API server. Returns (release, objects
-    Helm sent to the API server, test-hook objects)."""
+                git_version: str | None = None):
+    """Runs Helm's install action against the stand-in API server, which reports `git_version`
+    (default: the oldest version of the chart's kubeVersion). Returns (release, objects Helm
+    sent to the API server, test-hook objects)."""
     import asyncio
 
     import helm_sdkpy
     import yaml
     from fake_apiserver import FakeApiServer
 
+    git_version = git_version or f"v1.{chart_kube_range()[0]}.0"
     with FakeApiServer(git_version=git_version, existing=existing) as server:
         config = helm_sdkpy.Configuration(namespace=NAMESPACE, kubeconfig=server.kubeconfig)
         try:
@@ -335,7 +420,7 @@ def helm_render(values: dict | None, release: str = "understudy", existing: dict
 # The checks.
 
 
-def check_crds(report: Report, kube: KubeSchemas) -> None:
+def check_crds(report: Report, kubes: list[KubeSchemas]) -> None:
     import yaml
 
     source, copy_ = ROOT / "crds" / "understudy.yaml", CHART / "crds" / "understudy.yaml"
@@ -348,15 +433,28 @@ def check_crds(report: Report, kube: KubeSchemas) -> None:
     problems = []
     for crd in documents:
         name = dig(crd, "metadata", "name", default="?")
-        problems += [f"{name}: {problem}" for problem in kube.problems(crd)]
         want = f"{dig(crd, 'spec', 'names', 'plural')}.{dig(crd, 'spec', 'group')}"
         if name != want:
             problems.append(f"{name}: metadata.name must be {want}")
     kinds = sorted(dig(crd, "spec", "names", "kind") for crd in documents)
     if kinds != ["ChaosProfile", "Scenario", "Tenant"]:
         problems.append(f"expected the Tenant, Scenario and ChaosProfile CRDs, found {kinds}")
-    report.expect("CRDs are valid apiextensions.k8s.io/v1 CustomResourceDefinitions (strict)",
-                  problems, f"{len(documents)} CRDs")
+    report.expect("the CRDs are Tenant, Scenario and ChaosProfile, named <plural>.<group>",
+                  problems)
+    for kube in kubes:
+        problems = [f"CustomResourceDefinition {dig(crd, 'metadata', 'name', default='?')}: "
+                    f"{problem}" for crd in documents for problem in kube.problems(crd)]
+        report.expect("the CRDs are valid apiextensions.k8s.io/v1 CustomResourceDefinitions "
+                      "(strict)", problems, f"{len(documents)} CRDs", kube=kube.name)
+
+
+def check_schemas_can_fail(report: Report, kubes: list[KubeSchemas]) -> None:
+    """The self-test: the strict validation refuses an unknown field, and a field that exists in
+    other Kubernetes versions only."""
+    for kube in kubes:
+        problems, refused = self_test_problems(kube)
+        report.expect("the strict validation refuses what this version lacks (self-test)",
+                      problems, "refused: " + "; ".join(refused), kube=kube.name)
 
 
 def check_values_schema(report: Report, defaults: dict, value_sets: dict, bad_cases: list) -> None:
@@ -464,8 +562,12 @@ def check_bad_values_in_helm(report: Report, defaults: dict, bad_cases: list) ->
                         f"lint messages: {messages}")
 
 
-def check_value_set(report: Report, kube: KubeSchemas, name: str, override: dict,
+def check_value_set(report: Report, kubes: list[KubeSchemas], name: str, override: dict,
                     defaults: dict, release: str = "understudy", lint: bool = True) -> None:
+    """Lints the values once, then for each Kubernetes version renders them for a cluster of
+    that version and validates every object Helm sends, and the test hooks, against it."""
+    import yaml
+
     values = deep_merge(defaults, override)
     if lint:
         messages = helm_lint(values)
@@ -476,43 +578,51 @@ def check_value_set(report: Report, kube: KubeSchemas, name: str, override: dict
              "shows it)" for m in errors],
             f"{len(messages)} message(s), none an error",
         )
-    try:
-        result, created, hooks = helm_render(override or None, release=release)
-    except RenderError as error:
-        report.fail(f"render {name} with Helm's install action", str(error)[:2000])
-        return
-    import yaml
-
-    manifest = [d for d in yaml.safe_load_all(result.get("manifest") or "") if d]
-    chart_objects = [o for o in created if o.get("kind") != "CustomResourceDefinition"]
-    problems = []
-    if len(chart_objects) != len(manifest):
-        problems.append(f"Helm sent {len(chart_objects)} objects but rendered {len(manifest)}")
-    if len([o for o in created if o.get("kind") == "CustomResourceDefinition"]) != 3:
-        problems.append("Helm did not install the 3 CRDs from crds/")
-    notes = dig(result, "info", "notes", default="")
-    if "helm test" not in notes:
-        problems.append("NOTES.txt does not mention `helm test`")
-    report.expect(f"render {name} with Helm's install action", problems,
-                  f"{len(chart_objects)} objects, {len(hooks)} test hooks")
-    report.expect(f"{name}: the NOTES.txt example pastes into a shell", notes_example_problems(notes))
-
-    problems = []
-    for obj in chart_objects + hooks:
-        what = f"{obj.get('kind')} {dig(obj, 'metadata', 'name')}"
-        if obj.get("kind") == "ServiceMonitor":
-            found = service_monitor_problems(obj)
-        else:
-            found = kube.problems(obj)
-        problems += [f"{what}: {problem}" for problem in found]
-    kinds = sorted({o["kind"] for o in chart_objects + hooks})
-    report.expect(f"{name}: every object is valid Kubernetes v1.28 (strict)", problems,
-                  ", ".join(kinds))
-
     fullname = values["fullnameOverride"] or (
         release if "understudy" in release else f"{release}-understudy")
-    report.expect(f"{name}: the chart's promises hold (tests/chart/promises.py)",
-                  promises.problems(values, chart_objects, hooks, fullname, NAMESPACE))
+    for index, kube in enumerate(kubes):
+        try:
+            result, created, hooks = helm_render(override or None, release=release,
+                                                 git_version=kube.git_version)
+        except RenderError as error:
+            report.fail(f"render {name} with Helm's install action", str(error)[:2000],
+                        kube=kube.name)
+            continue
+        manifest = [d for d in yaml.safe_load_all(result.get("manifest") or "") if d]
+        chart_objects = [o for o in created if o.get("kind") != "CustomResourceDefinition"]
+        problems = []
+        if len(chart_objects) != len(manifest):
+            problems.append(f"Helm sent {len(chart_objects)} objects but rendered {len(manifest)}")
+        if len([o for o in created if o.get("kind") == "CustomResourceDefinition"]) != 3:
+            problems.append("Helm did not install the 3 CRDs from crds/")
+        notes = dig(result, "info", "notes", default="")
+        if "helm test" not in notes:
+            problems.append("NOTES.txt does not mention `helm test`")
+        report.expect(f"render {name} with Helm's install action", problems,
+                      f"{len(chart_objects)} objects, {len(hooks)} test hooks", kube=kube.name)
+
+        objects = chart_objects + hooks
+        problems = []
+        for obj in objects:
+            if obj.get("kind") != "ServiceMonitor":  # not a Kubernetes kind: checked below
+                what = f"{obj.get('kind')} {dig(obj, 'metadata', 'name')}"
+                problems += [f"{what}: {problem}" for problem in kube.problems(obj)]
+        kinds = sorted({o["kind"] for o in objects if o["kind"] != "ServiceMonitor"})
+        report.expect(f"{name}: every object is valid (strict)", problems, ", ".join(kinds),
+                      kube=kube.name)
+        report.expect(f"{name}: the chart's promises hold (tests/chart/promises.py)",
+                      promises.problems(values, chart_objects, hooks, fullname, NAMESPACE),
+                      kube=kube.name)
+        if index:
+            continue
+        report.expect(f"{name}: the NOTES.txt example pastes into a shell",
+                      notes_example_problems(notes))
+        monitors = [o for o in objects if o.get("kind") == "ServiceMonitor"]
+        if monitors:
+            report.expect(f"{name}: the ServiceMonitors have the expected shape",
+                          [f"ServiceMonitor {dig(o, 'metadata', 'name')}: {problem}"
+                           for o in monitors for problem in service_monitor_problems(o)],
+                          f"{len(monitors)}")
 
 
 def crd_schema_problems(documents: list[dict]) -> list[str]:
@@ -579,7 +689,7 @@ def notes_example_problems(notes: str) -> list[str]:
     return problems
 
 
-def check_lookup_and_kube_version(report: Report) -> None:
+def check_lookup(report: Report) -> None:
     import base64
 
     kept = {  # Secret name -> (key, the value an earlier install generated)
@@ -632,11 +742,22 @@ def check_lookup_and_kube_version(report: Report) -> None:
         problems = [f"render failed: {error}"]
     report.expect("an upgrade keeps the generated admin token and Redis password (lookup of the "
                   "existing Secrets), and the pods' checksums follow them", problems)
-    try:
-        helm_render(None, git_version="v1.27.9")
-        report.fail("kubeVersion >=1.28: Helm refuses a v1.27 cluster", "Helm installed on v1.27.9")
-    except RenderError as error:
-        report.ok("kubeVersion >=1.28: Helm refuses a v1.27 cluster", str(error)[:100])
+
+
+def check_kube_version(report: Report, lower: int, upper: int | None, newest: int) -> None:
+    """Chart.yaml's kubeVersion is the range tested here, and Helm holds clusters to it."""
+    want = f">=1.{lower}.0-0 <1.{newest + 1}.0-0"
+    report.expect(f"Chart.yaml's kubeVersion is the range checked here: {want}",
+                  [] if upper == newest + 1 else
+                  [f"its upper bound must be <1.{newest + 1}.0-0: Kubernetes 1.{newest} is the "
+                   "newest version tests/chart/requirements.txt's kubernetes-validate ships"])
+    for minor in (lower - 1, newest + 1):
+        name = f"kubeVersion: Helm refuses a v1.{minor} cluster"
+        try:
+            helm_render(None, git_version=f"v1.{minor}.0")
+            report.fail(name, f"Helm installed on v1.{minor}.0")
+        except RenderError as error:
+            report.ok(name, str(error)[:100])
 
 
 def _free_port() -> int:
@@ -815,12 +936,25 @@ def main() -> int:
     for variable in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
         os.environ[variable] = os.path.join(helm_home, variable.lower())
 
-    if not OPENAPI.is_dir():
-        print(f"chart checks: {OPENAPI} is missing (expected ../shared/kubernetes-openapi-v1.28 "
-              "beside the repository)", file=sys.stderr)
+    lower, upper = chart_kube_range()
+    if lower is None:
+        print('chart checks: Chart.yaml\'s kubeVersion is not of the form ">=1.N.0-0 <1.M.0-0"',
+              file=sys.stderr)
         return 1
+    shipped = shipped_schemas()
+    if lower not in shipped:
+        print(f"chart checks: kubernetes-validate has no schemas for Kubernetes 1.{lower}, the "
+              f"oldest version Chart.yaml claims (it has 1.{min(shipped)} to 1.{max(shipped)})",
+              file=sys.stderr)
+        return 1
+    newest = max(shipped)
+    kubes = [KubeSchemas(minor, shipped[minor]) for minor in sorted({lower, newest})]
+    from importlib.metadata import version
+
+    source = f"the strict schemas of kubernetes-validate {version('kubernetes-validate')}"
+    print(f"chart checks: Kubernetes {' and '.join(k.name for k in kubes)} ({source})",
+          flush=True)
     report = Report()
-    kube = KubeSchemas(OPENAPI)
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     overrides = {"values.yaml (defaults)": {},
                  "values-dev.yaml": yaml.safe_load((CHART / "values-dev.yaml").read_text())}
@@ -829,22 +963,28 @@ def main() -> int:
     bad_cases = yaml.safe_load((HERE / "bad-values.yaml").read_text())
 
     try:
-        check_crds(report, kube)
+        check_schemas_can_fail(report, kubes)
+        check_crds(report, kubes)
         check_values_documented(report, defaults)
         check_values_schema(report, defaults,
                             {name: deep_merge(defaults, o) for name, o in overrides.items()},
                             bad_cases)
         for name, override in overrides.items():
-            check_value_set(report, kube, name, override, defaults)
-        check_value_set(report, kube, "values.yaml as release 'demo'", {}, defaults,
+            check_value_set(report, kubes, name, override, defaults)
+        check_value_set(report, kubes, "values.yaml as release 'demo'", {}, defaults,
                         release="demo", lint=False)
-        check_lookup_and_kube_version(report)
+        check_lookup(report)
+        check_kube_version(report, lower, upper, newest)
         check_bad_values_in_helm(report, defaults, bad_cases)
         check_helm_test_script(report)
     finally:
         shutil.rmtree(helm_home, ignore_errors=True)
 
-    print(f"\nchart: {report.passed} passed, {len(report.failures)} failed", flush=True)
+    print(flush=True)
+    for kube in kubes:
+        passed, failed = report.by_version.get(kube.name, [0, 0])
+        print(f"Kubernetes {kube.name}: {passed} passed, {failed} failed ({source})", flush=True)
+    print(f"chart: {report.passed} passed, {len(report.failures)} failed", flush=True)
     if report.failures:
         print("failed:\n  " + "\n  ".join(report.failures), file=sys.stderr)
         return 1

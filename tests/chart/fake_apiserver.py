@@ -4,7 +4,8 @@ helm-sdkpy exposes no client-only dry run or `helm template`, so check.py render
 running a real `Install` against this server: Helm's engine renders the templates (with
 `lookup` answered from `existing`), Helm's kube client maps every kind through discovery and
 sends every object here, and this server records what it receives. Nothing is validated here;
-check.py validates the recorded objects against the Kubernetes OpenAPI documents.
+check.py validates the recorded objects against the Kubernetes schemas of the version this
+server reports (`git_version`).
 
 It serves discovery (/version, /api, /apis, /api/v1, /apis/<group>/<version>) for the kinds
 listed in RESOURCES, answers GET of one object from `existing` (else 404) and of a list with an
