@@ -8,10 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use understudy_core::Stores;
 use understudy_crds::resources::{Scenario, ScenarioSpec, Tenant, TenantSpec};
 use understudy_e2e::RedisServer;
-use understudy_gateway::store::Store;
-use understudy_gateway::store::redis::RedisStore;
 use understudy_operator::metrics::Metrics;
 use understudy_operator::plan::{self, Inputs};
 use understudy_operator::reconcile::{Reconciler, Settings};
@@ -78,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let mut calls = 0usize;
     for _ in 0..rounds {
         let redis = RedisServer::start()?;
-        let store = Arc::new(RedisStore::connect(&redis.url())?);
+        let store = Stores::redis(&redis.url())?;
         let (api, client) = FakeApi::start();
         world(&api);
         let mut rec = Reconciler::new(
@@ -126,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
 
         // Redis emptied: noticed by the store check, everything written back.
         let docs: Vec<_> = store
+            .config
             .load_all()
             .await?
             .tenants
@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         redis.cli(&["FLUSHALL"])?;
         let t = Instant::now();
         for d in &docs {
-            store.put_tenant(d).await?;
+            store.config.put_tenant(d).await?;
         }
         base.push(ms(t.elapsed()));
     }

@@ -12,8 +12,8 @@ pub const CONFIG_CHANNEL: &str = "us:cfg:notify";
 /// Written last by whoever (re)populates Redis (operator, manifest seeder, first gateway); its
 /// absence means Redis was emptied and nothing is to be read as deleted.
 pub const EPOCH: &str = "us:epoch";
-/// Short lock held by the gateway process seeding `--manifests` into Redis.
-pub const SEED_LOCK: &str = "us:seed:lock";
+/// Name of the short lock held by the gateway process seeding `--manifests` into Redis.
+pub const SEED_LOCK: &str = "seed";
 /// Content hash and generation of the manifests last seeded.
 pub const SEED_GENERATION: &str = "us:seed:gen";
 
@@ -22,31 +22,20 @@ pub fn tenant_doc(tenant: &str) -> String {
     format!("us:cfg:tenant:{tenant}")
 }
 
-/// Prefix of every runtime counter of a tenant (rate-limit windows, deterministic faults), so a
-/// reset can find them all.
-pub fn tenant_runtime_prefix(tenant: &str) -> String {
-    format!("us:rt:{tenant}:")
+/// One run-time counter of a tenant (`name`: `rl`, `ff`, `every`). A windowed counter is a hash
+/// `{w: window start, n: count}`, so each counter keeps one fixed name whatever the window and a
+/// tenant's counters can be deleted by name, without scanning the keyspace.
+pub fn runtime_counter(tenant: &str, name: &str) -> String {
+    format!("us:rt:{tenant}:{name}")
 }
 
-/// Fixed-window counter of requests for the chaos rate limit (window start in epoch seconds).
-pub fn rate_limit_window(tenant: &str, window_start: u64) -> String {
-    format!("us:rt:{tenant}:rl:{window_start}")
+/// A short process-wide lock (`name`: e.g. `seed`).
+pub fn lock(name: &str) -> String {
+    format!("us:lock:{name}")
 }
 
-/// Fixed-window counter of requests for `failFirst`.
-pub fn fail_first_window(tenant: &str, window_start: u64) -> String {
-    format!("us:rt:{tenant}:ff:{window_start}")
-}
-
-/// Running counter of requests for `every`.
-pub fn every_counter(tenant: &str) -> String {
-    format!("us:rt:{tenant}:every")
-}
-
-/// Prefix of a tenant's traffic counters (deleted with the tenant).
-pub fn tenant_stats_prefix(tenant: &str) -> String {
-    format!("us:stats:{tenant}:")
-}
+/// Prefix of every pub/sub channel of the hub besides [`CONFIG_CHANNEL`].
+pub const HUB_PREFIX: &str = "us:hub:";
 
 /// Hash of traffic counters of a tenant (`requests`, `unmatched`, `last_request_ms`), flushed by
 /// gateways every few seconds and read by the operator for status.

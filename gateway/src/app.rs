@@ -1,141 +1,36 @@
-//! The application: shared state and `app(state) -> Router`.
+//! The assembly: every surface's router, the tenant-prefix rewrite, CORS, metrics, tracing.
+//! Nothing imports this module but the server wiring and tests.
 //!
 //! ```text
-//!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► routes::{llm, ops}
-//!                                                                     │ snapshot (memory)
-//!                                                                     │ chaos counters (store)
+//!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► surfaces
+//!               llm · public · admin · ops · openapi        └─ unknown path: the owning
+//!                                                              surface's own 404
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderValue, Method, header};
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::chaos::Chaos;
-use crate::metrics::Metrics;
-use crate::snapshot::SnapshotHandle;
-use crate::stats::Stats;
-use crate::store::Store;
+use crate::routes;
+use crate::state::{App, Options, PathTenant, SurfaceLabel, TenantLabel};
+use crate::surface::{Surface, envelope_not_found};
 
-/// Runtime options the routes read.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// Allowed CORS origins (`*` for any).
-    pub cors_origins: Vec<String>,
-    /// Base URL used in links the gateway hands out.
-    pub public_url: Option<String>,
-    /// Whether state is shared through Redis (unknown tenants are read through).
-    pub shared: bool,
-    /// The bootstrap admin token (`--admin-token`).
-    pub admin_token: Option<String>,
-    /// Whether anonymous callers may use global tenants' data plane.
-    pub allow_anonymous: bool,
+/// Every surface, in routing order.
+pub fn surfaces() -> Vec<Surface> {
+    vec![
+        routes::llm::surface(),
+        routes::public::surface(),
+        routes::admin::surface(),
+        routes::ops::surface(),
+        routes::openapi::surface(),
+    ]
 }
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_body_bytes: 10 * 1024 * 1024,
-            cors_origins: vec!["*".into()],
-            public_url: None,
-            shared: false,
-            admin_token: None,
-            allow_anonymous: true,
-        }
-    }
-}
-
-/// Everything a request handler may touch.
-pub struct AppState {
-    /// Tenant configuration, read without locks or I/O.
-    pub snapshot: Arc<SnapshotHandle>,
-    /// Shared state (counters, read-through).
-    pub store: Arc<dyn Store>,
-    /// Chaos decisions.
-    pub chaos: Chaos,
-    /// Credentials → identities.
-    pub identity: crate::identity::Resolver,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Traffic counters for status.
-    pub stats: Arc<Stats>,
-    /// Options.
-    pub options: Options,
-    /// Cancelled at shutdown: open streams end cleanly.
-    pub shutdown: CancellationToken,
-    /// Set when draining: readiness answers 503.
-    pub draining: AtomicBool,
-}
-
-/// Shared handle to the state.
-pub type App = Arc<AppState>;
-
-impl AppState {
-    /// Builds the state around a store and a snapshot.
-    pub fn new(
-        store: Arc<dyn Store>,
-        snapshot: Arc<SnapshotHandle>,
-        metrics: Arc<Metrics>,
-        options: Options,
-    ) -> App {
-        Arc::new(AppState {
-            chaos: Chaos::new(store.clone(), metrics.clone()),
-            identity: crate::identity::Resolver::new(
-                options.admin_token.as_deref(),
-                snapshot.clone(),
-            ),
-            snapshot,
-            store,
-            metrics,
-            stats: Arc::new(Stats::default()),
-            options,
-            shutdown: CancellationToken::new(),
-            draining: AtomicBool::new(false),
-        })
-    }
-
-    /// A tenant from the snapshot, or read through from the shared store (SPEC §12).
-    pub async fn find_tenant(&self, id: &str) -> Option<Arc<crate::snapshot::TenantRuntime>> {
-        if let Some(t) = self.snapshot.tenant(id) {
-            return Some(t);
-        }
-        if !self.options.shared {
-            return None;
-        }
-        let seen = self.snapshot.load().version;
-        match self.store.get_tenant(id).await {
-            Ok(Some((cfg, v))) => Some(self.snapshot.insert_read_through(cfg, v, seen)),
-            Ok(None) => None,
-            Err(e) => {
-                self.metrics.redis_error("read_through");
-                tracing::debug!(error = %e, tenant = id, "read-through failed");
-                None
-            }
-        }
-    }
-
-    /// Whether the process should receive traffic.
-    pub fn ready(&self) -> bool {
-        self.snapshot.is_synced() && !self.draining.load(Ordering::Acquire)
-    }
-}
-
-/// The tenant named by a `/t/{tenantId}/` path prefix (set before routing).
-#[derive(Debug, Clone)]
-pub struct PathTenant(pub String);
-
-/// The tenant a response was for (set by handlers, read by the metrics layer).
-#[derive(Debug, Clone)]
-pub struct TenantLabel(pub Arc<crate::snapshot::TenantRuntime>);
 
 /// Strips `/t/{tenantId}` from the path so the same routes serve both forms.
 pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
@@ -164,32 +59,12 @@ pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
     req
 }
 
-fn surface_of(route: &str) -> &'static str {
-    match route {
-        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => "ops",
-        r if r.starts_with("/public/") => "public",
-        r if r.starts_with("/api/v1/admin/") => "admin",
-        r if r.starts_with("/v1/")
-            || r.starts_with("/chat/")
-            || r.starts_with("/responses")
-            || r.starts_with("/embeddings")
-            || r.starts_with("/models") =>
-        {
-            "llm"
-        }
-        _ => "other",
-    }
-}
-
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let surface = surface_of(route.as_ref().map_or("unmatched", |m| m.as_str()));
     let guard = RequestTimer {
-        app: app.clone(),
-        surface,
-        route,
-        started,
+        app,
+        route: req.extensions().get::<MatchedPath>().cloned(),
+        started: Instant::now(),
+        surface: "other",
         status: None,
         tenant: None,
     };
@@ -199,6 +74,9 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
 fn finish(mut guard: RequestTimer, resp: Response) -> Response {
     guard.status = Some(resp.status().as_u16());
     guard.tenant = resp.extensions().get::<TenantLabel>().map(|t| t.0.clone());
+    if let Some(s) = resp.extensions().get::<SurfaceLabel>() {
+        guard.surface = s.0;
+    }
     resp
 }
 
@@ -206,10 +84,10 @@ fn finish(mut guard: RequestTimer, resp: Response) -> Response {
 /// with status 499.
 struct RequestTimer {
     app: App,
-    surface: &'static str,
     /// The matched route template (`None`: no route matched).
     route: Option<MatchedPath>,
     started: Instant,
+    surface: &'static str,
     status: Option<u16>,
     tenant: Option<Arc<crate::snapshot::TenantRuntime>>,
 }
@@ -263,24 +141,6 @@ fn cors(options: &Options) -> CorsLayer {
         ])
 }
 
-/// Answers routes that do not exist: 404 in the OpenAI shape under the OpenAI/Anthropic paths,
-/// in the `{"error":{"code","message"}}` envelope elsewhere.
-async fn not_found(req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    let message = format!("No route for {} {path}.", req.method());
-    if path.starts_with("/v1/") {
-        let e = crate::routes::llm::LlmError::not_found(message, "unknown_url");
-        let provider = if path.starts_with("/v1/messages") {
-            crate::routes::llm::Provider::Anthropic
-        } else {
-            crate::routes::llm::Provider::OpenAi
-        };
-        return e.render(provider);
-    }
-    let body = serde_json::json!({"error": {"code": "not_found", "message": message}});
-    (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response()
-}
-
 /// Request spans, when someone reads them: with OTLP export configured (INFO spans), or with
 /// debug logging (`RUST_LOG=debug`). Otherwise the layer is left out: it costs about a
 /// microsecond per request even when its spans are disabled.
@@ -308,15 +168,52 @@ fn trace_layer() -> Option<
     Some(layer)
 }
 
+/// A surface's 404.
+type NotFound = fn(&Method, &str) -> Response;
+
+/// Who answers an unknown path: the surface owning the longest matching prefix
+/// (prefix, label, 404).
+struct Fallbacks(Vec<(&'static str, &'static str, NotFound)>);
+
+impl Fallbacks {
+    fn answer(&self, method: &Method, path: &str) -> Response {
+        let owner = self
+            .0
+            .iter()
+            .filter(|(prefix, _, _)| path.starts_with(prefix))
+            .max_by_key(|(prefix, _, _)| prefix.len());
+        let (label, not_found) = match owner {
+            Some((_, label, f)) => (*label, *f),
+            None => ("other", envelope_not_found as NotFound),
+        };
+        let mut resp = not_found(method, path);
+        resp.extensions_mut().insert(SurfaceLabel(label));
+        resp
+    }
+}
+
 /// The router (without the `/t/{id}` rewrite, which must run before routing: see [`service`]).
 pub fn app(state: App) -> Router {
-    let mut router = Router::new()
-        .merge(crate::routes::llm::router())
-        .merge(crate::routes::ops::router())
-        .merge(crate::routes::public::router())
-        .merge(crate::routes::admin::router())
-        .merge(crate::routes::openapi::router())
-        .fallback(not_found)
+    let mut router = Router::new();
+    let mut fallbacks = Vec::new();
+    for s in surfaces() {
+        let label = s.label;
+        for p in s.prefixes {
+            fallbacks.push((*p, label, s.not_found));
+        }
+        router = router.merge(s.router.layer(middleware::map_response(
+            move |mut resp: Response| async move {
+                resp.extensions_mut().insert(SurfaceLabel(label));
+                resp
+            },
+        )));
+    }
+    let fallbacks = Arc::new(Fallbacks(fallbacks));
+    let mut router = router
+        .fallback(move |req: Request| {
+            let fallbacks = fallbacks.clone();
+            async move { fallbacks.answer(req.method(), req.uri().path()) }
+        })
         .layer(middleware::from_fn_with_state(state.clone(), record));
     if let Some(trace) = trace_layer() {
         router = router.layer(trace);

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use understudy_crds::{ChaosKind, ChaosProfileSpec, Surface, keys};
+use understudy_core::memory::MemoryStore;
+use understudy_core::{Counter, RuntimeStore};
+use understudy_crds::{ChaosKind, ChaosProfileSpec, Surface};
 
 use crate::metrics::Metrics;
 use crate::snapshot::TenantRuntime;
-use crate::store::Store;
-use crate::store::memory::MemoryStore;
 
 /// A fault to inject into this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ const LOCAL_FALLBACK_MS: u64 = 5_000;
 
 /// Evaluates profiles against shared counters.
 pub struct Chaos {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RuntimeStore>,
     /// Per-process counters used while the shared store is unreachable.
     local: MemoryStore,
     /// Unix ms until which counting stays local after a store failure (a breaker: without it
@@ -91,25 +91,27 @@ fn now_secs() -> u64 {
 
 impl Chaos {
     /// A chaos evaluator over `store`.
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Arc<dyn RuntimeStore>, metrics: Arc<Metrics>) -> Self {
         Chaos {
             store,
-            local: MemoryStore::new(),
+            local: MemoryStore::standalone(),
             local_until_ms: std::sync::atomic::AtomicU64::new(0),
             metrics,
         }
     }
 
-    async fn count(&self, key: String, ttl: Option<u64>) -> u64 {
+    /// Counts one request on `counter` (in the window starting at `window`, kept `ttl` seconds,
+    /// when given).
+    async fn count(&self, tenant: &str, counter: Counter, window: Option<(u64, u64)>) -> u64 {
         use std::sync::atomic::Ordering;
-        let local_ttl = ttl.unwrap_or(u64::MAX / 4);
+        let (start, ttl) = window.unwrap_or((0, u64::MAX / 4));
         let now = now_secs() * 1000;
         if now < self.local_until_ms.load(Ordering::Relaxed) {
-            return self.local.incr_expiring_now(&key, local_ttl);
+            return self.local.incr_window_now(tenant, counter, start, ttl);
         }
-        let shared = match ttl {
-            Some(ttl) => self.store.incr_expiring(&key, ttl).await,
-            None => self.store.incr(&key).await,
+        let shared = match window {
+            Some(_) => self.store.incr_window(tenant, counter, start, ttl).await,
+            None => self.store.incr(tenant, counter).await,
         };
         match shared {
             Ok(n) => n,
@@ -118,15 +120,14 @@ impl Chaos {
                 tracing::debug!(error = %e, "chaos counters fall back to this process for 5 s");
                 self.local_until_ms
                     .store(now + LOCAL_FALLBACK_MS, Ordering::Relaxed);
-                self.local.incr_expiring_now(&key, local_ttl)
+                self.local.incr_window_now(tenant, counter, start, ttl)
             }
         }
     }
 
     /// Forgets this process's fallback counters of a tenant (tenant reset).
     pub fn reset_local(&self, tenant: &str) {
-        self.local
-            .forget_prefix(&keys::tenant_runtime_prefix(tenant));
+        self.local.forget_tenant(tenant);
     }
 
     /// Decides what happens to one request of `tenant` on `surface`.
@@ -152,8 +153,9 @@ impl Chaos {
         if spec.profile == ChaosKind::RateLimit {
             let n = self
                 .count(
-                    keys::rate_limit_window(tenant, window_start),
-                    Some(window.saturating_add(1)),
+                    tenant,
+                    Counter::RateLimit,
+                    Some((window_start, window.saturating_add(1))),
                 )
                 .await;
             let reset_secs = (window_end - now).max(1);
@@ -174,13 +176,14 @@ impl Chaos {
         }
         let selected = if spec.fail_first > 0 {
             self.count(
-                keys::fail_first_window(tenant, window_start),
-                Some(window.saturating_add(1)),
+                tenant,
+                Counter::FailFirst,
+                Some((window_start, window.saturating_add(1))),
             )
             .await
                 <= spec.fail_first
         } else if spec.every >= 2 {
-            self.count(keys::every_counter(tenant), None)
+            self.count(tenant, Counter::Every, None)
                 .await
                 .is_multiple_of(spec.every)
         } else {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Understudy's gateway: a stand-in for the OpenAI and Anthropic APIs (and, as the project grows,
 /// MCP servers and event channels), answering per tenant from scenario manifests.
@@ -36,14 +36,7 @@ pub enum Command {
     },
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use understudy_core::process::{LogFormat, check_redis_url, redact};
 
 /// Serving options.
 #[derive(Debug, clap::Args, Clone)]
@@ -94,28 +87,6 @@ pub struct ServeArgs {
     /// Full configuration resync period (a safety net behind change notices).
     #[arg(long, env = "UNDERSTUDY_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
-}
-
-/// Checks a `--redis-url` (gateway and operator alike); the message never shows a password.
-pub fn check_redis_url(url: &str) -> Result<(), String> {
-    if ["redis://", "rediss://", "unix://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "--redis-url (UNDERSTUDY_REDIS_URL) must start with redis://, rediss:// or unix://, got {:?}",
-        redact(url)
-    ))
-}
-
-/// A Redis URL without its password, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
-    }
 }
 
 impl ServeArgs {

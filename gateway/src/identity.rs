@@ -146,6 +146,14 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Its role (the admin token is an admin).
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::AdminToken => Role::Admin,
+            Principal::Key(k) => k.role,
+        }
+    }
+
     /// Whether it may use `tenant`'s data plane: in scope, and (for a private tenant) its owner
     /// or an admin.
     pub fn may_use(&self, tenant: &TenantConfig) -> bool {
@@ -196,8 +204,13 @@ pub struct Resolver {
     snapshot: Arc<SnapshotHandle>,
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+/// Whether an `expires_at` (RFC 3339, any offset or precision) is past, compared as a time, not
+/// as text. One that cannot be read counts as expired: a key is never trusted by accident.
+fn expired(at: &str) -> bool {
+    match humantime::parse_rfc3339_weak(at).or_else(|_| humantime::parse_rfc3339(at)) {
+        Ok(t) => t <= std::time::SystemTime::now(),
+        Err(_) => true,
+    }
 }
 
 impl Resolver {
@@ -240,11 +253,7 @@ impl Resolver {
         if !bool::from(stored.ct_eq(&digest)) {
             return Err(AuthError::Invalid);
         }
-        if key
-            .expires_at
-            .as_deref()
-            .is_some_and(|e| e <= now_rfc3339().as_str())
-        {
+        if key.expires_at.as_deref().is_some_and(expired) {
             return Err(AuthError::Expired(key.name.clone()));
         }
         Ok(Principal::Key(key.clone()))

@@ -2,14 +2,16 @@
 //! scenario manifests, in one process (embedded mode) or many sharing Redis (shared mode).
 //!
 //! ```text
-//!            ┌────────────── server (axum, TCP_NODELAY, SIGTERM drain) ──────────────┐
-//!  clients ─►│ app::service: /t/{id} rewrite → CORS → metrics → routes::{llm, ops}    │
-//!            └───────────────┬──────────────────────────────┬─────────────────────────┘
-//!                 snapshot (memory, lock-free)        chaos counters, read-through
-//!                            ▲                                  │
-//!        sync: notices + resync + epoch check ◄──── store (memory | Redis) ◄── manifests seeder
+//!            ┌──────────── server (axum, TCP_NODELAY, SIGTERM drain), wired by server::wire ───────────┐
+//!  clients ─►│ app: /t/{id} rewrite → CORS → metrics → surfaces (routes::{llm, public, admin, ops})   │
+//!            │   each surface: tenancy::resolve → its own error shape; sse for streams               │
+//!            └───────────────┬─────────────────────────────────────┬─────────────────────────────────┘
+//!                 snapshot (memory, lock-free)          state::AppState.stores (understudy-core)
+//!                            ▲                           config · runtime · stats · hub
+//!        sync: hub notices + resync + epoch check ◄────── memory | Redis ◄── manifests seeder
 //! ```
 
+pub mod api;
 pub mod app;
 pub mod chaos;
 pub mod config;
@@ -20,7 +22,9 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod snapshot;
+pub mod sse;
+pub mod state;
 pub mod stats;
-pub mod store;
+pub mod surface;
 pub mod sync;
-pub mod telemetry;
+pub mod tenancy;

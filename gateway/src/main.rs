@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use understudy_core::telemetry;
 use understudy_gateway::config::{Cli, Command};
-use understudy_gateway::{manifests, server, telemetry};
+use understudy_gateway::{manifests, server};
 
 /// mimalloc: the request path allocates many small, short-lived buffers; glibc's allocator cost
 /// about 8% of server CPU in profiles.
@@ -51,7 +52,7 @@ async fn main() -> ExitCode {
         None => {}
     }
     let args = cli.serve;
-    let _telemetry = match telemetry::init(args.log_format) {
+    let _telemetry = match telemetry::init(args.log_format, "understudy-gateway") {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: cannot start telemetry: {e:#}");
@@ -63,7 +64,7 @@ async fn main() -> ExitCode {
         let listener = server::bind(args.listen).await?;
         tracing::info!(
             listen = %listener.local_addr()?,
-            store = running.app.store.backend(),
+            store = running.app.stores.backend(),
             manifests = ?args.manifests,
             "understudy-gateway {} serving",
             env!("CARGO_PKG_VERSION")

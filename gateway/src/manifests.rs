@@ -16,7 +16,8 @@ use understudy_crds::keys;
 use understudy_crds::manifests::{Loaded, load_dir};
 use understudy_crds::model::{ConfigSource, TenantConfig};
 
-use crate::store::{Store, StoreError};
+use understudy_core::{StoreError, Stores};
+
 use crate::sync::SyncHandle;
 
 /// Why manifests could not be used.
@@ -76,18 +77,40 @@ pub enum SeedMode {
     Check,
 }
 
+/// How long the seed lock is taken for; it is renewed every third of that while writing.
+const SEED_LOCK_MS: u64 = 10_000;
+
 /// Writes a folder's tenants into the store.
 pub struct Seeder {
-    store: Arc<dyn Store>,
+    stores: Stores,
     holder: String,
 }
 
 impl Seeder {
-    /// A seeder writing into `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// A seeder writing into `stores`.
+    pub fn new(stores: Stores) -> Self {
         Seeder {
-            store,
+            stores,
             holder: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Renews the seed lock until it cannot (lost to another holder, or the store failed).
+    async fn keep_lock(&self) -> StoreError {
+        loop {
+            tokio::time::sleep(Duration::from_millis(SEED_LOCK_MS / 3)).await;
+            match self
+                .stores
+                .runtime
+                .try_lock(keys::SEED_LOCK, &self.holder, SEED_LOCK_MS)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return StoreError::Unavailable("lost the seed lock while writing".into());
+                }
+                Err(e) => return e,
+            }
         }
     }
 
@@ -95,12 +118,22 @@ impl Seeder {
     pub async fn seed(&self, loaded: &Loaded, mode: SeedMode) -> Result<bool, StoreError> {
         for _ in 0..50 {
             if self
-                .store
-                .try_lock(keys::SEED_LOCK, &self.holder, 10_000)
+                .stores
+                .runtime
+                .try_lock(keys::SEED_LOCK, &self.holder, SEED_LOCK_MS)
                 .await?
             {
-                let result = self.seed_locked(loaded, mode).await;
-                let _ = self.store.unlock(keys::SEED_LOCK, &self.holder).await;
+                // The lock is renewed while the write runs, so a long write (thousands of
+                // tenants, a slow store) never outlives it; losing it stops the write.
+                let result = tokio::select! {
+                    r = self.seed_locked(loaded, mode) => r,
+                    e = self.keep_lock() => Err(e),
+                };
+                let _ = self
+                    .stores
+                    .runtime
+                    .unlock(keys::SEED_LOCK, &self.holder)
+                    .await;
                 return result;
             }
             // Someone else is seeding; if it is the same content we will find its generation.
@@ -112,8 +145,9 @@ impl Seeder {
     }
 
     async fn seed_locked(&self, loaded: &Loaded, mode: SeedMode) -> Result<bool, StoreError> {
-        let epoch = self.store.epoch().await?;
-        let generation = self.store.get_value(keys::SEED_GENERATION).await?;
+        let config = &self.stores.config;
+        let epoch = config.epoch().await?;
+        let generation = config.seed_generation().await?;
         let skip = match mode {
             SeedMode::Force => false,
             SeedMode::Changed => {
@@ -124,7 +158,7 @@ impl Seeder {
         if skip {
             return Ok(false);
         }
-        let existing = self.store.load_all().await?;
+        let existing = config.load_all().await?;
         let wanted: HashMap<&str, &TenantConfig> = loaded
             .report
             .tenants
@@ -132,9 +166,11 @@ impl Seeder {
             .map(|t| (t.tenant_id.as_str(), t))
             .collect();
         for (cfg, _) in &existing.tenants {
-            if cfg.source == ConfigSource::Manifest && !wanted.contains_key(cfg.tenant_id.as_str())
+            if cfg.source == ConfigSource::Manifest
+                && !wanted.contains_key(cfg.tenant_id.as_str())
+                && config.delete_tenant(&cfg.tenant_id).await?.is_some()
             {
-                self.store.delete_tenant(&cfg.tenant_id).await?;
+                self.stores.purge_tenant(&cfg.tenant_id).await?;
             }
         }
         let current: HashMap<&str, &TenantConfig> = existing
@@ -155,21 +191,17 @@ impl Seeder {
                     tracing::warn!(tenant = %t.tenant_id, "a manifest replaces the API-created tenant of the same id");
                 }
             }
-            self.store.put_tenant(t).await?;
+            config.put_tenant(t).await?;
         }
-        self.store
-            .set_value(keys::SEED_GENERATION, &loaded.content_hash)
-            .await?;
+        config.set_seed_generation(&loaded.content_hash).await?;
         if epoch.is_none() {
-            self.store
-                .set_epoch(&uuid::Uuid::new_v4().to_string())
-                .await?;
+            config.set_epoch(&uuid::Uuid::new_v4().to_string()).await?;
         }
         tracing::info!(
             tenants = loaded.report.tenants.len(),
             files = loaded.files,
             "manifests written to the {} store",
-            self.store.backend()
+            self.stores.backend()
         );
         Ok(true)
     }
@@ -222,7 +254,19 @@ pub async fn run_watcher(
             _ = sync.epoch_lost.notified() => SeedMode::Force,
             _ = tick.tick() => pending.unwrap_or(SeedMode::Check),
         };
-        match load(&dir) {
+        // Parsing thousands of manifests is blocking work: off the async workers.
+        let parsed = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || load(&dir)).await
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reading manifests failed; keeping the last good configuration");
+                continue;
+            }
+        };
+        match parsed {
             Ok(loaded) => match seeder.seed(&loaded, mode).await {
                 Ok(_) => pending = None,
                 Err(e) => {

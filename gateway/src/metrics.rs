@@ -156,6 +156,22 @@ impl Metrics {
         }
     }
 
+    /// Forgets a deleted tenant: its label slot is freed for another tenant and its series
+    /// leave the exposition.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let known = self
+            .tenant_labels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tenant);
+        if !known {
+            return;
+        }
+        remove_tenant_series(&self.requests, tenant);
+        remove_tenant_series(&self.duration, tenant);
+        remove_tenant_series(&self.chaos, tenant);
+    }
+
     /// Records one finished request.
     pub fn observe(&self, surface: &str, route: &str, status: u16, tenant: &str, started: Instant) {
         let tenant = self.tenant_label(tenant);
@@ -182,10 +198,8 @@ impl Metrics {
     }
 
     /// Counts an SSE stream as open until the guard drops.
-    pub fn stream_guard(&self, surface: Surface) -> StreamGuard {
-        let g = self
-            .open_streams
-            .with_label_values(&[surface_label(surface)]);
+    pub fn stream_guard(&self, surface: &'static str) -> StreamGuard {
+        let g = self.open_streams.with_label_values(&[surface]);
         g.inc();
         StreamGuard(g)
     }
@@ -196,6 +210,27 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// Removes every series of `vec` whose `tenant` label is `tenant`.
+fn remove_tenant_series<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    tenant: &str,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: Vec<(&str, &str)> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.iter().any(|(n, v)| *n == "tenant" && *v == tenant) {
+                let map: std::collections::HashMap<&str, &str> = labels.into_iter().collect();
+                let _ = vec.remove(&map);
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,14 +19,15 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, App, AppState, Options};
+use understudy_core::Stores;
+use understudy_crds::manifests::Loaded;
+
+use crate::app;
 use crate::config::ServeArgs;
 use crate::manifests::{self, Seeder};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
-use crate::store::Store;
-use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::state::{App, AppState, Options};
 use crate::sync::{self, SyncHandle, SyncOptions};
 
 /// How often in-process traffic counters are flushed.
@@ -40,36 +42,49 @@ pub struct Running {
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Builds the state and starts background tasks (no listener yet). Invalid manifests fail here.
-pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
-    args.validate().map_err(anyhow::Error::msg)?;
-    let loaded = match &args.manifests {
-        Some(dir) => Some(manifests::load(dir)?),
-        None => None,
-    };
-    let store: Arc<dyn Store> = match &args.redis_url {
-        Some(url) => {
-            Arc::new(RedisStore::connect(url).context("--redis-url (UNDERSTUDY_REDIS_URL)")?)
+/// Everything [`wire`] needs: what the binary reads from its flags, and what tests set up.
+pub struct Wiring {
+    /// The stores and hub (memory or Redis).
+    pub stores: Stores,
+    /// Route options.
+    pub options: Options,
+    /// Sync timing.
+    pub sync: SyncOptions,
+    /// A manifests folder and its first load: seeded now, watched and reseeded on change.
+    pub manifests: Option<(PathBuf, Loaded)>,
+    /// How often the manifests watcher checks the store lost them (safety net).
+    pub manifests_check: Duration,
+    /// How often traffic counters are flushed.
+    pub stats_every: Duration,
+}
+
+impl Wiring {
+    /// Defaults around `stores` and `options`: default sync timing, no manifests.
+    pub fn new(stores: Stores, options: Options) -> Self {
+        Wiring {
+            stores,
+            options,
+            sync: SyncOptions::default(),
+            manifests: None,
+            manifests_check: Duration::from_secs(5),
+            stats_every: STATS_FLUSH,
         }
-        None => Arc::new(MemoryStore::new()),
-    };
+    }
+}
+
+/// The one wiring of a gateway, used by the binary and by the tests: state, manifest seeding
+/// and watching, the configuration sync, and the stats flusher.
+pub async fn wire(w: Wiring) -> Running {
     let metrics = Arc::new(Metrics::new());
     let snapshot = Arc::new(SnapshotHandle::new());
-    let options = Options {
-        max_body_bytes: args.max_body_bytes,
-        cors_origins: args.cors_origins.clone(),
-        public_url: args.public_url.clone(),
-        shared: args.redis_url.is_some(),
-        admin_token: args.admin_token.clone(),
-        allow_anonymous: args.allow_anonymous,
-    };
-    let app = AppState::new(store.clone(), snapshot.clone(), metrics.clone(), options);
+    let stores = w.stores;
+    let app = AppState::new(stores.clone(), snapshot.clone(), metrics.clone(), w.options);
     let tasks = CancellationToken::new();
     let sync_handle = Arc::new(SyncHandle::default());
     let mut handles = Vec::new();
 
-    if let (Some(dir), Some(loaded)) = (&args.manifests, loaded) {
-        let seeder = Arc::new(Seeder::new(store.clone()));
+    if let Some((dir, loaded)) = w.manifests {
+        let seeder = Arc::new(Seeder::new(stores.clone()));
         let pending = match seeder.seed(&loaded, manifests::SeedMode::Changed).await {
             Ok(_) => false,
             Err(e) => {
@@ -78,36 +93,61 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             }
         };
         handles.push(tokio::spawn(manifests::run_watcher(
-            dir.clone(),
+            dir,
             seeder,
             sync_handle.clone(),
-            args.resync_interval.min(Duration::from_secs(5)),
+            w.manifests_check,
             pending,
             tasks.clone(),
         )));
     }
     handles.push(tokio::spawn(sync::run(
-        store.clone(),
+        stores.config.clone(),
+        stores.hub.clone(),
         snapshot,
         metrics.clone(),
         sync_handle,
-        SyncOptions {
-            resync: args.resync_interval,
-            ..SyncOptions::default()
-        },
+        w.sync,
         tasks.clone(),
     )));
     handles.push(tokio::spawn(app.stats.clone().run_flusher(
-        store,
+        stores.stats.clone(),
         metrics,
-        STATS_FLUSH,
+        w.stats_every,
         tasks.clone(),
     )));
-    Ok(Running {
+    Running {
         app,
         tasks,
         handles,
-    })
+    }
+}
+
+/// Builds the state from the flags and starts background tasks (no listener yet). Invalid
+/// manifests fail here.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let manifests = match &args.manifests {
+        Some(dir) => Some((dir.clone(), manifests::load(dir)?)),
+        None => None,
+    };
+    let stores = match &args.redis_url {
+        Some(url) => Stores::redis(url).context("--redis-url (UNDERSTUDY_REDIS_URL)")?,
+        None => Stores::memory(),
+    };
+    let options = Options {
+        max_body_bytes: args.max_body_bytes,
+        cors_origins: args.cors_origins.clone(),
+        public_url: args.public_url.clone(),
+        shared: args.redis_url.is_some(),
+        admin_token: args.admin_token.clone(),
+        allow_anonymous: args.allow_anonymous,
+    };
+    let mut wiring = Wiring::new(stores, options);
+    wiring.sync.resync = args.resync_interval;
+    wiring.manifests = manifests;
+    wiring.manifests_check = args.resync_interval.min(Duration::from_secs(5));
+    Ok(wire(wiring).await)
 }
 
 impl Running {
@@ -171,23 +211,4 @@ pub async fn serve(
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-}
+pub use understudy_core::process::shutdown_signal;

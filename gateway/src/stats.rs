@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{StatsBatch, Store};
+use understudy_core::{StatsBatch, StatsStore};
 
 /// Bound on distinct tenants buffered between flushes (a flood of unknown tenants cannot grow it:
 /// only tenants that exist are counted).
@@ -20,12 +20,7 @@ pub struct Stats {
     pending: Mutex<StatsBatch>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use understudy_core::now_ms;
 
 impl Stats {
     /// Counts one data-plane request of `tenant`; `matched` is the scenario id that answered an
@@ -78,7 +73,7 @@ impl Stats {
     /// Flushes every `every` until cancelled, then once more.
     pub async fn run_flusher(
         self: Arc<Self>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn StatsStore>,
         metrics: Arc<Metrics>,
         every: Duration,
         cancel: CancellationToken,

@@ -1,9 +1,10 @@
 //! Keeps a process's snapshot in step with the store (SPEC §12).
 //!
 //! ```text
-//!  subscribe ─► full sync ─► loop { notice → apply one tenant (gap → full sync)
-//!                                   every resync period → full sync
-//!                                   every second → epoch + instance check }
+//!  hub.subscribe(config) ─► full sync ─► loop { notice → apply one tenant (version gap → full sync)
+//!                                              hub Gap (lag, reconnect) → full sync
+//!                                              every resync period → full sync
+//!                                              every second → epoch + instance check }
 //! ```
 //!
 //! An emptied store (no epoch marker) is never read as "every tenant deleted": the snapshot is
@@ -13,13 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use understudy_core::{
+    ConfigNotice, ConfigStore, Delivery, Hub, NoticeKind, NoticeOp, StoreError, Topic,
+};
 
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
-use crate::store::{ConfigNotice, NoticeKind, NoticeOp, Store, StoreError, SyncEvent};
 
 /// Timing of the sync loop.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +49,7 @@ pub struct SyncHandle {
 }
 
 struct Syncer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ConfigStore>,
     snapshot: Arc<SnapshotHandle>,
     metrics: Arc<Metrics>,
     handle: Arc<SyncHandle>,
@@ -116,7 +118,10 @@ impl Syncer {
                 // Deleted again already; its delete notice follows.
                 None => self.snapshot.bump_version(n.version),
             },
-            (NoticeKind::Tenant, NoticeOp::Del) => self.snapshot.apply_del(&n.tenant, n.version),
+            (NoticeKind::Tenant, NoticeOp::Del) => {
+                self.snapshot.apply_del(&n.tenant, n.version);
+                self.metrics.forget_tenant(&n.tenant);
+            }
             (NoticeKind::Key, NoticeOp::Put) => match self.store.get_key(&n.tenant).await? {
                 Some(key) => self.snapshot.apply_key_put(key, n.version),
                 None => self.snapshot.bump_version(n.version),
@@ -154,7 +159,8 @@ impl Syncer {
 
 /// Runs until cancelled. Store errors are logged and retried; the snapshot keeps serving.
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ConfigStore>,
+    hub: Hub,
     snapshot: Arc<SnapshotHandle>,
     metrics: Arc<Metrics>,
     handle: Arc<SyncHandle>,
@@ -167,59 +173,59 @@ pub async fn run(
         metrics,
         handle,
     };
+    // Subscribe before reading so that no write falls between the two. The hub resubscribes
+    // by itself after a lost connection and then says `Gap`.
+    let mut sub = hub.subscribe(&Topic::config()).await;
     let mut backoff = Duration::from_millis(100);
-    let mut epoch_seen: Option<String> = None;
-    let mut instance_seen: Option<String> = None;
     loop {
-        if cancel.is_cancelled() {
-            return;
-        }
-        // Subscribe before reading so that no write falls between the two.
-        let sub = match s.store.subscribe().await {
-            Ok(sub) => sub,
+        match s.full_sync().await {
+            Ok(()) => break,
             Err(e) => {
-                s.metrics.redis_error("subscribe");
-                tracing::warn!(error = %e, "cannot subscribe to configuration notices; retrying");
+                s.metrics.redis_error("load_all");
+                tracing::warn!(error = %e, "full configuration sync failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
             }
-        };
-        if let Err(e) = s.full_sync().await {
-            s.metrics.redis_error("load_all");
-            tracing::warn!(error = %e, "full configuration sync failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = cancel.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
         }
-        backoff = Duration::from_millis(100);
-        epoch_seen = s.snapshot.load().epoch.clone().or(epoch_seen);
-        let mut sub = sub;
-        let mut resync = tokio::time::interval(options.resync);
-        resync.tick().await;
-        let mut check = tokio::time::interval(options.check);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let result = tokio::select! {
-                _ = cancel.cancelled() => return,
-                ev = sub.next() => match ev {
-                    Some(SyncEvent::Notice(n)) => s.apply(n).await,
-                    Some(SyncEvent::Lagged) => s.full_sync().await,
-                    None => {
-                        tracing::warn!("configuration notices stopped (store connection lost); resubscribing");
-                        break;
-                    }
+    }
+    let mut epoch_seen: Option<String> = s.snapshot.load().epoch.clone();
+    let mut instance_seen: Option<String> = None;
+    // A full sync that failed (after a gap) is retried on the next check.
+    let mut owed = false;
+    let mut resync = tokio::time::interval(options.resync);
+    resync.tick().await;
+    let mut check = tokio::time::interval(options.check);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (result, full) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            delivery = sub.recv() => match delivery {
+                Some(Delivery::Message(bytes)) => match serde_json::from_slice::<ConfigNotice>(&bytes) {
+                    Ok(n) => (s.apply(n).await, false),
+                    // A notice we cannot read means we may have missed a change.
+                    Err(_) => (s.full_sync().await, true),
                 },
-                _ = resync.tick() => s.full_sync().await,
-                _ = check.tick() => s.check(&mut epoch_seen, &mut instance_seen).await,
-            };
-            if let Err(e) = result {
+                Some(Delivery::Gap) => (s.full_sync().await, true),
+                None => return,
+            },
+            _ = resync.tick() => (s.full_sync().await, true),
+            _ = check.tick() => if owed {
+                (s.full_sync().await, true)
+            } else {
+                (s.check(&mut epoch_seen, &mut instance_seen).await, false)
+            },
+        };
+        match result {
+            Ok(()) => {
+                if full {
+                    owed = false;
+                }
+            }
+            Err(e) => {
+                owed |= full;
                 s.metrics.redis_error("sync");
                 tracing::debug!(error = %e, "configuration sync step failed");
             }

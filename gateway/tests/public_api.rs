@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 const CHAT: &str = "/v1/chat/completions";
 
 async fn chat(
-    app: &understudy_gateway::app::App,
+    app: &understudy_gateway::state::App,
     tenant: &str,
     key: Option<&str>,
     text: &str,
@@ -802,9 +802,9 @@ async fn openapi_document_describes_every_route() {
 #[tokio::test]
 async fn a_stale_key_snapshot_refuses_authenticated_writes() {
     use std::sync::Arc;
-    use understudy_gateway::app::{AppState, Options};
+    use understudy_core::Stores;
     use understudy_gateway::snapshot::SnapshotHandle;
-    use understudy_gateway::store::memory::MemoryStore;
+    use understudy_gateway::state::{AppState, Options};
     // A shared-mode process whose snapshot stopped hearing from the store (no sync task runs).
     let snapshot = Arc::new(SnapshotHandle::new());
     snapshot.replace(1, Some("e".into()), vec![], vec![]);
@@ -814,7 +814,7 @@ async fn a_stale_key_snapshot_refuses_authenticated_writes() {
         ..Options::default()
     };
     let app = AppState::new(
-        Arc::new(MemoryStore::new()),
+        Stores::memory(),
         snapshot,
         Arc::new(understudy_gateway::metrics::Metrics::new()),
         options,

@@ -4,10 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use understudy_core::ConfigStore;
+use understudy_core::redis::RedisStore;
 use understudy_crds::model::{ConfigSource, TenantConfig};
 use understudy_e2e::{Gateway, eventually, free_port};
-use understudy_gateway::store::Store;
-use understudy_gateway::store::redis::RedisStore;
 
 struct Killed(std::process::Child);
 impl Drop for Killed {

@@ -4,11 +4,9 @@
 //! everything is written back at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use understudy_crds::keys;
+use understudy_core::{Expect, StoreError, Stores};
 use understudy_crds::model::{ConfigSource, TenantConfig};
-use understudy_gateway::store::{Expect, Store, StoreError};
 
 use crate::plan::origin_namespace;
 
@@ -30,7 +28,7 @@ pub struct ApplyReport {
 /// Keeps the store in line with the plan. Holds what it last wrote, so a steady-state apply
 /// compares in memory and writes only the tenants that changed.
 pub struct Applier {
-    store: Arc<dyn Store>,
+    stores: Stores,
     /// tenant id → (document, version) as this operator last wrote or read it.
     applied: HashMap<String, (TenantConfig, u64)>,
     /// Whether `applied` reflects the store (false at start and after a loss or failure).
@@ -50,9 +48,9 @@ pub struct Applier {
 
 impl Applier {
     /// An applier writing into `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(stores: Stores) -> Self {
         Applier {
-            store,
+            stores,
             applied: HashMap::new(),
             synced: false,
             epoch: None,
@@ -76,9 +74,9 @@ impl Applier {
                     .is_some_and(|ns| self.scope.iter().any(|s| s == ns)))
     }
 
-    /// The store this applier writes to.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The stores this applier writes to.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// Tenant ids this operator has in the store.
@@ -96,8 +94,8 @@ impl Applier {
     /// or restarted since the last look: the next [`Applier::apply`] then reads it afresh and
     /// writes back whatever is missing.
     pub async fn check_store(&mut self) -> Result<bool, StoreError> {
-        let epoch = self.store.epoch().await?;
-        let instance = self.store.instance_id().await?;
+        let epoch = self.stores.config.epoch().await?;
+        let instance = self.stores.config.instance_id().await?;
         let restarted = self.instance.as_ref().is_some_and(|i| *i != instance);
         self.instance = Some(instance);
         let lost = match (&self.epoch, &epoch) {
@@ -113,7 +111,7 @@ impl Applier {
             );
             // Versions restart from zero in an emptied Redis; make them exceed what gateways
             // hold, so nothing new is mistaken for old.
-            self.store.raise_version(self.max_version).await?;
+            self.stores.config.raise_version(self.max_version).await?;
             self.synced = false;
             self.epoch = None;
             return Ok(true);
@@ -140,7 +138,7 @@ impl Applier {
     ) -> Result<(), StoreError> {
         let mut store_epoch = self.epoch.clone();
         if !self.synced {
-            let all = self.store.load_all().await?;
+            let all = self.stores.config.load_all().await?;
             self.max_version = self.max_version.max(all.version);
             report.rewrote = all.epoch.is_none() && self.seen_epoch;
             store_epoch = all.epoch.clone();
@@ -167,9 +165,7 @@ impl Applier {
                     report.written += 1;
                     if chaos_changed {
                         // A new or removed profile starts from zero, not from the old counts.
-                        self.store
-                            .delete_prefix(&keys::tenant_runtime_prefix(id))
-                            .await?;
+                        self.stores.runtime.purge_tenant(id).await?;
                     }
                 }
                 Err(conflict) => {
@@ -187,16 +183,18 @@ impl Applier {
         for id in gone {
             let (_, v) = self.applied[&id].clone();
             let mut deleted = self
-                .store
+                .stores
+                .config
                 .delete_tenant_checked(&id, Expect::Version(v))
                 .await?
                 .is_some();
             if !deleted
-                && let Some((doc, v)) = self.store.get_tenant(&id).await?
+                && let Some((doc, v)) = self.stores.config.get_tenant(&id).await?
                 && self.owns(&doc)
             {
                 deleted = self
-                    .store
+                    .stores
+                    .config
                     .delete_tenant_checked(&id, Expect::Version(v))
                     .await?
                     .is_some();
@@ -204,12 +202,7 @@ impl Applier {
             // Counters go with the document, and only then: if the id now belongs to a tenant
             // of another origin, its counters are its own.
             if deleted {
-                self.store
-                    .delete_prefix(&keys::tenant_runtime_prefix(&id))
-                    .await?;
-                self.store
-                    .delete_prefix(&keys::tenant_stats_prefix(&id))
-                    .await?;
+                self.stores.purge_tenant(&id).await?;
                 report.deleted.push(id.clone());
             }
             self.applied.remove(&id);
@@ -220,7 +213,7 @@ impl Applier {
             None => {
                 // Written last: its presence tells every gateway the store is whole again.
                 let e = uuid::Uuid::new_v4().to_string();
-                self.store.set_epoch(&e).await?;
+                self.stores.config.set_epoch(&e).await?;
                 self.epoch = Some(e);
             }
         }
@@ -236,10 +229,10 @@ impl Applier {
         // A concurrent writer (an operator replica that lost its lease, a gateway rewriting)
         // can move the version between our read and write; a few rounds settle it.
         for _ in 0..5 {
-            if let Some(v) = self.store.put_tenant_checked(cfg, expect).await? {
+            if let Some(v) = self.stores.config.put_tenant_checked(cfg, expect).await? {
                 return Ok(Ok(v));
             }
-            match self.store.get_tenant(id).await? {
+            match self.stores.config.get_tenant(id).await? {
                 None => expect = Expect::Absent,
                 Some((doc, v)) if self.owns(&doc) => expect = Expect::Version(v),
                 Some((doc, _)) => {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use understudy_gateway::config::{LogFormat, check_redis_url};
+use understudy_core::process::{LogFormat, check_redis_url};
 
 /// Understudy's operator: reconciles Tenant, Scenario and ChaosProfile resources into the Redis
 /// the gateways serve from, and reports status, traffic counters and Events on them.

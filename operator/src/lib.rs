@@ -10,7 +10,7 @@
 //!     finalizers (added first; released once the data left Redis) ◄───┘
 //! ```
 //!
-//! The same [`understudy_gateway::store::Store`] the gateways read is what the operator writes,
+//! The same [`understudy_core::Stores`] the gateways read is what the operator writes,
 //! so the document format, versions, notices and the epoch protocol are shared code.
 
 pub mod apply;

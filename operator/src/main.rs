@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use understudy_gateway::config::redact;
-use understudy_gateway::store::redis::RedisStore;
-use understudy_gateway::{server, telemetry};
+use understudy_core::process::{redact, shutdown_signal};
+use understudy_core::{Stores, telemetry};
 use understudy_operator::config::Cli;
 use understudy_operator::lease::LeaseSettings;
 use understudy_operator::metrics::Metrics;
@@ -24,7 +23,7 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
-    let _telemetry = match telemetry::init(cli.log_format) {
+    let _telemetry = match telemetry::init(cli.log_format, "understudy-operator") {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: cannot start telemetry: {e:#}");
@@ -44,7 +43,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("cannot configure the Kubernetes client: {e}"))?;
-    let store = RedisStore::connect(&cli.redis_url)
+    let stores = Stores::redis(&cli.redis_url)
         .map_err(|e| anyhow::anyhow!("--redis-url {}: {e}", redact(&cli.redis_url)))?;
     let identity = cli
         .identity
@@ -95,14 +94,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 .await
         })
     };
-    let worker = tokio::spawn(run::run(
-        client,
-        Arc::new(store),
-        opts,
-        health,
-        cancel.clone(),
-    ));
-    server::shutdown_signal().await;
+    let worker = tokio::spawn(run::run(client, stores, opts, health, cancel.clone()));
+    shutdown_signal().await;
     tracing::info!("shutting down: releasing the lease");
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;

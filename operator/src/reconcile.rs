@@ -17,8 +17,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use understudy_core::{StatsTotals, Stores};
 use understudy_crds::resources::{ChaosProfile, Scenario, Tenant};
-use understudy_gateway::store::{StatsTotals, Store};
 
 use crate::apply::{Applier, ApplyReport};
 use crate::metrics::Metrics;
@@ -140,12 +140,7 @@ type ObjectKeyRef = k8s_openapi::api::core::v1::ObjectReference;
 
 impl Reconciler {
     /// A reconciler talking to `client` and writing into `store`.
-    pub fn new(
-        client: Client,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -155,7 +150,7 @@ impl Reconciler {
         );
         Reconciler {
             client,
-            applier: Applier::new(store).with_scope(settings.namespaces.clone()),
+            applier: Applier::new(stores).with_scope(settings.namespaces.clone()),
             recorder,
             metrics,
             stats: HashMap::new(),
@@ -174,7 +169,7 @@ impl Reconciler {
         let ids: Vec<String> = self.applier.tenant_ids().map(str::to_string).collect();
         let mut fresh = HashMap::new();
         for id in ids {
-            match self.applier.store().read_stats(&id).await {
+            match self.applier.stores().stats.read_stats(&id).await {
                 Ok(t) => {
                     fresh.insert(id, t);
                 }

@@ -16,8 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use understudy_core::Stores;
 use understudy_crds::resources::{ChaosProfile, Scenario, Tenant};
-use understudy_gateway::store::Store;
 
 use crate::cache::Cache;
 use crate::lease::{Elector, LeaseSettings};
@@ -126,7 +126,7 @@ fn spawn_watch<K: Managed>(
 /// Runs until `cancel`: watches, elects, reconciles.
 pub async fn run(
     client: Client,
-    store: Arc<dyn Store>,
+    stores: Stores,
     opts: Options,
     health: Health,
     cancel: CancellationToken,
@@ -163,8 +163,12 @@ pub async fn run(
         }
     };
 
-    let mut reconciler =
-        Reconciler::new(client, store, health.metrics.clone(), opts.settings.clone());
+    let mut reconciler = Reconciler::new(
+        client,
+        stores,
+        health.metrics.clone(),
+        opts.settings.clone(),
+    );
     let mut epoch_tick = tokio::time::interval(opts.epoch_check);
     let mut status_tick = tokio::time::interval(opts.status_interval);
     let mut resync_tick = tokio::time::interval(opts.resync);

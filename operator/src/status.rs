@@ -2,8 +2,8 @@
 //! gateways' traffic counters. Pure: the reconciler patches only when the result differs from
 //! what the resource already shows, so an unchanged world makes no API calls.
 
+use understudy_core::StatsTotals;
 use understudy_crds::resources::{ChaosProfileStatus, Condition, ScenarioStatus, TenantStatus};
-use understudy_gateway::store::StatsTotals;
 
 use crate::plan::{TenantSummary, Verdict};
 

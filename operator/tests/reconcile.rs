@@ -9,12 +9,11 @@ use std::time::Duration;
 use common::{SHOP, create_all, inputs, listed};
 use http::Method;
 use serde_json::Value;
+use understudy_core::{Counter, StatsBatch, Stores, TenantStats};
 use understudy_crds::model::{ConfigSource, TenantConfig};
 use understudy_crds::resources::Visibility;
 use understudy_crds::resources::{ChaosProfile, Scenario, Tenant};
 use understudy_e2e::{Gateway, RedisServer, eventually};
-use understudy_gateway::store::redis::RedisStore;
-use understudy_gateway::store::{StatsBatch, Store, TenantStats};
 use understudy_operator::metrics::Metrics;
 use understudy_operator::plan::FINALIZER;
 use understudy_operator::reconcile::{Reconciler, Settings};
@@ -22,7 +21,7 @@ use understudy_operator::testkit::{FakeApi, Recorded};
 
 struct Rig {
     api: FakeApi,
-    store: Arc<RedisStore>,
+    store: Stores,
     reconciler: Reconciler,
     metrics: Arc<Metrics>,
     redis: RedisServer,
@@ -30,7 +29,7 @@ struct Rig {
 
 fn rig_on(redis: RedisServer) -> Rig {
     let (api, client) = FakeApi::start();
-    let store = Arc::new(RedisStore::connect(&redis.url()).expect("valid url"));
+    let store = Stores::redis(&redis.url()).expect("valid url");
     let metrics = Arc::new(Metrics::new());
     let reconciler = Reconciler::new(
         client,
@@ -61,6 +60,7 @@ impl Rig {
     }
     async fn doc(&self, id: &str) -> Option<TenantConfig> {
         self.store
+            .config
             .get_tenant(id)
             .await
             .expect("redis")
@@ -152,7 +152,7 @@ async fn writes_redis_adds_finalizers_patches_status_then_goes_quiet() {
     assert_eq!(doc.source, ConfigSource::Kubernetes);
     assert_eq!(doc.scenarios.len(), 2);
     assert!(
-        r.store.epoch().await.unwrap().is_some(),
+        r.store.config.epoch().await.unwrap().is_some(),
         "epoch marked after writing"
     );
 
@@ -224,8 +224,12 @@ async fn deleting_a_tenant_purges_its_document_and_counters() {
             ..Default::default()
         },
     );
-    r.store.flush_stats(&batch).await.unwrap();
-    r.store.incr("us:rt:tenant_shop:every").await.unwrap();
+    r.store.stats.flush_stats(&batch).await.unwrap();
+    r.store
+        .runtime
+        .incr("tenant_shop", Counter::Every)
+        .await
+        .unwrap();
 
     r.api.delete::<Tenant>("staging", "shop");
     let out = r.pass().await;
@@ -346,7 +350,7 @@ async fn a_tenant_id_taken_through_the_api_is_left_alone() {
         source: ConfigSource::Api,
         origin: "api".into(),
     };
-    r.store.put_tenant(&api_tenant).await.unwrap();
+    r.store.config.put_tenant(&api_tenant).await.unwrap();
     create_all(&r.api, &inputs(SHOP));
     let out = r.pass().await;
     assert!(out.apply.conflicts.contains_key("tenant_shop"));
@@ -383,7 +387,7 @@ async fn traffic_counters_reach_status_and_unchanged_counters_patch_nothing() {
     };
     stats.hits.insert("staging/invoices".into(), 5);
     batch.tenants.insert("tenant_shop".into(), stats);
-    r.store.flush_stats(&batch).await.unwrap();
+    r.store.stats.flush_stats(&batch).await.unwrap();
 
     assert!(r.reconciler.refresh_stats().await);
     r.pass().await;
@@ -550,7 +554,7 @@ async fn an_emptied_redis_is_rewritten_and_gateways_follow() {
     for i in 0..3 {
         assert!(r.doc(&format!("t{i}")).await.is_some(), "t{i} back");
     }
-    assert!(r.store.epoch().await.unwrap().is_some());
+    assert!(r.store.config.epoch().await.unwrap().is_some());
     assert!(
         r.metrics
             .render()
@@ -650,7 +654,11 @@ async fn a_changed_chaos_profile_starts_from_zero() {
     let mut r = rig();
     create_all(&r.api, &inputs(SHOP));
     r.pass().await;
-    r.store.incr("us:rt:tenant_shop:every").await.unwrap();
+    r.store
+        .runtime
+        .incr("tenant_shop", Counter::Every)
+        .await
+        .unwrap();
     // Unrelated edits keep the counters.
     r.api.update_spec::<Scenario>(
         "staging",
@@ -659,7 +667,9 @@ async fn a_changed_chaos_profile_starts_from_zero() {
     );
     r.pass().await;
     assert_eq!(
-        r.redis.cli(&["GET", "us:rt:tenant_shop:every"]).unwrap(),
+        r.redis
+            .cli(&["HGET", "us:rt:tenant_shop:every", "n"])
+            .unwrap(),
         "1"
     );
     r.api.update_spec::<ChaosProfile>(
@@ -669,7 +679,9 @@ async fn a_changed_chaos_profile_starts_from_zero() {
     );
     r.pass().await;
     assert_eq!(
-        r.redis.cli(&["GET", "us:rt:tenant_shop:every"]).unwrap(),
+        r.redis
+            .cli(&["HGET", "us:rt:tenant_shop:every", "n"])
+            .unwrap(),
         ""
     );
 }
@@ -677,7 +689,7 @@ async fn a_changed_chaos_profile_starts_from_zero() {
 #[tokio::test]
 async fn operators_watching_different_namespaces_share_one_redis() {
     let redis = RedisServer::start().unwrap();
-    let store = Arc::new(RedisStore::connect(&redis.url()).unwrap());
+    let store = Stores::redis(&redis.url()).unwrap();
     let mut sides = Vec::new();
     for ns in ["team-a", "team-b"] {
         let (api, client) = FakeApi::start();
@@ -704,10 +716,13 @@ async fn operators_watching_different_namespaces_share_one_redis() {
         }
     }
     for id in ["team-a", "team-b"] {
-        assert!(store.get_tenant(id).await.unwrap().is_some(), "{id} kept");
+        assert!(
+            store.config.get_tenant(id).await.unwrap().is_some(),
+            "{id} kept"
+        );
     }
     // The id both claim stays with the first; the other is told why.
-    let (doc, _) = store.get_tenant("shared").await.unwrap().unwrap();
+    let (doc, _) = store.config.get_tenant("shared").await.unwrap().unwrap();
     assert_eq!(doc.origin, "Tenant team-a/clash");
     let t: Tenant = sides[1].0.get("team-b", "clash").unwrap();
     let st = status_of(&t);

@@ -248,15 +248,14 @@ async fn a_holder_whose_api_server_hangs_steps_down() {
 /// an emptied Redis, traffic counters, leadership and shutdown.
 #[tokio::test]
 async fn the_run_loop_follows_the_cluster_and_redis() {
+    use understudy_core::{StatsBatch, Stores, TenantStats};
     use understudy_crds::resources::{Scenario, Tenant};
     use understudy_e2e::RedisServer;
-    use understudy_gateway::store::redis::RedisStore;
-    use understudy_gateway::store::{StatsBatch, Store, TenantStats};
     use understudy_operator::reconcile::Settings;
     use understudy_operator::run::{Options, run};
 
     let redis = RedisServer::start().unwrap();
-    let store = Arc::new(RedisStore::connect(&redis.url()).unwrap());
+    let store = Stores::redis(&redis.url()).unwrap();
     let (api, client) = FakeApi::start();
     let world = inputs(
         "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop, namespace: staging}\nspec: {tenantId: tenant_shop}\n---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {name: invoices, namespace: staging}\nspec: {tenantRef: shop, keywords: [invoice], response: Two.}\n",
@@ -283,8 +282,9 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
         health.clone(),
         cancel.clone(),
     ));
-    let scenarios = |store: Arc<RedisStore>| async move {
+    let scenarios = |store: Stores| async move {
         store
+            .config
             .get_tenant("tenant_shop")
             .await
             .ok()
@@ -346,7 +346,7 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
             ..Default::default()
         },
     );
-    store.flush_stats(&batch).await.unwrap();
+    store.stats.flush_stats(&batch).await.unwrap();
     assert!(
         eventually(limit, || async {
             let t: Tenant = api.get("staging", "shop")?;

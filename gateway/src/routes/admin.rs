@@ -13,11 +13,22 @@ use serde::{Deserialize, Serialize};
 use understudy_crds::model::{ApiKeyRecord, Role};
 use utoipa::ToSchema;
 
-use super::api::{ApiError, ApiJson, Caller};
-use crate::app::App;
+use crate::api::{ApiError, ApiJson, Caller};
 use crate::identity::hash_secret;
+use crate::state::App;
 
 /// Routes under `/api/v1/admin`.
+/// The surface: its routes, label and prefixes; unknown paths under them get the envelope 404.
+pub fn surface() -> crate::surface::Surface {
+    crate::surface::Surface {
+        label: "admin",
+        router: router(),
+        prefixes: &["/api/v1/admin/"],
+        not_found: crate::surface::envelope_not_found,
+    }
+}
+
+/// The routes.
 pub fn router() -> Router<App> {
     Router::new()
         .route("/api/v1/admin/keys", get(list_keys).post(create_key))
@@ -115,8 +126,8 @@ fn new_secret() -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/keys", tag = "admin", request_body = CreateKey,
-    responses((status = 201, body = KeyCreated), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody), (status = 413, body = super::api::ErrorBody)),
+    responses((status = 201, body = KeyCreated), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody), (status = 413, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Mints a key; the plaintext is in this answer only.
 pub async fn create_key(
@@ -187,7 +198,7 @@ pub async fn create_key(
         created_by: me.subject.clone().unwrap_or_default(),
         hash: hash_secret(&plaintext),
     };
-    let v = app.store.put_key(&record).await?.ok_or_else(|| {
+    let v = app.stores.config.put_key(&record).await?.ok_or_else(|| {
         ApiError::conflict(format!(
             "a key named {:?} exists; revoke it or pick another name",
             body.name
@@ -207,7 +218,7 @@ pub async fn create_key(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/keys", tag = "admin",
-    responses((status = 200, body = KeyList), (status = 401, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody)),
+    responses((status = 200, body = KeyList), (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Lists keys (a tenant-scoped admin sees its tenant's keys).
 pub async fn list_keys(State(app): State<App>, caller: Caller) -> Result<Response, ApiError> {
@@ -224,8 +235,8 @@ pub async fn list_keys(State(app): State<App>, caller: Caller) -> Result<Respons
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/keys/{name}", tag = "admin", params(("name" = String, Path, description = "key name")),
-    responses((status = 204), (status = 401, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody),
-        (status = 404, body = super::api::ErrorBody)),
+    responses((status = 204), (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
+        (status = 404, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Revokes a key; its name may be reused afterwards.
 pub async fn revoke_key(
@@ -235,7 +246,8 @@ pub async fn revoke_key(
 ) -> Result<Response, ApiError> {
     let me = caller.admin(&app)?.clone();
     let key = app
-        .store
+        .stores
+        .config
         .get_key(&name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no key named {name:?}")))?;
@@ -245,7 +257,8 @@ pub async fn revoke_key(
         ));
     }
     let v = app
-        .store
+        .stores
+        .config
         .delete_key_checked(&name, Some(&key.hash))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no key named {name:?}")))?;

@@ -1,7 +1,6 @@
 //! HTTP surfaces, one module each. Handlers are thin: they parse, call the engine, and render.
 
 pub mod admin;
-pub mod api;
 pub mod llm;
 pub mod openapi;
 pub mod ops;

@@ -7,8 +7,9 @@ use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, api, public};
-use crate::app::App;
+use super::{admin, public};
+use crate::api;
+use crate::state::App;
 
 struct Security;
 
@@ -44,6 +45,17 @@ impl Modify for Security {
 pub struct ApiDoc;
 
 /// `GET /openapi.json`.
+/// The surface: its routes, label and prefixes; unknown paths under them get the envelope 404.
+pub fn surface() -> crate::surface::Surface {
+    crate::surface::Surface {
+        label: "ops",
+        router: router(),
+        prefixes: &["/openapi.json"],
+        not_found: crate::surface::envelope_not_found,
+    }
+}
+
+/// The routes.
 pub fn router() -> Router<App> {
     Router::new().route("/openapi.json", get(document))
 }

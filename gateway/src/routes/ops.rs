@@ -7,9 +7,20 @@ use axum::routing::get;
 use http::{StatusCode, header};
 use serde_json::json;
 
-use crate::app::App;
+use crate::state::App;
 
 /// `/healthz`, `/readyz`, `/metrics`.
+/// The surface: its routes, label and prefixes; unknown paths under them get the envelope 404.
+pub fn surface() -> crate::surface::Surface {
+    crate::surface::Surface {
+        label: "ops",
+        router: router(),
+        prefixes: &["/healthz", "/readyz", "/metrics"],
+        not_found: crate::surface::envelope_not_found,
+    }
+}
+
+/// The routes.
 pub fn router() -> Router<App> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -27,7 +38,7 @@ async fn readyz(State(app): State<App>) -> Response {
         "ready": app.ready(),
         "synced": app.snapshot.is_synced(),
         "draining": app.draining.load(std::sync::atomic::Ordering::Acquire),
-        "store": app.store.backend(),
+        "store": app.stores.backend(),
         "config_version": snap.version,
         "tenants": snap.tenants.len(),
     });

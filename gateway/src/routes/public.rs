@@ -17,14 +17,12 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_crds::model::{self, ConfigSource, ScenarioConfig, TenantConfig};
-use understudy_crds::{
-    ChaosKind, ChaosProfileSpec, MatchMode, ScenarioSpec, Surface, Visibility, keys,
-};
+use understudy_crds::{ChaosKind, ChaosProfileSpec, MatchMode, ScenarioSpec, Surface, Visibility};
 use utoipa::ToSchema;
 
-use super::api::{ApiError, ApiJson, Caller};
-use crate::app::App;
+use crate::api::{ApiError, ApiJson, Caller};
 use crate::identity::Identity;
+use crate::state::App;
 
 /// Largest tenant `state` document, serialised.
 pub const MAX_STATE_BYTES: usize = 1024 * 1024;
@@ -38,6 +36,17 @@ pub const MAX_SCENARIOS: usize = 10_000;
 const OWN_WRITE_WAIT: Duration = Duration::from_secs(1);
 
 /// Routes under `/public`.
+/// The surface: its routes, label and prefixes; unknown paths under them get the envelope 404.
+pub fn surface() -> crate::surface::Surface {
+    crate::surface::Surface {
+        label: "public",
+        router: router(),
+        prefixes: &["/public/"],
+        not_found: crate::surface::envelope_not_found,
+    }
+}
+
+/// The routes.
 pub fn router() -> Router<App> {
     Router::new()
         .route("/public/tenants", get(list_tenants).post(create_tenant))
@@ -480,7 +489,7 @@ fn check_size(what: &str, v: &Value, limit: usize) -> Result<(), ApiError> {
     let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > limit {
         return Err(ApiError::new(
-            super::api::Code::PayloadTooLarge,
+            crate::api::Code::PayloadTooLarge,
             format!("{what} is {size} bytes serialised; the limit is {limit}"),
         ));
     }
@@ -494,9 +503,9 @@ async fn readable(
     id: &str,
 ) -> Result<Arc<crate::snapshot::TenantRuntime>, ApiError> {
     valid_id(id)?;
-    let t = app
-        .find_tenant(id)
+    let t = crate::tenancy::find(app, id)
         .await
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
     if caller.may_read(&t.config) {
         return Ok(t);
@@ -548,7 +557,8 @@ async fn modify(
     valid_id(id)?;
     for _ in 0..8 {
         let (mut cfg, v) = app
-            .store
+            .stores
+            .config
             .get_tenant(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
@@ -568,15 +578,16 @@ async fn modify(
             .unwrap_or(usize::MAX);
         if size > MAX_TENANT_BYTES {
             return Err(ApiError::new(
-                super::api::Code::PayloadTooLarge,
+                crate::api::Code::PayloadTooLarge,
                 format!(
                     "tenant {id:?} would be {size} bytes serialised; the limit is {MAX_TENANT_BYTES}"
                 ),
             ));
         }
         if let Some(nv) = app
-            .store
-            .put_tenant_checked(&cfg, crate::store::Expect::Version(v))
+            .stores
+            .config
+            .put_tenant_checked(&cfg, understudy_core::Expect::Version(v))
             .await?
         {
             app.snapshot.wait_for_version(nv, OWN_WRITE_WAIT).await;
@@ -589,7 +600,7 @@ async fn modify(
 }
 
 #[utoipa::path(get, path = "/public/tenants", tag = "tenants",
-    responses((status = 200, body = TenantList), (status = 401, body = super::api::ErrorBody)))]
+    responses((status = 200, body = TenantList), (status = 401, body = crate::api::ErrorBody)))]
 /// Lists tenants: anonymous callers see global ones; logged-in callers also their private ones.
 pub async fn list_tenants(State(app): State<App>, Caller(caller): Caller) -> Response {
     let snap = app.snapshot.load();
@@ -604,9 +615,9 @@ pub async fn list_tenants(State(app): State<App>, Caller(caller): Caller) -> Res
 }
 
 #[utoipa::path(post, path = "/public/tenants", tag = "tenants", request_body = CreateTenant,
-    responses((status = 201, body = TenantWritten), (status = 400, body = super::api::ErrorBody),
-        (status = 401, body = super::api::ErrorBody), (status = 403, body = super::api::ErrorBody),
-        (status = 409, body = super::api::ErrorBody), (status = 413, body = super::api::ErrorBody)),
+    responses((status = 201, body = TenantWritten), (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
+        (status = 409, body = crate::api::ErrorBody), (status = 413, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Creates a tenant, private to the creator unless an admin asks for global.
 pub async fn create_tenant(
@@ -646,8 +657,9 @@ pub async fn create_tenant(
         origin: "public API".into(),
     };
     let v = app
-        .store
-        .put_tenant_checked(&cfg, crate::store::Expect::Absent)
+        .stores
+        .config
+        .put_tenant_checked(&cfg, understudy_core::Expect::Absent)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("tenant id {:?} is taken", cfg.tenant_id)))?;
     app.snapshot.wait_for_version(v, OWN_WRITE_WAIT).await;
@@ -662,8 +674,8 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/public/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = TenantView), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+    responses((status = 200, body = TenantView), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
 /// One tenant, with its state.
 pub async fn get_tenant(
     State(app): State<App>,
@@ -675,8 +687,8 @@ pub async fn get_tenant(
 }
 
 #[utoipa::path(delete, path = "/public/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = Done), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody)),
+    responses((status = 200, body = Done), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Deletes a tenant with its scenarios and chaos.
 pub async fn delete_tenant(
@@ -687,28 +699,25 @@ pub async fn delete_tenant(
     let who = caller.writer(&app)?.clone();
     valid_id(&id)?;
     let (cfg, checked) = app
-        .store
+        .stores
+        .config
         .get_tenant(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
     writable(&who, &cfg)?;
     // Only the document just checked: if it changed meanwhile (a new owner, a manifest), refuse.
     let v = app
-        .store
-        .delete_tenant_checked(&id, crate::store::Expect::Version(checked))
+        .stores
+        .config
+        .delete_tenant_checked(&id, understudy_core::Expect::Version(checked))
         .await?
         .ok_or_else(|| {
             ApiError::conflict(format!("tenant {id:?} changed while being deleted; retry"))
         })?;
     // A tenant created later under the same id starts from zero.
-    let _ = app
-        .store
-        .delete_prefix(&keys::tenant_runtime_prefix(&id))
-        .await;
-    let _ = app
-        .store
-        .delete_prefix(&keys::tenant_stats_prefix(&id))
-        .await;
+    if let Err(e) = app.stores.purge_tenant(&id).await {
+        tracing::warn!(error = %e, tenant = %id, "could not purge a deleted tenant's counters");
+    }
     app.snapshot.wait_for_version(v, OWN_WRITE_WAIT).await;
     Ok(axum::Json(Done {
         tenant_id: id,
@@ -720,9 +729,9 @@ pub async fn delete_tenant(
 
 #[utoipa::path(put, path = "/public/tenants/{id}/state", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
     request_body = StateBody,
-    responses((status = 200, body = TenantWritten), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody),
-        (status = 413, body = super::api::ErrorBody)),
+    responses((status = 200, body = TenantWritten), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Replaces a tenant's state.
 pub async fn put_state(
@@ -746,8 +755,8 @@ pub async fn put_state(
 }
 
 #[utoipa::path(get, path = "/public/tenants/{id}/settings", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = SettingsView), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+    responses((status = 200, body = SettingsView), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
 /// A tenant's settings.
 pub async fn get_settings(
     State(app): State<App>,
@@ -765,9 +774,9 @@ pub async fn get_settings(
 
 #[utoipa::path(patch, path = "/public/tenants/{id}/settings", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
     request_body(content = Object, description = "a JSON merge patch (RFC 7396)", content_type = "application/json"),
-    responses((status = 200, body = SettingsView), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody),
-        (status = 413, body = super::api::ErrorBody)),
+    responses((status = 200, body = SettingsView), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Merge-patches a tenant's settings (RFC 7396: `null` removes a key).
 pub async fn patch_settings(
@@ -799,8 +808,8 @@ pub async fn patch_settings(
 }
 
 #[utoipa::path(post, path = "/public/tenants/{id}/reset", tag = "tenants", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = Done), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)),
+    responses((status = 200, body = Done), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// A clean slate between test cases: clears the tenant's rate-limit windows and deterministic
 /// fault counters (and, as those surfaces land, its sessions and calls). Allowed on read-only
@@ -818,9 +827,7 @@ pub async fn reset_tenant(
             "only the owner of tenant {id:?} (or an admin) may reset it"
         )));
     }
-    app.store
-        .delete_prefix(&keys::tenant_runtime_prefix(&id))
-        .await?;
+    app.stores.runtime.purge_tenant(&id).await?;
     app.chaos.reset_local(&id);
     Ok(axum::Json(Done {
         tenant_id: id,
@@ -831,8 +838,8 @@ pub async fn reset_tenant(
 }
 
 #[utoipa::path(get, path = "/public/tenants/{id}/scenarios", tag = "scenarios", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = ScenarioList), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+    responses((status = 200, body = ScenarioList), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
 /// A tenant's scenarios, in creation order.
 pub async fn list_scenarios(
     State(app): State<App>,
@@ -851,9 +858,9 @@ pub async fn list_scenarios(
 
 #[utoipa::path(post, path = "/public/tenants/{id}/scenarios", tag = "scenarios", params(("id" = String, Path, description = "tenant id")),
     request_body = ScenarioBody,
-    responses((status = 201, body = ScenarioWritten), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody),
-        (status = 413, body = super::api::ErrorBody)),
+    responses((status = 201, body = ScenarioWritten), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Adds a scenario (validated like the CRD: a bad `tool_input_schema` is refused with the reason).
 pub async fn add_scenario(
@@ -869,7 +876,7 @@ pub async fn add_scenario(
     let (_, v) = modify(&app, &who, &id, |c| {
         if c.scenarios.len() >= MAX_SCENARIOS {
             return Err(ApiError::new(
-                super::api::Code::PayloadTooLarge,
+                crate::api::Code::PayloadTooLarge,
                 format!("tenant {id:?} already has {MAX_SCENARIOS} scenarios, the limit"),
             ));
         }
@@ -893,8 +900,8 @@ pub async fn add_scenario(
 
 #[utoipa::path(delete, path = "/public/tenants/{id}/scenarios/{sid}", tag = "scenarios",
     params(("id" = String, Path, description = "tenant id"), ("sid" = String, Path, description = "scenario id")),
-    responses((status = 200, body = Done), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody)),
+    responses((status = 200, body = Done), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Deletes one scenario.
 pub async fn delete_scenario(
@@ -923,8 +930,8 @@ pub async fn delete_scenario(
 }
 
 #[utoipa::path(get, path = "/public/tenants/{id}/chaos", tag = "chaos", params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = ChaosView), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody)))]
+    responses((status = 200, body = ChaosView), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
 /// The chaos profile in force.
 pub async fn get_chaos(
     State(app): State<App>,
@@ -943,8 +950,8 @@ pub async fn get_chaos(
 
 #[utoipa::path(put, path = "/public/tenants/{id}/chaos", tag = "chaos", params(("id" = String, Path, description = "tenant id")),
     request_body = ChaosBody,
-    responses((status = 200, body = ChaosView), (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody)),
+    responses((status = 200, body = ChaosView), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 /// Sets the chaos profile (`profile: none` turns it off).
 pub async fn put_chaos(

@@ -2,19 +2,16 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use understudy_core::Stores;
 use understudy_crds::manifests::Parsed;
 use understudy_crds::model::ConfigSource;
-use understudy_gateway::app::{self, App, AppState, Options};
-use understudy_gateway::metrics::Metrics;
-use understudy_gateway::snapshot::SnapshotHandle;
-use understudy_gateway::store::Store;
-use understudy_gateway::store::memory::MemoryStore;
+use understudy_gateway::app;
+use understudy_gateway::server::{Wiring, wire};
+use understudy_gateway::state::{App, Options};
 
 /// Fixture manifests: a tenant with text, tool, turn and JSON scenarios.
 pub const MANIFESTS: &str = r#"
@@ -66,28 +63,18 @@ pub async fn app() -> App {
     parsed.add_file("fixture.yaml", MANIFESTS);
     let report = parsed.build(ConfigSource::Manifest);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let store = Arc::new(MemoryStore::new());
+    let stores = Stores::memory();
     for t in &report.tenants {
-        store.put_tenant(t).await.unwrap();
+        stores.config.put_tenant(t).await.unwrap();
     }
-    let snapshot = Arc::new(SnapshotHandle::new());
     let options = Options {
         max_body_bytes: 64 * 1024,
         admin_token: Some(ADMIN.into()),
         ..Options::default()
     };
-    let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn Store> = store;
-    let app = AppState::new(store.clone(), snapshot.clone(), metrics.clone(), options);
-    // Writes through the API reach the snapshot the way they do in the server: via notices.
-    tokio::spawn(understudy_gateway::sync::run(
-        store,
-        snapshot,
-        metrics,
-        Arc::new(understudy_gateway::sync::SyncHandle::default()),
-        understudy_gateway::sync::SyncOptions::default(),
-        app.shutdown.clone(),
-    ));
+    // The binary's own wiring: sync (writes through the API reach the snapshot via notices),
+    // stats flusher.
+    let app = wire(Wiring::new(stores, options)).await.app;
     for _ in 0..500 {
         if snapshot_synced(&app) {
             return app;

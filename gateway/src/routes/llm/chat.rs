@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{LlmError, Provider, sse};
-use crate::app::App;
 use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
 use crate::snapshot::TenantRuntime;
+use crate::state::App;
 
 /// The request fields the mock reads; everything else is accepted and ignored.
 #[derive(Debug, Deserialize)]

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{LlmError, Provider, sse};
-use crate::app::App;
 use crate::engine::embed::embedding;
 use crate::engine::settings::MAX_EMBEDDING_DIMENSIONS;
 use crate::engine::tokens;
+use crate::state::App;
 
 /// Most inputs in one request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;

@@ -223,3 +223,33 @@ pub fn from_json_error(e: serde_path_to_error::Error<serde_json::Error>) -> LlmE
         }
     }
 }
+
+impl From<crate::tenancy::TenancyError> for LlmError {
+    fn from(e: crate::tenancy::TenancyError) -> Self {
+        use crate::tenancy::TenancyError as T;
+        let message = e.message();
+        let param = e.param();
+        match e {
+            T::Missing { .. } => {
+                let mut l = LlmError::invalid(message, param);
+                l.code = Some("missing_tenant");
+                l
+            }
+            T::InvalidHeader | T::InvalidConfigVersion => LlmError::invalid(message, param),
+            T::Starting | T::StoreUnavailable => LlmError::unavailable(message),
+            T::InvalidId(_) | T::NotFound(_) => LlmError::not_found(message, "tenant_not_found"),
+            T::Unauthenticated { .. } => {
+                let mut l = LlmError::invalid(message, None);
+                l.kind = Kind::Authentication;
+                l.status = StatusCode::UNAUTHORIZED;
+                l
+            }
+            T::Forbidden { .. } => {
+                let mut l = LlmError::invalid(message, None);
+                l.kind = Kind::Permission;
+                l.status = StatusCode::FORBIDDEN;
+                l
+            }
+        }
+    }
+}

@@ -27,13 +27,36 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
-use understudy_crds::{Surface, Visibility};
+use understudy_crds::Surface as ChaosSurface;
 
-use crate::app::{App, PathTenant, TenantLabel};
 use crate::chaos::{Fault, Outcome, RateInfo};
 use crate::engine::{self, Decision};
 use crate::snapshot::TenantRuntime;
+use crate::state::{App, TenantLabel};
+use crate::surface::Surface;
+use crate::tenancy::Access;
 pub use error::{LlmError, Provider};
+
+/// The LLM surface: its routes, and provider-shaped 404s under its prefixes.
+pub fn surface() -> Surface {
+    Surface {
+        label: "llm",
+        router: router(),
+        prefixes: &["/v1/", "/chat/", "/responses", "/embeddings", "/models"],
+        not_found,
+    }
+}
+
+/// Unknown routes under the LLM prefixes: Anthropic's shape under `/v1/messages`, OpenAI's
+/// elsewhere.
+fn not_found(method: &http::Method, path: &str) -> Response {
+    let e = LlmError::not_found(format!("No route for {method} {path}."), "unknown_url");
+    if path.starts_with("/v1/messages") {
+        e.render(Provider::Anthropic)
+    } else {
+        e.render(Provider::OpenAi)
+    }
+}
 
 /// Routes of the LLM surface, with and without `/v1` for the OpenAI ones.
 pub fn router() -> Router<App> {
@@ -78,113 +101,13 @@ where
     }
 }
 
-/// Bounded wait for `X-Understudy-Config-Version`.
-const CONFIG_WAIT: Duration = Duration::from_secs(1);
-
-/// Resolves the request's tenant (SPEC §3): `/t/{id}/` prefix or `X-Tenant-ID`; missing → 400,
-/// unknown → 404 (after reading through to the shared store).
+/// Resolves the request's tenant for the data plane (SPEC §3, [`crate::tenancy`]), with errors
+/// in the provider's shape.
 pub async fn tenant(app: &App, parts: &Parts) -> Result<Arc<TenantRuntime>, LlmError> {
-    let id = match parts.extensions.get::<PathTenant>() {
-        Some(p) if p.0.is_empty() => {
-            let mut e = LlmError::invalid(
-                "Missing tenant: the /t/{tenantId}/ path prefix names none.",
-                Some("tenantId"),
-            );
-            e.code = Some("missing_tenant");
-            return Err(e);
-        }
-        Some(p) => p.0.clone(),
-        None => match parts.headers.get("x-tenant-id").map(|v| v.to_str()) {
-            Some(Ok(v)) if !v.trim().is_empty() => v.trim().to_string(),
-            Some(Err(_)) => {
-                return Err(LlmError::invalid(
-                    "The X-Tenant-ID header is not valid text.",
-                    Some("X-Tenant-ID"),
-                ));
-            }
-            _ => {
-                let mut e = LlmError::invalid(
-                    "Missing tenant: send the X-Tenant-ID header or use the /t/{tenantId}/ path prefix.",
-                    Some("X-Tenant-ID"),
-                );
-                e.code = Some("missing_tenant");
-                return Err(e);
-            }
-        },
-    };
-    if let Some(v) = parts.headers.get("x-understudy-config-version") {
-        let wanted: u64 = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                LlmError::invalid(
-                    "X-Understudy-Config-Version must be a configuration version number.",
-                    Some("X-Understudy-Config-Version"),
-                )
-            })?;
-        app.snapshot.wait_for_version(wanted, CONFIG_WAIT).await;
-    }
-    if !app.snapshot.is_synced() {
-        return Err(LlmError::unavailable(
-            "The gateway is starting and has no configuration yet; retry shortly.",
-        ));
-    }
-    if !understudy_crds::model::valid_tenant_id(&id) {
-        return Err(LlmError::not_found(
-            format!(
-                "Tenant '{}' not found: tenant ids match [A-Za-z0-9_.-]{{1,64}}.",
-                id.escape_default()
-            ),
-            "tenant_not_found",
-        ));
-    }
-    let t = app.find_tenant(&id).await.ok_or_else(|| {
-        LlmError::not_found(format!("Tenant '{id}' not found."), "tenant_not_found")
-    })?;
-    authorize(app, parts, &t)?;
-    Ok(t)
-}
-
-/// Data-plane access (SPEC §3, §8.2): credentials are ignored for global tenants (unless
-/// anonymous traffic is off); a private tenant needs its owner's key: 401 without a valid one,
-/// 403 for someone else's.
-fn authorize(app: &App, parts: &Parts, t: &TenantRuntime) -> Result<(), LlmError> {
-    let private = t.config.visibility == Visibility::Private;
-    if !private && app.options.allow_anonymous {
-        return Ok(());
-    }
-    let what = "send its owner's API key as `Authorization: Bearer <key>` or `x-api-key: <key>`";
-    let unauthorized = |why: String| {
-        let mut e = LlmError::invalid(why, None);
-        e.kind = error::Kind::Authentication;
-        e.status = http::StatusCode::UNAUTHORIZED;
-        e
-    };
-    let Some(secret) = crate::identity::credential(&parts.headers) else {
-        return Err(unauthorized(if private {
-            format!("Tenant '{}' is private: {what}.", t.id())
-        } else {
-            format!(
-                "Tenant '{}' needs a credential (anonymous access is off): send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
-                t.id()
-            )
-        }));
-    };
-    let principal = app
-        .identity
-        .principal(secret)
-        .map_err(|e| unauthorized(format!("Tenant '{}': {e}; {what}.", t.id())))?;
-    if !principal.may_use(&t.config) {
-        let mut e = LlmError::invalid(
-            format!("This API key may not use tenant '{}': {what}.", t.id()),
-            None,
-        );
-        e.kind = error::Kind::Permission;
-        e.status = http::StatusCode::FORBIDDEN;
-        return Err(e);
-    }
-    Ok(())
+    crate::tenancy::resolve(app, parts, Access::DataPlane)
+        .await
+        .map(|r| r.tenant)
+        .map_err(LlmError::from)
 }
 
 /// Reads the body within the limit: over it → 413 (checked on Content-Length first).
@@ -264,7 +187,7 @@ pub fn max_tokens(value: Option<i64>, param: &str) -> Result<Option<u64>, LlmErr
 
 /// Runs chaos for the LLM surface: refusals become errors; the rest is returned for rendering.
 pub async fn chaos(app: &App, tenant: &TenantRuntime, stream: bool) -> Result<Outcome, LlmError> {
-    let outcome = app.chaos.evaluate(tenant, Surface::Llm).await;
+    let outcome = app.chaos.evaluate(tenant, ChaosSurface::Llm).await;
     match outcome.fault {
         Some(Fault::RateLimited { retry_after }) => {
             Err(LlmError::rate_limited(tenant.id(), retry_after))
@@ -349,7 +272,7 @@ pub fn rate_for_error(tenant: &TenantRuntime, e: &LlmError) -> Option<RateInfo> 
     }
     let spec = tenant.config.chaos.as_ref()?;
     if spec.profile != understudy_crds::ChaosKind::RateLimit
-        || !spec.surfaces.contains(&Surface::Llm)
+        || !spec.surfaces.contains(&ChaosSurface::Llm)
     {
         return None;
     }

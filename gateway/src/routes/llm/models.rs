@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{LlmError, Provider};
-use crate::app::App;
+use crate::state::App;
 
 /// Fixed creation time reported for every mock model (2024-05-13).
 const CREATED: u64 = 1_715_558_400;

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{LlmError, Provider, sse};
-use crate::app::App;
 use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
 use crate::snapshot::TenantRuntime;
+use crate::state::App;
 
 /// The fields the mock reads.
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! breaks it on demand (stream_cut, malformed_stream).
 //!
 //! Without pacing or faults the plan goes out in a single write: the cheapest possible stream.
+//! Headers, the open-stream gauge and the close on drain come from [`crate::sse`].
 
 use std::time::Duration;
 
@@ -10,12 +11,11 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderValue, StatusCode, header};
-use understudy_crds::Surface;
+use http::{HeaderValue, header};
 
-use crate::app::App;
 use crate::chaos::{Fault, Outcome};
 use crate::engine::settings::Settings;
+use crate::state::App;
 
 /// Every event of an answer, already encoded as SSE text in one buffer, with the end offset of
 /// each event and where the content starts (TTFT applies there). Encoding once means the unpaced
@@ -138,19 +138,6 @@ fn apply_fault(plan: &mut Plan, fault: Option<Fault>) -> Option<usize> {
     }
 }
 
-fn sse_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-}
-
 /// How long a cut stream waits after its last event before aborting the connection.
 const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
@@ -158,10 +145,10 @@ const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
 pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) -> Response {
     let cut = apply_fault(&mut plan, chaos.fault);
     let paced = settings.paced() || chaos.latency.is_some() || cut.is_some();
-    let body = if !paced {
-        Body::from(plan.buf)
-    } else {
-        let guard = app.metrics.stream_guard(Surface::Llm);
+    if !paced {
+        return crate::sse::whole(Body::from(plan.buf));
+    }
+    {
         let ttft = Duration::from_millis(settings.stream_ttft_ms);
         let delay = Duration::from_millis(settings.stream_chunk_delay_ms);
         let jitter = settings.stream_jitter_ms;
@@ -205,20 +192,8 @@ pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) 
                 "stream cut by chaos profile",
             ))
         });
-        let shutdown = app.shutdown.clone();
-        let stream = events
-            .chain(tail)
-            .take_until(shutdown.cancelled_owned())
-            .map(move |item| {
-                let _held = &guard;
-                item
-            });
-        Body::from_stream(stream)
-    };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::OK;
-    sse_headers(&mut resp);
-    resp
+        crate::sse::response(app, "llm", events.chain(tail), None)
+    }
 }
 
 /// A non-streamed JSON answer with chaos applied: latency was already waited for by the caller;

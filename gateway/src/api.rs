@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use understudy_crds::model::Role;
 use utoipa::ToSchema;
 
-use crate::app::App;
 use crate::identity::Identity;
+use crate::state::App;
 
 /// The error codes of the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -112,11 +112,27 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<understudy_core::StoreError> for ApiError {
+    fn from(e: understudy_core::StoreError) -> Self {
         ApiError::unavailable(format!(
             "the shared store cannot serve this request right now: {e}"
         ))
+    }
+}
+
+impl From<crate::tenancy::TenancyError> for ApiError {
+    fn from(e: crate::tenancy::TenancyError) -> Self {
+        use crate::tenancy::TenancyError as T;
+        let code = match &e {
+            T::Missing { .. } | T::InvalidHeader | T::InvalidConfigVersion | T::InvalidId(_) => {
+                Code::InvalidInput
+            }
+            T::Starting | T::StoreUnavailable => Code::Unavailable,
+            T::NotFound(_) => Code::NotFound,
+            T::Unauthenticated { .. } => Code::Unauthorized,
+            T::Forbidden { .. } => Code::Forbidden,
+        };
+        ApiError::new(code, e.message())
     }
 }
 

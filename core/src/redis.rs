@@ -1,22 +1,22 @@
-//! Redis backend: shared mode. Every gateway process reads and writes the same keys
+//! Redis backend of every store trait: shared mode. Every process reads and writes the same keys
 //! (`understudy_crds::keys`), so a client may land on any process for any request.
 //!
 //! Configuration writes are Lua scripts (document + version + index + notice in one atomic step);
-//! counters are pipelined INCR + EXPIRE. Commands time out quickly so a dead Redis never stalls a
-//! request for long; callers decide the fallback.
+//! a windowed counter is one script on a hash with a fixed name, so a tenant's counters are
+//! deleted by name; stats flushes skip tenants whose document is gone. Commands time out quickly
+//! so a dead Redis never stalls a request for long; callers decide the fallback.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
-use super::{
-    ConfigNotice, Expect, FullConfig, StatsBatch, StatsTotals, Store, StoreError, SyncEvent,
+use crate::store::{
+    ConfigStore, Counter, Expect, FullConfig, RuntimeStore, StatsBatch, StatsStore, StatsTotals,
+    StoreError,
 };
 
 /// The Redis backend.
@@ -27,6 +27,8 @@ pub struct RedisStore {
     del_script: Script,
     load_script: Script,
     unlock_script: Script,
+    lock_script: Script,
+    window_script: Script,
     put_key_script: Script,
     del_key_script: Script,
 }
@@ -106,6 +108,39 @@ if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
 return 0
 "#;
 
+/// Takes a lock if free, or extends it if `holder` holds it.
+const LOCK_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// A fixed-window counter on a hash `{w, n}`: a later window restarts the count (an earlier one,
+/// from a process whose clock lags, counts into the current window).
+const WINDOW_LUA: &str = r#"
+local w = tonumber(redis.call('HGET', KEYS[1], 'w') or '-1')
+local now = tonumber(ARGV[1])
+if now > w then
+  redis.call('HSET', KEYS[1], 'w', ARGV[1], 'n', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return n
+"#;
+
+/// Adds one tenant's counters, only while its document exists (KEYS: index, tenant stats,
+/// scenario stats; ARGV: tenant, requests, unmatched, last_request_ms, then id/hits pairs).
+const FLUSH_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'requests', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'unmatched', ARGV[3])
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_request_ms') or '0')
+if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], 'last_request_ms', ARGV[4]) end
+for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"#;
+
 const UNLOCK_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -134,12 +169,24 @@ impl RedisStore {
             del_script: Script::new(DEL_LUA),
             load_script: Script::new(LOAD_LUA),
             unlock_script: Script::new(UNLOCK_LUA),
+            lock_script: Script::new(LOCK_LUA),
+            window_script: Script::new(WINDOW_LUA),
             put_key_script: Script::new(PUT_KEY_LUA),
             del_key_script: Script::new(DEL_KEY_LUA),
         })
     }
 
     fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The client (the hub opens its subscriber connection from it).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
+    /// The shared multiplexed connection (the hub publishes through it).
+    pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
 }
@@ -149,11 +196,7 @@ fn parse_doc(doc: &str) -> Result<TenantConfig, StoreError> {
 }
 
 #[async_trait]
-impl Store for RedisStore {
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
-
+impl ConfigStore for RedisStore {
     async fn load_all(&self) -> Result<FullConfig, StoreError> {
         let out: Vec<String> = self
             .load_script
@@ -312,28 +355,6 @@ impl Store for RedisStore {
         Ok((v >= 0).then_some(v as u64))
     }
 
-    async fn subscribe(&self) -> Result<BoxStream<'static, SyncEvent>, StoreError> {
-        let mut pubsub =
-            tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub())
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
-                .map_err(unavailable)?;
-        pubsub
-            .subscribe(keys::CONFIG_CHANNEL)
-            .await
-            .map_err(unavailable)?;
-        Ok(pubsub
-            .into_on_message()
-            .filter_map(|msg| async move {
-                match serde_json::from_slice::<ConfigNotice>(msg.get_payload_bytes()) {
-                    Ok(n) => Some(SyncEvent::Notice(n)),
-                    // A notice we cannot read means we may have missed a change.
-                    Err(_) => Some(SyncEvent::Lagged),
-                }
-            })
-            .boxed())
-    }
-
     async fn epoch(&self) -> Result<Option<String>, StoreError> {
         self.conn().get(keys::EPOCH).await.map_err(unavailable)
     }
@@ -377,100 +398,99 @@ impl Store for RedisStore {
             .ok_or_else(|| StoreError::Corrupt("INFO server has no run_id".into()))
     }
 
-    async fn incr_expiring(&self, key: &str, ttl_secs: u64) -> Result<u64, StoreError> {
-        let (n,): (u64,) = redis::pipe()
-            .atomic()
-            .incr(key, 1)
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(ttl_secs.max(1))
-            .arg("NX")
-            .ignore()
-            .query_async(&mut self.conn())
+    async fn seed_generation(&self) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .get(keys::SEED_GENERATION)
             .await
-            .map_err(unavailable)?;
-        Ok(n)
+            .map_err(unavailable)
     }
 
-    async fn incr(&self, key: &str) -> Result<u64, StoreError> {
-        self.conn().incr(key, 1).await.map_err(unavailable)
+    async fn set_seed_generation(&self, hash: &str) -> Result<(), StoreError> {
+        self.conn()
+            .set(keys::SEED_GENERATION, hash)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl RuntimeStore for RedisStore {
+    async fn incr_window(
+        &self,
+        tenant: &str,
+        counter: Counter,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, StoreError> {
+        self.window_script
+            .key(keys::runtime_counter(tenant, counter.as_str()))
+            .arg(window_start)
+            .arg(ttl_secs.clamp(1, i64::MAX as u64 / 2))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let mut cursor: u64 = 0;
-        let mut deleted = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if !batch.is_empty() {
-                let n: u64 = conn.del(&batch).await.map_err(unavailable)?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+    async fn incr(&self, tenant: &str, counter: Counter) -> Result<u64, StoreError> {
+        self.conn()
+            .hincr(keys::runtime_counter(tenant, counter.as_str()), "n", 1)
+            .await
+            .map_err(unavailable)
     }
 
-    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.conn().get(key).await.map_err(unavailable)
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        let names: Vec<String> = Counter::ALL
+            .iter()
+            .map(|c| keys::runtime_counter(tenant, c.as_str()))
+            .collect();
+        self.conn().del::<_, ()>(names).await.map_err(unavailable)
     }
 
-    async fn set_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().set(key, value).await.map_err(unavailable)
-    }
-
-    async fn try_lock(&self, key: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(key)
+    async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let ok: i64 = self
+            .lock_script
+            .key(keys::lock(name))
             .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut self.conn())
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if ok.is_some() {
-            return Ok(true);
-        }
-        let current: Option<String> = self.conn().get(key).await.map_err(unavailable)?;
-        Ok(current.as_deref() == Some(holder))
+        Ok(ok == 1)
     }
 
-    async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+    async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .unlock_script
-            .key(key)
+            .key(keys::lock(name))
             .arg(holder)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl StatsStore for RedisStore {
     async fn flush_stats(&self, batch: &StatsBatch) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for (tenant, s) in &batch.tenants {
-            let tk = keys::tenant_stats(tenant);
-            pipe.hincr(&tk, "requests", s.requests).ignore();
-            pipe.hincr(&tk, "unmatched", s.unmatched).ignore();
-            // Last flush wins: flushes are seconds apart and the time is informational.
-            pipe.hset(&tk, "last_request_ms", s.last_request_ms)
-                .ignore();
-            let sk = keys::scenario_stats(tenant);
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(FLUSH_LUA)
+                .arg(3)
+                .arg(keys::CONFIG_INDEX)
+                .arg(keys::tenant_stats(tenant))
+                .arg(keys::scenario_stats(tenant))
+                .arg(tenant)
+                .arg(s.requests)
+                .arg(s.unmatched)
+                .arg(s.last_request_ms);
             for (id, n) in &s.hits {
-                pipe.hincr(&sk, id, *n).ignore();
+                eval.arg(id).arg(*n);
             }
+            pipe.add_command(eval).ignore();
         }
+        // EVAL (not EVALSHA) in a pipeline: no NOSCRIPT round trip to handle; the script is small.
         pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
@@ -492,5 +512,12 @@ impl Store for RedisStore {
             last_request_ms: t.get("last_request_ms").copied().unwrap_or(0),
             hits,
         })
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn()
+            .del::<_, ()>(&[keys::tenant_stats(tenant), keys::scenario_stats(tenant)])
+            .await
+            .map_err(unavailable)
     }
 }

@@ -5,7 +5,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+use crate::process::LogFormat;
 
 /// Keeps the OTLP pipeline alive; flushes on drop.
 pub struct Guard(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
@@ -18,8 +18,9 @@ impl Drop for Guard {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) -> anyhow::Result<Guard> {
+/// Installs the global subscriber for `service` (the OTLP service name). `RUST_LOG` filters
+/// (default `info`).
+pub fn init(format: LogFormat, service: &'static str) -> anyhow::Result<Guard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
@@ -33,7 +34,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Guard> {
             .with_http()
             .build()?;
         let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("understudy-gateway")
+            .with_service_name(service)
             .build();
         Some(
             opentelemetry_sdk::trace::SdkTracerProvider::builder()
@@ -46,7 +47,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Guard> {
     };
     let otel = provider
         .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("understudy-gateway")));
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

@@ -1,58 +1,64 @@
-//! In-process backend: embedded mode (one process, no Redis) and unit tests.
+//! In-process backend of every store trait: embedded mode (one process, no Redis) and unit
+//! tests. Configuration notices go out on the process's memory [`Hub`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
-use super::{
-    ConfigNotice, Expect, FullConfig, NoticeKind, NoticeOp, StatsBatch, StatsTotals, Store,
-    StoreError, SyncEvent,
+use crate::hub::{Hub, Topic};
+use crate::store::{
+    ConfigNotice, ConfigStore, Counter, Expect, FullConfig, NoticeKind, NoticeOp, RuntimeStore,
+    StatsBatch, StatsStore, StatsTotals, StoreError,
 };
+
+/// A run-time counter: its window (0 for counters without one), value and expiry.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    window: u64,
+    value: u64,
+    expires: Option<Instant>,
+}
 
 #[derive(Default)]
 struct State {
     version: u64,
     epoch: Option<String>,
+    seed_generation: Option<String>,
     tenants: BTreeMap<String, (TenantConfig, u64)>,
     keys: BTreeMap<String, ApiKeyRecord>,
-    /// key → (value, expiry)
-    counters: HashMap<String, (u64, Option<Instant>)>,
-    values: HashMap<String, String>,
-    /// key → (holder, expiry)
+    /// tenant → counter → count: a tenant's counters go in one step.
+    counters: HashMap<String, HashMap<Counter, Count>>,
+    /// lock name → (holder, expiry)
     locks: HashMap<String, (String, Instant)>,
     stats: HashMap<String, StatsTotals>,
 }
 
+/// Bound on tenants with run-time counters before expired ones are swept.
+const SWEEP_AT: usize = 10_000;
+
 /// The memory backend. Cheap to create; each instance is an isolated world.
 pub struct MemoryStore {
     state: Mutex<State>,
-    notices: broadcast::Sender<ConfigNotice>,
+    hub: Hub,
     instance: String,
 }
 
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        let (notices, _) = broadcast::channel(1024);
+    /// An empty store publishing its notices on `hub`.
+    pub fn new(hub: Hub) -> Self {
         MemoryStore {
             state: Mutex::new(State::default()),
-            notices,
+            hub,
             instance: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// A store with a hub of its own (per-process chaos fallback counters, tests).
+    pub fn standalone() -> Self {
+        Self::new(Hub::memory())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,45 +70,68 @@ impl MemoryStore {
     /// version order.
     fn bump(&self, st: &mut State, name: String, op: NoticeOp, kind: NoticeKind) -> u64 {
         st.version += 1;
-        let _ = self.notices.send(ConfigNotice {
+        let notice = ConfigNotice {
             version: st.version,
             tenant: name,
             op,
             kind,
-        });
+        };
+        if let Ok(bytes) = serde_json::to_vec(&notice) {
+            self.hub.publish_local(&Topic::config(), bytes);
+        }
         st.version
     }
 
-    /// Drops every counter with this prefix (synchronous, for the per-process fallback).
-    pub fn forget_prefix(&self, prefix: &str) {
-        self.lock().counters.retain(|k, _| !k.starts_with(prefix));
-    }
-
-    /// Synchronous counter used as the per-process fallback when the shared store is down.
-    pub fn incr_expiring_now(&self, key: &str, ttl_secs: u64) -> u64 {
+    /// Synchronous windowed counter: the per-process fallback when the shared store is down.
+    pub fn incr_window_now(
+        &self,
+        tenant: &str,
+        counter: Counter,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> u64 {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.counters.len() > 10_000 {
-            st.counters
-                .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        if st.counters.len() > SWEEP_AT {
+            st.counters.retain(|_, cs| {
+                cs.retain(|_, c| c.expires.is_none_or(|e| e > now));
+                !cs.is_empty()
+            });
         }
         // Saturating: an absurd ttl means "never expires", not an overflow.
-        let expiry = now.checked_add(Duration::from_secs(ttl_secs));
-        let entry = st.counters.entry(key.to_string()).or_insert((0, expiry));
-        if entry.1.is_some_and(|e| e <= now) {
-            *entry = (0, expiry);
+        let expires = now.checked_add(Duration::from_secs(ttl_secs));
+        if !st.counters.contains_key(tenant) {
+            st.counters.insert(tenant.to_string(), HashMap::new());
         }
-        entry.0 += 1;
-        entry.0
+        let Some(cs) = st.counters.get_mut(tenant) else {
+            return 0;
+        };
+        let c = cs.entry(counter).or_insert(Count {
+            window: window_start,
+            value: 0,
+            expires,
+        });
+        let expired = c.expires.is_some_and(|e| e <= now);
+        if expired || window_start > c.window {
+            *c = Count {
+                window: window_start,
+                value: 0,
+                expires,
+            };
+        }
+        c.value += 1;
+        c.expires = expires;
+        c.value
+    }
+
+    /// Synchronous purge of a tenant's counters (the per-process fallback's reset).
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.lock().counters.remove(tenant);
     }
 }
 
 #[async_trait]
-impl Store for MemoryStore {
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
-
+impl ConfigStore for MemoryStore {
     async fn load_all(&self) -> Result<FullConfig, StoreError> {
         let st = self.lock();
         Ok(FullConfig {
@@ -204,16 +233,6 @@ impl Store for MemoryStore {
         Ok(Some(v))
     }
 
-    async fn subscribe(&self) -> Result<BoxStream<'static, SyncEvent>, StoreError> {
-        let rx = self.notices.subscribe();
-        Ok(BroadcastStream::new(rx)
-            .map(|r| match r {
-                Ok(n) => SyncEvent::Notice(n),
-                Err(BroadcastStreamRecvError::Lagged(_)) => SyncEvent::Lagged,
-            })
-            .boxed())
-    }
-
     async fn epoch(&self) -> Result<Option<String>, StoreError> {
         Ok(self.lock().epoch.clone())
     }
@@ -241,44 +260,45 @@ impl Store for MemoryStore {
         Ok(self.instance.clone())
     }
 
-    async fn incr_expiring(&self, key: &str, ttl_secs: u64) -> Result<u64, StoreError> {
-        Ok(self.incr_expiring_now(key, ttl_secs))
+    async fn seed_generation(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().seed_generation.clone())
     }
 
-    async fn incr(&self, key: &str) -> Result<u64, StoreError> {
-        let mut st = self.lock();
-        let entry = st.counters.entry(key.to_string()).or_insert((0, None));
-        entry.0 += 1;
-        Ok(entry.0)
+    async fn set_seed_generation(&self, hash: &str) -> Result<(), StoreError> {
+        self.lock().seed_generation = Some(hash.to_string());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RuntimeStore for MemoryStore {
+    async fn incr_window(
+        &self,
+        tenant: &str,
+        counter: Counter,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(self.incr_window_now(tenant, counter, window_start, ttl_secs))
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let mut st = self.lock();
-        let before = st.counters.len() + st.values.len();
-        st.counters.retain(|k, _| !k.starts_with(prefix));
-        st.values.retain(|k, _| !k.starts_with(prefix));
-        Ok((before - st.counters.len() - st.values.len()) as u64)
+    async fn incr(&self, tenant: &str, counter: Counter) -> Result<u64, StoreError> {
+        Ok(self.incr_window_now(tenant, counter, 0, u64::MAX / 4))
     }
 
-    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.lock().values.get(key).cloned())
-    }
-
-    async fn set_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.lock()
-            .values
-            .insert(key.to_string(), value.to_string());
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.forget_tenant(tenant);
         Ok(())
     }
 
-    async fn try_lock(&self, key: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+    async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
-        match st.locks.get(key) {
+        match st.locks.get(name) {
             Some((h, exp)) if *exp > now && h != holder => Ok(false),
             _ => {
                 st.locks.insert(
-                    key.to_string(),
+                    name.to_string(),
                     (holder.to_string(), now + Duration::from_millis(ttl_ms)),
                 );
                 Ok(true)
@@ -286,17 +306,23 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+    async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let mut st = self.lock();
-        if st.locks.get(key).is_some_and(|(h, _)| h == holder) {
-            st.locks.remove(key);
+        if st.locks.get(name).is_some_and(|(h, _)| h == holder) {
+            st.locks.remove(name);
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl StatsStore for MemoryStore {
     async fn flush_stats(&self, batch: &StatsBatch) -> Result<(), StoreError> {
         let mut st = self.lock();
         for (tenant, s) in &batch.tenants {
+            if !st.tenants.contains_key(tenant) {
+                continue; // deleted: its counters went with it
+            }
             let t = st.stats.entry(tenant.clone()).or_default();
             t.requests += s.requests;
             t.unmatched += s.unmatched;
@@ -310,5 +336,10 @@ impl Store for MemoryStore {
 
     async fn read_stats(&self, tenant: &str) -> Result<StatsTotals, StoreError> {
         Ok(self.lock().stats.get(tenant).cloned().unwrap_or_default())
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.lock().stats.remove(tenant);
+        Ok(())
     }
 }

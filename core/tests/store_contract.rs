@@ -1,0 +1,453 @@
+//! The store contracts, one suite per concern, each run against the memory backend and against
+//! a real `redis-server` started for the test. The hub has its own suite (`hub_contract.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use understudy_core::{
+    ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, StatsBatch,
+    Stores, TenantStats, Topic,
+};
+use understudy_crds::model::{ApiKeyRecord, Role};
+use understudy_crds::model::{ConfigSource, TenantConfig};
+use understudy_e2e::RedisServer;
+
+type Fixture = (Stores, Option<RedisServer>);
+
+fn memory() -> Fixture {
+    (Stores::memory(), None)
+}
+
+fn redis() -> Fixture {
+    let server = RedisServer::start().expect("redis-server starts");
+    let stores = Stores::redis(&server.url()).expect("valid url");
+    (stores, Some(server))
+}
+
+fn tenant(id: &str, response: &str) -> TenantConfig {
+    TenantConfig {
+        tenant_id: id.into(),
+        visibility: Default::default(),
+        owner: None,
+        state: json!({"k": response}),
+        settings: json!({}),
+        default_response: Some(response.into()),
+        scenarios: vec![],
+        chaos: None,
+        source: ConfigSource::Api,
+        origin: String::new(),
+    }
+}
+
+// --- configuration ---------------------------------------------------------------------------
+
+async fn put_get_load_and_versions(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    assert_eq!(s.get_tenant("a").await.unwrap(), None);
+    let v1 = s.put_tenant(&tenant("a", "one")).await.unwrap();
+    let v2 = s.put_tenant(&tenant("b", "two")).await.unwrap();
+    let v3 = s.put_tenant(&tenant("a", "three")).await.unwrap();
+    assert!(v1 < v2 && v2 < v3, "versions increase: {v1} {v2} {v3}");
+    let (a, va) = s.get_tenant("a").await.unwrap().unwrap();
+    assert_eq!(a.default_response.as_deref(), Some("three"));
+    assert_eq!(va, v3);
+    let all = s.load_all().await.unwrap();
+    assert_eq!(all.version, v3);
+    let mut ids: Vec<_> = all
+        .tenants
+        .iter()
+        .map(|(t, v)| (t.tenant_id.clone(), *v))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![("a".to_string(), v3), ("b".to_string(), v2)]);
+}
+
+async fn delete_reports_absence(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    assert_eq!(s.delete_tenant("nope").await.unwrap(), None);
+    let v1 = s.put_tenant(&tenant("a", "x")).await.unwrap();
+    let v2 = s.delete_tenant("a").await.unwrap().expect("deleted");
+    assert!(v2 > v1);
+    assert_eq!(s.get_tenant("a").await.unwrap(), None);
+    assert!(s.load_all().await.unwrap().tenants.is_empty());
+    assert_eq!(
+        s.load_all().await.unwrap().version,
+        v2,
+        "a delete is a version too"
+    );
+}
+
+async fn notices_arrive_in_order(s: Arc<dyn ConfigStore>, hub: Hub) {
+    let mut sub = hub.subscribe(&Topic::config()).await;
+    let v1 = s.put_tenant(&tenant("a", "x")).await.unwrap();
+    let v2 = s.delete_tenant("a").await.unwrap().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            Ok(Some(Delivery::Message(m))) => {
+                let n: ConfigNotice = serde_json::from_slice(&m).unwrap();
+                got.push((n.version, n.tenant, n.op))
+            }
+            other => panic!("expected a notice, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            (v1, "a".to_string(), NoticeOp::Put),
+            (v2, "a".to_string(), NoticeOp::Del)
+        ]
+    );
+}
+
+async fn epoch_marks_population(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    assert_eq!(s.epoch().await.unwrap(), None);
+    assert_eq!(
+        s.init_epoch("e1").await.unwrap().as_deref(),
+        Some("e1"),
+        "a fresh store is marked"
+    );
+    assert_eq!(
+        s.init_epoch("e2").await.unwrap().as_deref(),
+        Some("e1"),
+        "init never replaces"
+    );
+    s.set_epoch("e3").await.unwrap();
+    assert_eq!(s.epoch().await.unwrap().as_deref(), Some("e3"));
+    assert_eq!(s.load_all().await.unwrap().epoch.as_deref(), Some("e3"));
+    let id = s.instance_id().await.unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(
+        s.instance_id().await.unwrap(),
+        id,
+        "stable while the backend runs"
+    );
+}
+
+async fn an_emptied_store_is_not_marked_by_a_reader(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    s.put_tenant(&tenant("a", "x")).await.unwrap();
+    // Used (a version exists) but without an epoch: as after FLUSHALL once a process noticed.
+    assert_eq!(s.init_epoch("reader").await.unwrap(), None);
+    s.set_epoch("writer").await.unwrap();
+    assert_eq!(
+        s.init_epoch("reader").await.unwrap().as_deref(),
+        Some("writer")
+    );
+}
+
+async fn raise_version_only_raises(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    s.put_tenant(&tenant("a", "x")).await.unwrap();
+    s.raise_version(100).await.unwrap();
+    s.raise_version(50).await.unwrap();
+    assert_eq!(s.put_tenant(&tenant("a", "y")).await.unwrap(), 101);
+}
+
+async fn checked_writes_refuse_stale_versions(s: Arc<dyn ConfigStore>, _hub: Hub) {
+    let v1 = s
+        .put_tenant_checked(&tenant("a", "one"), Expect::Absent)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_eq!(
+        s.put_tenant_checked(&tenant("a", "dup"), Expect::Absent)
+            .await
+            .unwrap(),
+        None,
+        "create twice"
+    );
+    let v2 = s
+        .put_tenant_checked(&tenant("a", "two"), Expect::Version(v1))
+        .await
+        .unwrap()
+        .expect("fresh version");
+    assert_eq!(
+        s.put_tenant_checked(&tenant("a", "lost update"), Expect::Version(v1))
+            .await
+            .unwrap(),
+        None,
+        "a write based on an old version is refused"
+    );
+    let (doc, v) = s.get_tenant("a").await.unwrap().unwrap();
+    assert_eq!(
+        (doc.default_response.as_deref(), v),
+        (Some("two"), v2),
+        "nothing refused was stored"
+    );
+}
+
+fn key(name: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        name: name.into(),
+        identity: "alice".into(),
+        role: Role::Editor,
+        tenant: None,
+        description: None,
+        expires_at: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        created_by: "admin".into(),
+        hash: format!("hash-of-{name}"),
+    }
+}
+
+async fn keys_are_created_once_listed_and_revoked(s: Arc<dyn ConfigStore>, hub: Hub) {
+    let mut sub = hub.subscribe(&Topic::config()).await;
+    let v1 = s.put_key(&key("ci")).await.unwrap().expect("created");
+    assert_eq!(
+        s.put_key(&key("ci")).await.unwrap(),
+        None,
+        "names are unique"
+    );
+    assert_eq!(s.get_key("ci").await.unwrap(), Some(key("ci")));
+    assert_eq!(s.load_all().await.unwrap().keys, vec![key("ci")]);
+    let v2 = s.delete_key("ci").await.unwrap().expect("revoked");
+    assert_eq!(s.delete_key("ci").await.unwrap(), None);
+    assert!(s.load_all().await.unwrap().keys.is_empty());
+    assert!(
+        s.put_key(&key("ci")).await.unwrap().is_some(),
+        "a revoked key's name may be reused"
+    );
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            Ok(Some(Delivery::Message(m))) => {
+                let n: ConfigNotice = serde_json::from_slice(&m).unwrap();
+                got.push((n.version, n.kind, n.op))
+            }
+            other => panic!("expected a notice, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            (v1, NoticeKind::Key, NoticeOp::Put),
+            (v2, NoticeKind::Key, NoticeOp::Del)
+        ]
+    );
+}
+
+// --- tenant runtime --------------------------------------------------------------------------
+
+async fn windowed_counters_count_restart_and_expire(s: Stores) {
+    let r = &s.runtime;
+    assert_eq!(
+        r.incr_window("t", Counter::RateLimit, 100, 60)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        r.incr_window("t", Counter::RateLimit, 100, 60)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        r.incr_window("t", Counter::FailFirst, 100, 60)
+            .await
+            .unwrap(),
+        1,
+        "counters are separate"
+    );
+    assert_eq!(
+        r.incr_window("other", Counter::RateLimit, 100, 60)
+            .await
+            .unwrap(),
+        1,
+        "tenants are separate"
+    );
+    assert_eq!(
+        r.incr_window("t", Counter::RateLimit, 160, 60)
+            .await
+            .unwrap(),
+        1,
+        "a later window starts from zero"
+    );
+    assert_eq!(
+        r.incr_window("t", Counter::RateLimit, 100, 60)
+            .await
+            .unwrap(),
+        2,
+        "a lagging clock counts into the current window, never resets it"
+    );
+    // Expiry: a counter unused for its ttl is gone.
+    assert_eq!(
+        r.incr_window("e", Counter::RateLimit, 5, 1).await.unwrap(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        r.incr_window("e", Counter::RateLimit, 5, 1).await.unwrap(),
+        1,
+        "an unused counter expires after its ttl"
+    );
+}
+
+async fn plain_counters_and_purge(s: Stores) {
+    let r = &s.runtime;
+    assert_eq!(r.incr("t", Counter::Every).await.unwrap(), 1);
+    assert_eq!(r.incr("t", Counter::Every).await.unwrap(), 2);
+    assert_eq!(r.incr("other", Counter::Every).await.unwrap(), 1);
+    r.incr_window("t", Counter::RateLimit, 100, 600)
+        .await
+        .unwrap();
+    r.purge_tenant("t").await.unwrap();
+    assert_eq!(r.incr("t", Counter::Every).await.unwrap(), 1, "purged");
+    assert_eq!(
+        r.incr_window("t", Counter::RateLimit, 100, 600)
+            .await
+            .unwrap(),
+        1,
+        "windowed counters purged too"
+    );
+    assert_eq!(
+        r.incr("other", Counter::Every).await.unwrap(),
+        2,
+        "other tenants untouched"
+    );
+}
+
+async fn locks_are_held_extended_and_expire(s: Stores) {
+    let r = &s.runtime;
+    assert!(r.try_lock("seed", "p1", 10_000).await.unwrap());
+    assert!(
+        r.try_lock("seed", "p1", 10_000).await.unwrap(),
+        "the holder takes it again (and extends it)"
+    );
+    assert!(!r.try_lock("seed", "p2", 10_000).await.unwrap());
+    r.unlock("seed", "p2").await.unwrap();
+    assert!(
+        !r.try_lock("seed", "p2", 10_000).await.unwrap(),
+        "only the holder unlocks"
+    );
+    r.unlock("seed", "p1").await.unwrap();
+    assert!(r.try_lock("seed", "p2", 300).await.unwrap());
+    // Extended by its holder before it expires: still held past the first ttl.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(r.try_lock("seed", "p2", 300).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !r.try_lock("seed", "p3", 300).await.unwrap(),
+        "the extension holds"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        r.try_lock("seed", "p3", 300).await.unwrap(),
+        "a lock expires"
+    );
+}
+
+async fn seed_generation_is_kept(s: Stores) {
+    assert_eq!(s.config.seed_generation().await.unwrap(), None);
+    s.config.set_seed_generation("abc").await.unwrap();
+    assert_eq!(
+        s.config.seed_generation().await.unwrap().as_deref(),
+        Some("abc")
+    );
+}
+
+// --- stats ------------------------------------------------------------------------------------
+
+async fn stats_accumulate(s: Stores) {
+    s.config.put_tenant(&tenant("t", "x")).await.unwrap();
+    let mut batch = StatsBatch::default();
+    batch.tenants.insert(
+        "t".into(),
+        TenantStats {
+            requests: 3,
+            unmatched: 1,
+            last_request_ms: 1000,
+            hits: [("ns/a".to_string(), 2)].into_iter().collect(),
+        },
+    );
+    s.stats.flush_stats(&batch).await.unwrap();
+    batch.tenants.get_mut("t").unwrap().last_request_ms = 2000;
+    s.stats.flush_stats(&batch).await.unwrap();
+    let totals = s.stats.read_stats("t").await.unwrap();
+    assert_eq!(
+        (totals.requests, totals.unmatched, totals.last_request_ms),
+        (6, 2, 2000)
+    );
+    assert_eq!(totals.hits.get("ns/a"), Some(&4));
+    assert_eq!(s.stats.read_stats("none").await.unwrap().requests, 0);
+}
+
+async fn stats_of_deleted_tenants_are_purged_and_not_recreated(s: Stores) {
+    s.config.put_tenant(&tenant("t", "x")).await.unwrap();
+    let mut batch = StatsBatch::default();
+    batch.tenants.insert(
+        "t".into(),
+        TenantStats {
+            requests: 2,
+            hits: [("ns/a".to_string(), 1)].into_iter().collect(),
+            ..Default::default()
+        },
+    );
+    s.stats.flush_stats(&batch).await.unwrap();
+    s.config.delete_tenant("t").await.unwrap();
+    s.purge_tenant("t").await.unwrap();
+    assert_eq!(s.stats.read_stats("t").await.unwrap(), Default::default());
+    // A late flush (a gateway's buffered counts) does not bring them back.
+    s.stats.flush_stats(&batch).await.unwrap();
+    assert_eq!(
+        s.stats.read_stats("t").await.unwrap(),
+        Default::default(),
+        "no counters for a tenant that is gone"
+    );
+}
+
+macro_rules! contract {
+    ($suite:ident: $($name:ident),* $(,)?) => {
+        mod $suite {
+            mod memory_backend {
+                $(#[tokio::test] async fn $name() { let (s, _g) = super::super::memory(); super::super::$name(s).await })*
+            }
+            mod redis_backend {
+                $(#[tokio::test] async fn $name() { let (s, _g) = super::super::redis(); super::super::$name(s).await })*
+            }
+        }
+    };
+}
+
+/// The configuration suite takes the config store and the hub its notices go out on.
+async fn config_case<F, Fut>(s: Stores, case: F)
+where
+    F: FnOnce(Arc<dyn ConfigStore>, Hub) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    case(s.config.clone(), s.hub.clone()).await
+}
+
+macro_rules! config_contract {
+    ($($name:ident),* $(,)?) => {
+        mod config {
+            mod memory_backend {
+                $(#[tokio::test] async fn $name() { let (s, _g) = super::super::memory(); super::super::config_case(s, super::super::$name).await })*
+            }
+            mod redis_backend {
+                $(#[tokio::test] async fn $name() { let (s, _g) = super::super::redis(); super::super::config_case(s, super::super::$name).await })*
+            }
+        }
+    };
+}
+
+config_contract!(
+    put_get_load_and_versions,
+    delete_reports_absence,
+    notices_arrive_in_order,
+    epoch_marks_population,
+    raise_version_only_raises,
+    checked_writes_refuse_stale_versions,
+    keys_are_created_once_listed_and_revoked,
+    an_emptied_store_is_not_marked_by_a_reader,
+);
+
+contract!(runtime:
+    windowed_counters_count_restart_and_expire,
+    plain_counters_and_purge,
+    locks_are_held_extended_and_expire,
+    seed_generation_is_kept,
+);
+
+contract!(stats:
+    stats_accumulate,
+    stats_of_deleted_tenants_are_purged_and_not_recreated,
+);

@@ -1,0 +1,116 @@
+//! The application state every handler reads. Routers depend on this module; it depends on no
+//! router (the assembly lives in [`crate::app`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use understudy_core::Stores;
+
+use crate::chaos::Chaos;
+use crate::metrics::Metrics;
+use crate::snapshot::{SnapshotHandle, TenantRuntime};
+use crate::stats::Stats;
+use crate::tenancy::UnknownTenants;
+
+/// Runtime options the routes read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Allowed CORS origins (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Base URL used in links the gateway hands out.
+    pub public_url: Option<String>,
+    /// Whether state is shared through Redis (unknown tenants are read through).
+    pub shared: bool,
+    /// The bootstrap admin token (`--admin-token`).
+    pub admin_token: Option<String>,
+    /// Whether anonymous callers may use global tenants' data plane.
+    pub allow_anonymous: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_body_bytes: 10 * 1024 * 1024,
+            cors_origins: vec!["*".into()],
+            public_url: None,
+            shared: false,
+            admin_token: None,
+            allow_anonymous: true,
+        }
+    }
+}
+
+/// Everything a request handler may touch.
+pub struct AppState {
+    /// Tenant configuration, read without locks or I/O.
+    pub snapshot: Arc<SnapshotHandle>,
+    /// Shared state by concern, and the pub/sub hub.
+    pub stores: Stores,
+    /// Chaos decisions.
+    pub chaos: Chaos,
+    /// Credentials → identities.
+    pub identity: crate::identity::Resolver,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Traffic counters for status.
+    pub stats: Arc<Stats>,
+    /// Tenant ids recently found to exist nowhere: a flood of them costs no store round trip
+    /// each.
+    pub unknown: UnknownTenants,
+    /// Options.
+    pub options: Options,
+    /// Cancelled at shutdown: open streams end cleanly.
+    pub shutdown: CancellationToken,
+    /// Set when draining: readiness answers 503.
+    pub draining: AtomicBool,
+}
+
+/// Shared handle to the state.
+pub type App = Arc<AppState>;
+
+impl AppState {
+    /// Builds the state around the stores and a snapshot.
+    pub fn new(
+        stores: Stores,
+        snapshot: Arc<SnapshotHandle>,
+        metrics: Arc<Metrics>,
+        options: Options,
+    ) -> App {
+        Arc::new(AppState {
+            chaos: Chaos::new(stores.runtime.clone(), metrics.clone()),
+            identity: crate::identity::Resolver::new(
+                options.admin_token.as_deref(),
+                snapshot.clone(),
+            ),
+            snapshot,
+            stores,
+            metrics,
+            stats: Arc::new(Stats::default()),
+            unknown: UnknownTenants::default(),
+            options,
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the process should receive traffic.
+    pub fn ready(&self) -> bool {
+        self.snapshot.is_synced() && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The tenant named by a `/t/{tenantId}/` path prefix (set before routing).
+#[derive(Debug, Clone)]
+pub struct PathTenant(pub String);
+
+/// The tenant a response was for (set by handlers, read by the metrics layer).
+#[derive(Debug, Clone)]
+pub struct TenantLabel(pub Arc<TenantRuntime>);
+
+/// The surface a response belongs to (set by each surface's router and fallback, read by the
+/// metrics layer).
+#[derive(Debug, Clone, Copy)]
+pub struct SurfaceLabel(pub &'static str);
