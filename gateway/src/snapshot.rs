@@ -6,9 +6,10 @@
 //! ```
 //!
 //! A snapshot is immutable; a change builds a new one and swaps it in, so a request sees one
-//! consistent configuration from start to finish and never takes a lock.
+//! consistent configuration from start to finish and never takes a lock. Its maps are persistent
+//! (`imbl`): a new snapshot shares everything but the changed entry with the old one, so applying
+//! one notice costs O(log n), and seeding n tenants one notice at a time grows linearly.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,9 +70,11 @@ pub struct Snapshot {
     /// The epoch of the store this snapshot was read from.
     pub epoch: Option<String>,
     /// tenant id → runtime.
-    pub tenants: HashMap<String, Arc<TenantRuntime>>,
+    pub tenants: imbl::HashMap<String, Arc<TenantRuntime>>,
     /// SHA-256 of a key's plaintext → the key: authentication is one map lookup.
-    pub keys: HashMap<[u8; 32], Arc<ApiKeyRecord>>,
+    pub keys: imbl::HashMap<[u8; 32], Arc<ApiKeyRecord>>,
+    /// Key name → its digest in `keys` (a revocation by name is one lookup, not a scan).
+    key_names: imbl::HashMap<String, [u8; 32]>,
 }
 
 impl Snapshot {
@@ -82,6 +85,14 @@ impl Snapshot {
             epoch: self.epoch.clone(),
             tenants: self.tenants.clone(),
             keys: self.keys.clone(),
+            key_names: self.key_names.clone(),
+        }
+    }
+
+    /// Removes the key named `name`, if any.
+    fn remove_key(&mut self, name: &str) {
+        if let Some(d) = self.key_names.remove(name) {
+            self.keys.remove(&d);
         }
     }
 }
@@ -180,31 +191,49 @@ impl SnapshotHandle {
         });
     }
 
-    /// Replaces everything (a full sync).
+    /// Replaces everything (a full sync). A tenant whose version did not change keeps its digested
+    /// runtime. Returns the ids of tenants that are gone.
     pub fn replace(
         &self,
         version: u64,
         epoch: Option<String>,
         tenants: Vec<(TenantConfig, u64)>,
         keys: Vec<ApiKeyRecord>,
-    ) {
+    ) -> Vec<String> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let tenants = tenants
+        let cur = self.load();
+        let tenants: imbl::HashMap<String, Arc<TenantRuntime>> = tenants
             .into_iter()
-            .map(|(c, v)| (c.tenant_id.clone(), Arc::new(TenantRuntime::new(c, v))))
+            .map(|(c, v)| {
+                let runtime = match cur.tenants.get(&c.tenant_id) {
+                    Some(t) if t.version == v && t.config == c => t.clone(),
+                    _ => Arc::new(TenantRuntime::new(c, v)),
+                };
+                (runtime.config.tenant_id.clone(), runtime)
+            })
             .collect();
-        let keys = keys
-            .into_iter()
-            .filter_map(|k| Some((digest_of(&k.hash)?, Arc::new(k))))
+        let gone = cur
+            .tenants
+            .keys()
+            .filter(|id| !tenants.contains_key(*id))
+            .cloned()
             .collect();
-        self.publish(Snapshot {
+        let mut next = Snapshot {
             version,
             epoch,
             tenants,
-            keys,
-        });
+            ..Snapshot::default()
+        };
+        for k in keys {
+            if let Some(d) = digest_of(&k.hash) {
+                next.key_names.insert(k.name.clone(), d);
+                next.keys.insert(d, Arc::new(k));
+            }
+        }
+        self.publish(next);
         self.synced.store(true, Ordering::Release);
         self.touch();
+        gone
     }
 
     /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
@@ -240,8 +269,9 @@ impl SnapshotHandle {
     pub fn apply_key_put(&self, key: ApiKeyRecord, global_version: u64) {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.load().next(global_version);
-        next.keys.retain(|_, k| k.name != key.name);
+        next.remove_key(&key.name);
         if let Some(d) = digest_of(&key.hash) {
+            next.key_names.insert(key.name.clone(), d);
             next.keys.insert(d, Arc::new(key));
         }
         self.publish(next);
@@ -252,7 +282,7 @@ impl SnapshotHandle {
     pub fn apply_key_del(&self, name: &str, global_version: u64) {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.load().next(global_version);
-        next.keys.retain(|_, k| k.name != name);
+        next.remove_key(name);
         self.publish(next);
         self.touch();
     }

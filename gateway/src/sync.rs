@@ -71,12 +71,15 @@ impl Syncer {
                     // The store restarted from a lower counter: lift it so later writes are seen.
                     self.store.raise_version(current.version).await?;
                 }
-                self.snapshot.replace(
+                let gone = self.snapshot.replace(
                     full.version.max(current.version),
                     full.epoch,
                     full.tenants,
                     full.keys,
                 );
+                for id in gone {
+                    self.metrics.forget_tenant(&id);
+                }
             }
             (None, false) => {
                 // A store never used: this process marks it, so a later emptying is noticed. A
@@ -86,7 +89,8 @@ impl Syncer {
                     .store
                     .init_epoch(&uuid::Uuid::new_v4().to_string())
                     .await?;
-                self.snapshot
+                let _ = self
+                    .snapshot
                     .replace(full.version, epoch, full.tenants, full.keys);
             }
             (None, true) => {

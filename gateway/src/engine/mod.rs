@@ -3,8 +3,13 @@
 //! wire format.
 //!
 //! ```text
-//!  request JSON ──adapter──► Conversation ──decide(tenant)──► Decision ──adapter──► JSON / SSE frames
+//!  request JSON ──dialect──► Conversation ──answer(tenant)──► Answer ──dialect──► JSON / SSE frames
+//!                                             (decide + max_tokens + token counts)
 //! ```
+//!
+//! [`answer`] is the mock model without HTTP: the LLM routes render its [`Answer`] in each
+//! provider's shape, and any other caller (the execute API's `openai_chat`, the audit log) can run
+//! it and read the answer without axum types.
 
 pub mod embed;
 pub mod settings;
@@ -196,6 +201,92 @@ pub fn decide(tenant: &TenantRuntime, conv: &Conversation) -> Decision {
             text: fallback_text(tenant),
             scenario: None,
         },
+    }
+}
+
+/// Why the answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The whole text.
+    Complete,
+    /// Cut by max tokens.
+    Length,
+    /// A tool call.
+    ToolCall,
+}
+
+/// A tool call the mock model makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments (a JSON object).
+    pub arguments: Value,
+    /// The arguments serialised, as the OpenAI APIs carry them.
+    pub arguments_json: String,
+}
+
+/// The mock model's answer to one request: the one type every dialect renders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The scenario that produced it (`None`: default response or fallback).
+    pub scenario: Option<usize>,
+    /// The text after max tokens (empty for a tool call).
+    pub text: String,
+    /// The tool call, when the answer is one.
+    pub call: Option<ToolCall>,
+    /// Why it ended.
+    pub stop: Stop,
+    /// Estimated input tokens (at least 1).
+    pub input_tokens: u64,
+    /// Estimated output tokens of one choice.
+    pub output_tokens: u64,
+}
+
+impl Answer {
+    /// Whether max tokens cut the text.
+    pub fn truncated(&self) -> bool {
+        self.stop == Stop::Length
+    }
+}
+
+/// Runs the mock model: decides (SPEC §3.3), applies `max_tokens` (SPEC §11) and estimates
+/// tokens.
+pub fn answer(tenant: &TenantRuntime, conv: &Conversation, max_tokens: Option<u64>) -> Answer {
+    let input_tokens = tokens::estimate(conv.input_chars).max(1);
+    match decide(tenant, conv) {
+        Decision::Text { text, scenario } => {
+            let (text, cut) = tokens::truncate(&text, max_tokens);
+            let output_tokens = tokens::estimate(text.chars().count());
+            Answer {
+                scenario,
+                text,
+                call: None,
+                stop: if cut { Stop::Length } else { Stop::Complete },
+                input_tokens,
+                output_tokens,
+            }
+        }
+        Decision::ToolCall {
+            name,
+            arguments,
+            scenario,
+        } => {
+            let arguments_json = serde_json::to_string(&arguments).unwrap_or_else(|_| "{}".into());
+            let output_tokens = tokens::estimate(arguments_json.chars().count() + name.len());
+            Answer {
+                scenario: Some(scenario),
+                text: String::new(),
+                call: Some(ToolCall {
+                    name,
+                    arguments,
+                    arguments_json,
+                }),
+                stop: Stop::ToolCall,
+                input_tokens,
+                output_tokens,
+            }
+        }
     }
 }
 

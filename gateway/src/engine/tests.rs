@@ -235,3 +235,38 @@ fn a_tool_answered_earlier_in_the_conversation_is_not_called_again() {
         "SPEC §3.3: a result for it is in the conversation"
     );
 }
+
+#[test]
+fn answer_applies_max_tokens_and_counts_tokens_without_http() {
+    let t = tenant(vec![scenario("a", &["refund"], "Refunds take five days.")]);
+    let mut conv = ask("a refund please");
+    conv.input_chars = 15;
+    let full = answer(&t, &conv, None);
+    assert_eq!(full.text, "Refunds take five days.");
+    assert_eq!(full.stop, Stop::Complete);
+    assert_eq!(full.scenario, Some(0));
+    assert_eq!((full.input_tokens, full.output_tokens), (4, 6));
+    let cut = answer(&t, &conv, Some(2));
+    assert_eq!(cut.text, "Refunds ");
+    assert!(cut.truncated());
+    assert_eq!(cut.output_tokens, 2);
+    let none = answer(&t, &ask("unrelated"), None);
+    assert_eq!((none.scenario, none.input_tokens), (None, 1));
+}
+
+#[test]
+fn a_tool_call_answer_carries_its_arguments_both_ways() {
+    let mut s = scenario("a", &["balance"], "");
+    s.spec.tool_name = Some("get_balance".into());
+    s.spec.tool_arguments = Some(json!({"account": "main"}));
+    let t = tenant(vec![s]);
+    let mut conv = ask("my balance");
+    conv.offered_tools = vec!["get_balance".into()];
+    let a = answer(&t, &conv, Some(1));
+    assert_eq!(a.stop, Stop::ToolCall);
+    let call = a.call.expect("a tool call");
+    assert_eq!(call.arguments, json!({"account": "main"}));
+    assert_eq!(call.arguments_json, r#"{"account":"main"}"#);
+    assert!(a.text.is_empty());
+    assert_eq!(a.output_tokens, tokens::estimate(18 + 11));
+}

@@ -1,7 +1,6 @@
 //! `POST /v1/messages` (Anthropic Messages, streamed or not) and `POST /v1/messages/count_tokens`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -9,8 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{LlmError, Provider, sse};
-use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
-use crate::snapshot::TenantRuntime;
+use crate::engine::{Answer, Conversation, Stop, ToolCall, ToolChoice, tokens};
 use crate::state::App;
 
 /// The fields the mock reads.
@@ -208,40 +206,12 @@ impl Ids {
     }
 }
 
-/// Content, stop reason and output tokens of a decision after max_tokens.
-pub struct Answer {
-    text: Option<String>,
-    call: Option<(String, Value)>,
-    stop: &'static str,
-    output_tokens: u64,
-}
-
-/// Applies max_tokens.
-pub fn answer(decision: &Decision, max: u64) -> Answer {
-    match decision {
-        Decision::Text { text, .. } => {
-            let (text, cut) = tokens::truncate(text, Some(max));
-            let output_tokens = tokens::estimate(text.chars().count());
-            Answer {
-                text: Some(text),
-                call: None,
-                stop: if cut { "max_tokens" } else { "end_turn" },
-                output_tokens,
-            }
-        }
-        Decision::ToolCall {
-            name, arguments, ..
-        } => {
-            let chars = serde_json::to_string(arguments)
-                .map(|s| s.chars().count())
-                .unwrap_or(2);
-            Answer {
-                text: None,
-                call: Some((name.clone(), arguments.clone())),
-                stop: "tool_use",
-                output_tokens: tokens::estimate(chars + name.len()),
-            }
-        }
+/// Messages' `stop_reason`.
+fn stop_reason(stop: Stop) -> &'static str {
+    match stop {
+        Stop::Complete => "end_turn",
+        Stop::Length => "max_tokens",
+        Stop::ToolCall => "tool_use",
     }
 }
 
@@ -257,8 +227,15 @@ fn usage(input: u64, output: u64) -> Value {
 
 /// The non-streamed message.
 pub fn render_json(model: &str, ans: &Answer, input: u64, ids: &Ids) -> Vec<u8> {
-    let content = match (&ans.text, &ans.call) {
-        (_, Some((name, args))) => {
+    let content = match (ans.call.is_none().then_some(ans.text.as_str()), &ans.call) {
+        (
+            _,
+            Some(ToolCall {
+                name,
+                arguments: args,
+                ..
+            }),
+        ) => {
             json!([{"type": "tool_use", "id": ids.tool_id, "name": name, "input": args}])
         }
         (Some(t), None) => json!([{"type": "text", "text": t}]),
@@ -270,7 +247,7 @@ pub fn render_json(model: &str, ans: &Answer, input: u64, ids: &Ids) -> Vec<u8> 
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": ans.stop,
+        "stop_reason": stop_reason(ans.stop),
         "stop_sequence": null,
         "usage": usage(input, ans.output_tokens),
     }))
@@ -295,15 +272,21 @@ pub fn render_stream(
         }
     });
     plan.push(Some("message_start"), &start.to_string());
-    match (&ans.text, &ans.call) {
-        (_, Some((name, args))) => {
+    match (ans.call.is_none().then_some(ans.text.as_str()), &ans.call) {
+        (
+            _,
+            Some(ToolCall {
+                name,
+                arguments_json: args,
+                ..
+            }),
+        ) => {
             let block = json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "tool_use", "id": ids.tool_id, "name": name, "input": {}}});
             plan.push(Some("content_block_start"), &block.to_string());
             plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
-            let args = serde_json::to_string(args).unwrap_or_else(|_| "{}".into());
-            for piece in super::pieces(&args, chunk_chars.max(16)) {
+            for piece in super::pieces(args, chunk_chars.max(16)) {
                 let d = json!({"type": "content_block_delta", "index": 0,
                     "delta": {"type": "input_json_delta", "partial_json": piece}});
                 plan.push(Some("content_block_delta"), &d.to_string());
@@ -314,7 +297,7 @@ pub fn render_stream(
             plan.push(Some("content_block_start"), &block.to_string());
             plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
-            for piece in super::pieces(text.as_deref().unwrap_or(""), chunk_chars) {
+            for piece in super::pieces(text.unwrap_or(""), chunk_chars) {
                 let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
                 plan.push(Some("content_block_delta"), &d.to_string());
             }
@@ -324,62 +307,51 @@ pub fn render_stream(
         Some("content_block_stop"),
         "{\"type\":\"content_block_stop\",\"index\":0}",
     );
-    let delta = json!({"type": "message_delta", "delta": {"stop_reason": ans.stop, "stop_sequence": null},
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(ans.stop), "stop_sequence": null},
         "usage": {"output_tokens": ans.output_tokens}});
     plan.push(Some("message_delta"), &delta.to_string());
     plan.push(Some("message_stop"), "{\"type\":\"message_stop\"}");
     plan
 }
 
-/// The Messages handler.
-pub async fn handle(State(app): State<App>, req: Request) -> Response {
-    super::pipeline(app, req, Provider::Anthropic, serve).await
-}
+/// The Messages dialect.
+pub struct Messages;
 
-async fn serve(
-    app: App,
-    tenant: Arc<TenantRuntime>,
-    parts: http::request::Parts,
-    body: axum::body::Body,
-) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &tenant, &parts);
-    let bytes = super::body(app, parts, body).await?;
-    let req: MessagesRequest = super::parse(&bytes)?;
-    let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);
-    validate_messages(&req.messages)?;
-    validate_tools(req.tools.as_ref())?;
-    let system = system_chars(req.system.as_ref())?;
-    let conv = conversation(
-        &req.messages,
-        req.tools.as_ref(),
-        choice(req.tool_choice.as_ref())?,
-        system,
-    );
-    let stream = req.stream.unwrap_or(false);
-    let outcome = super::chaos(app, tenant, stream).await?;
-    let decision = engine::decide(tenant, &conv);
-    super::record(app, tenant, &decision);
-    let ans = answer(&decision, max);
-    let input = tokens::estimate(conv.input_chars).max(1);
-    let ids = Ids::fresh();
-    let resp = if stream {
-        let plan = render_stream(
-            &req.model,
-            &ans,
-            input,
-            tenant.settings.stream_chunk_chars,
-            &ids,
+impl super::Dialect for Messages {
+    type Request = MessagesRequest;
+    const PROVIDER: Provider = Provider::Anthropic;
+
+    fn prepare(req: &MessagesRequest) -> Result<super::Prepared, LlmError> {
+        let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);
+        validate_messages(&req.messages)?;
+        validate_tools(req.tools.as_ref())?;
+        let system = system_chars(req.system.as_ref())?;
+        let conv = conversation(
+            &req.messages,
+            req.tools.as_ref(),
+            choice(req.tool_choice.as_ref())?,
+            system,
         );
-        sse::respond(app, plan, &tenant.settings, &outcome)
-    } else {
-        sse::respond_json(render_json(&req.model, &ans, input, &ids), &outcome)
-    };
-    Ok(super::finish(
-        resp,
-        Provider::Anthropic,
-        Some(tenant),
-        outcome.rate,
-    ))
+        Ok(super::Prepared {
+            conv,
+            max_tokens: Some(max),
+            stream: req.stream.unwrap_or(false),
+        })
+    }
+
+    fn render_json(req: &MessagesRequest, ans: &Answer) -> Vec<u8> {
+        render_json(&req.model, ans, ans.input_tokens, &Ids::fresh())
+    }
+
+    fn render_stream(req: &MessagesRequest, ans: &Answer, chunk_chars: usize) -> sse::Plan {
+        render_stream(
+            &req.model,
+            ans,
+            ans.input_tokens,
+            chunk_chars,
+            &Ids::fresh(),
+        )
+    }
 }
 
 /// `POST /v1/messages/count_tokens`: the same estimate as usage.

@@ -1,17 +1,12 @@
 //! `POST /v1/chat/completions` (OpenAI Chat Completions), streamed or not.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{LlmError, Provider, sse};
-use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
-use crate::snapshot::TenantRuntime;
-use crate::state::App;
+use crate::engine::{Answer, Conversation, Stop, ToolCall, ToolChoice, tokens};
 
 /// The request fields the mock reads; everything else is accepted and ignored.
 #[derive(Debug, Deserialize)]
@@ -288,39 +283,12 @@ impl Ids {
     }
 }
 
-/// A rendered answer: the decision's text after truncation, or the tool call.
-pub struct Answer {
-    text: String,
-    finish: &'static str,
-    call: Option<(String, String)>,
-    completion_tokens: u64,
-}
-
-/// Applies max_tokens to a decision.
-pub fn answer(decision: &Decision, max_tokens: Option<u64>) -> Answer {
-    match decision {
-        Decision::Text { text, .. } => {
-            let (text, cut) = tokens::truncate(text, max_tokens);
-            let completion_tokens = tokens::estimate(text.chars().count());
-            Answer {
-                text,
-                finish: if cut { "length" } else { "stop" },
-                call: None,
-                completion_tokens,
-            }
-        }
-        Decision::ToolCall {
-            name, arguments, ..
-        } => {
-            let args = serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into());
-            let completion_tokens = tokens::estimate(args.chars().count() + name.len());
-            Answer {
-                text: String::new(),
-                finish: "tool_calls",
-                call: Some((name.clone(), args)),
-                completion_tokens,
-            }
-        }
+/// Chat Completions' `finish_reason`.
+fn finish_reason(stop: Stop) -> &'static str {
+    match stop {
+        Stop::Complete => "stop",
+        Stop::Length => "length",
+        Stop::ToolCall => "tool_calls",
     }
 }
 
@@ -338,19 +306,19 @@ pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &
                 },
                 refusal: None,
                 annotations: [],
-                tool_calls: ans.call.as_ref().map(|(name, args)| {
+                tool_calls: ans.call.as_ref().map(|c| {
                     vec![OutToolCall {
                         id: &ids.call_id,
                         kind: "function",
                         function: OutFunction {
-                            name,
-                            arguments: args,
+                            name: &c.name,
+                            arguments: &c.arguments_json,
                         },
                     }]
                 }),
             },
             logprobs: None,
-            finish_reason: ans.finish,
+            finish_reason: finish_reason(ans.stop),
         })
         .collect();
     let body = Completion {
@@ -359,7 +327,7 @@ pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &
         created: ids.created,
         model,
         choices,
-        usage: usage(prompt_tokens, ans.completion_tokens * n as u64),
+        usage: usage(prompt_tokens, ans.output_tokens * n as u64),
         service_tier: "default",
         system_fingerprint: "fp_understudy",
     };
@@ -385,7 +353,7 @@ pub fn render_stream(
     let head = format!("{prefix}{usage_null},\"choices\":[{{\"index\":");
     let pieces = match &ans.call {
         None => super::pieces(&ans.text, chunk_chars),
-        Some((_, args)) => super::pieces(args, chunk_chars.max(16)),
+        Some(c) => super::pieces(&c.arguments_json, chunk_chars.max(16)),
     };
     let mut plan = sse::Plan::with_capacity((pieces.len() + 4) * (head.len() + 96) * n as usize);
     let chunk =
@@ -440,7 +408,7 @@ pub fn render_stream(
                     );
                 }
             }
-            Some((name, _)) => {
+            Some(ToolCall { name, .. }) => {
                 chunk(
                     &mut plan,
                     index,
@@ -476,11 +444,11 @@ pub fn render_stream(
             &mut plan,
             index,
             &|b| b.extend_from_slice(b"{}"),
-            Some(ans.finish),
+            Some(finish_reason(ans.stop)),
         );
     }
     if include_usage {
-        let usage = usage(prompt_tokens, ans.completion_tokens * n as u64);
+        let usage = usage(prompt_tokens, ans.output_tokens * n as u64);
         plan.push_with(None, |buf| {
             buf.extend_from_slice(prefix.as_bytes());
             buf.extend_from_slice(b",\"choices\":[],\"usage\":");
@@ -517,52 +485,51 @@ pub fn validate(req: &ChatRequest) -> Result<(u32, Option<u64>), LlmError> {
     Ok((n, max))
 }
 
-/// The handler.
-pub async fn handle(State(app): State<App>, req: Request) -> Response {
-    super::pipeline(app, req, Provider::OpenAi, serve).await
-}
+/// The Chat Completions dialect.
+pub struct Chat;
 
-async fn serve(
-    app: App,
-    tenant: Arc<TenantRuntime>,
-    parts: http::request::Parts,
-    body: axum::body::Body,
-) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &tenant, &parts);
-    let bytes = super::body(app, parts, body).await?;
-    let req: ChatRequest = super::parse(&bytes)?;
-    let (n, max) = validate(&req)?;
-    let conv = conversation(&req)?;
-    let stream = req.stream.unwrap_or(false);
-    let outcome = super::chaos(app, tenant, stream).await?;
-    let decision = engine::decide(tenant, &conv);
-    super::record(app, tenant, &decision);
-    let ans = answer(&decision, max);
-    let prompt = tokens::estimate(conv.input_chars).max(1);
-    let ids = Ids::fresh();
-    let resp = if stream {
+impl super::Dialect for Chat {
+    type Request = ChatRequest;
+    const PROVIDER: Provider = Provider::OpenAi;
+
+    fn prepare(req: &ChatRequest) -> Result<super::Prepared, LlmError> {
+        let (_, max_tokens) = validate(req)?;
+        Ok(super::Prepared {
+            conv: conversation(req)?,
+            max_tokens,
+            stream: req.stream.unwrap_or(false),
+        })
+    }
+
+    fn render_json(req: &ChatRequest, ans: &Answer) -> Vec<u8> {
+        render_json(
+            &req.model,
+            choices(req),
+            ans,
+            ans.input_tokens,
+            &Ids::fresh(),
+        )
+    }
+
+    fn render_stream(req: &ChatRequest, ans: &Answer, chunk_chars: usize) -> sse::Plan {
         let include_usage = req
             .stream_options
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let plan = render_stream(
+        render_stream(
             &req.model,
-            n,
-            &ans,
-            prompt,
+            choices(req),
+            ans,
+            ans.input_tokens,
             include_usage,
-            tenant.settings.stream_chunk_chars,
-            &ids,
-        );
-        sse::respond(app, plan, &tenant.settings, &outcome)
-    } else {
-        sse::respond_json(render_json(&req.model, n, &ans, prompt, &ids), &outcome)
-    };
-    Ok(super::finish(
-        resp,
-        Provider::OpenAi,
-        Some(tenant),
-        outcome.rate,
-    ))
+            chunk_chars,
+            &Ids::fresh(),
+        )
+    }
+}
+
+/// `n`, validated by [`validate`] already.
+fn choices(req: &ChatRequest) -> u32 {
+    req.n.map_or(1, |n| n.clamp(1, 128) as u32)
 }

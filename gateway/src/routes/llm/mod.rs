@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use understudy_crds::Surface as ChaosSurface;
 
 use crate::chaos::{Fault, Outcome, RateInfo};
-use crate::engine::{self, Decision};
+use crate::engine;
 use crate::snapshot::TenantRuntime;
 use crate::state::{App, TenantLabel};
 use crate::surface::Surface;
@@ -61,17 +61,17 @@ fn not_found(method: &http::Method, path: &str) -> Response {
 /// Routes of the LLM surface, with and without `/v1` for the OpenAI ones.
 pub fn router() -> Router<App> {
     Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
-        .route("/chat/completions", post(chat::handle))
-        .route("/v1/responses", post(responses::handle))
-        .route("/responses", post(responses::handle))
+        .route("/v1/chat/completions", post(handle::<chat::Chat>))
+        .route("/chat/completions", post(handle::<chat::Chat>))
+        .route("/v1/responses", post(handle::<responses::Responses>))
+        .route("/responses", post(handle::<responses::Responses>))
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get_one))
         .route("/models/{*id}", get(models::get_one))
-        .route("/v1/messages", post(anthropic::handle))
+        .route("/v1/messages", post(handle::<anthropic::Messages>))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
 }
 
@@ -203,11 +203,78 @@ pub async fn chaos(app: &App, tenant: &TenantRuntime, stream: bool) -> Result<Ou
 }
 
 /// Counts the request for status (requests, unmatched, hits).
-pub fn record(app: &App, tenant: &TenantRuntime, decision: &Decision) {
-    let id = decision
-        .scenario()
-        .map(|i| tenant.config.scenarios[i].id.as_str());
+fn record_scenario(app: &App, tenant: &TenantRuntime, scenario: Option<usize>) {
+    let id = scenario.map(|i| tenant.config.scenarios[i].id.as_str());
     app.stats.record(tenant.id(), Some(id));
+}
+
+/// What a dialect reads from its request before the mock model runs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The conversation, reduced for matching.
+    pub conv: engine::Conversation,
+    /// The request's max tokens, validated.
+    pub max_tokens: Option<u64>,
+    /// Whether the answer is streamed.
+    pub stream: bool,
+}
+
+/// One provider API over the mock model: how its request reads, and how an [`engine::Answer`]
+/// is written back. Chat Completions, Messages and Responses each implement it; [`serve`] is
+/// their one serve path.
+pub trait Dialect: Send + Sync + 'static {
+    /// The request body.
+    type Request: DeserializeOwned + Send + Sync;
+    /// Whose error shape to answer in.
+    const PROVIDER: Provider;
+    /// Validates the request and reduces it.
+    fn prepare(req: &Self::Request) -> Result<Prepared, LlmError>;
+    /// The non-streamed body.
+    fn render_json(req: &Self::Request, answer: &engine::Answer) -> Vec<u8>;
+    /// The streamed events, in pieces of `chunk_chars`.
+    fn render_stream(req: &Self::Request, answer: &engine::Answer, chunk_chars: usize)
+    -> sse::Plan;
+}
+
+/// Runs the mock model for a tenant and counts the request for status: no HTTP in sight.
+pub fn generate(
+    app: &App,
+    tenant: &TenantRuntime,
+    conv: &engine::Conversation,
+    max_tokens: Option<u64>,
+) -> engine::Answer {
+    let answer = engine::answer(tenant, conv, max_tokens);
+    record_scenario(app, tenant, answer.scenario);
+    answer
+}
+
+/// The handler of a dialect's generation route.
+pub async fn handle<D: Dialect>(
+    axum::extract::State(app): axum::extract::State<App>,
+    req: axum::extract::Request,
+) -> Response {
+    pipeline(app, req, D::PROVIDER, serve::<D>).await
+}
+
+/// The one serve path: body, parse, prepare, chaos, the mock model, render (JSON or paced SSE).
+async fn serve<D: Dialect>(
+    app: App,
+    tenant: Arc<TenantRuntime>,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, LlmError> {
+    let bytes = self::body(&app, &parts, body).await?;
+    let req: D::Request = parse(&bytes)?;
+    let prepared = D::prepare(&req)?;
+    let outcome = chaos(&app, &tenant, prepared.stream).await?;
+    let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+    let resp = if prepared.stream {
+        let plan = D::render_stream(&req, &answer, tenant.settings.stream_chunk_chars);
+        sse::respond(&app, plan, &tenant.settings, &outcome)
+    } else {
+        sse::respond_json(D::render_json(&req, &answer), &outcome)
+    };
+    Ok(finish(resp, D::PROVIDER, Some(&tenant), outcome.rate))
 }
 
 /// Adds the providers' rate-limit headers and the tenant label to a response.

@@ -4,17 +4,12 @@
 //! `previous_response_id` is accepted and ignored.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{LlmError, Provider, sse};
-use crate::engine::{self, Conversation, Decision, ToolChoice, tokens};
-use crate::snapshot::TenantRuntime;
-use crate::state::App;
+use crate::engine::{Answer, Conversation, ToolCall, ToolChoice, tokens};
 
 /// The fields the mock reads.
 #[derive(Debug, Deserialize)]
@@ -183,51 +178,19 @@ impl Ids {
     }
 }
 
-/// The answer after max_output_tokens.
-pub struct Answer {
-    text: String,
-    call: Option<(String, String)>,
-    truncated: bool,
-    output_tokens: u64,
-}
-
-/// Applies max_output_tokens.
-pub fn answer(decision: &Decision, max: Option<u64>) -> Answer {
-    match decision {
-        Decision::Text { text, .. } => {
-            let (text, truncated) = tokens::truncate(text, max);
-            let output_tokens = tokens::estimate(text.chars().count());
-            Answer {
-                text,
-                call: None,
-                truncated,
-                output_tokens,
-            }
-        }
-        Decision::ToolCall {
-            name, arguments, ..
-        } => {
-            let args = serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into());
-            let output_tokens = tokens::estimate(args.chars().count() + name.len());
-            Answer {
-                text: String::new(),
-                call: Some((name.clone(), args)),
-                truncated: false,
-                output_tokens,
-            }
-        }
-    }
-}
-
 fn item(ans: &Answer, ids: &Ids, done: bool) -> Value {
     match &ans.call {
-        Some((name, args)) => json!({
+        Some(ToolCall {
+            name,
+            arguments_json: args,
+            ..
+        }) => json!({
             "id": ids.item_id, "type": "function_call",
             "status": if done { "completed" } else { "in_progress" },
             "call_id": ids.call_id, "name": name, "arguments": if done { args.as_str() } else { "" },
         }),
         None => {
-            let status = match (done, ans.truncated) {
+            let status = match (done, ans.truncated()) {
                 (false, _) => "in_progress",
                 (true, true) => "incomplete",
                 (true, false) => "completed",
@@ -244,7 +207,7 @@ fn item(ans: &Answer, ids: &Ids, done: bool) -> Value {
 
 /// The response object; `done: false` gives the in-progress shape of `response.created`.
 fn response(req: &ResponsesRequest, ans: &Answer, input: u64, ids: &Ids, done: bool) -> Value {
-    let status = match (done, ans.truncated) {
+    let status = match (done, ans.truncated()) {
         (false, _) => "in_progress",
         (true, true) => "incomplete",
         (true, false) => "completed",
@@ -277,7 +240,7 @@ fn response(req: &ResponsesRequest, ans: &Answer, input: u64, ids: &Ids, done: b
         "status": status,
         "background": false,
         "error": null,
-        "incomplete_details": if done && ans.truncated { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "incomplete_details": if done && ans.truncated() { json!({"reason": "max_output_tokens"}) } else { Value::Null },
         "instructions": req.instructions.clone().unwrap_or(Value::Null),
         "max_output_tokens": req.max_output_tokens,
         "model": req.model,
@@ -343,7 +306,10 @@ fn render_stream(
         json!({"output_index": 0, "item": item(ans, ids, false)}),
     );
     match &ans.call {
-        Some((_, args)) => {
+        Some(ToolCall {
+            arguments_json: args,
+            ..
+        }) => {
             plan.mark_content();
             for piece in super::pieces(args, chunk_chars.max(16)) {
                 push(
@@ -390,7 +356,7 @@ fn render_stream(
         "response.output_item.done",
         json!({"output_index": 0, "item": item(ans, ids, true)}),
     );
-    let last = if ans.truncated {
+    let last = if ans.truncated() {
         "response.incomplete"
     } else {
         "response.completed"
@@ -403,49 +369,39 @@ fn render_stream(
     plan
 }
 
-/// The handler.
-pub async fn handle(State(app): State<App>, req: Request) -> Response {
-    super::pipeline(app, req, Provider::OpenAi, serve).await
-}
+/// The Responses dialect.
+pub struct Responses;
 
-async fn serve(
-    app: App,
-    tenant: Arc<TenantRuntime>,
-    parts: http::request::Parts,
-    body: axum::body::Body,
-) -> Result<Response, LlmError> {
-    let (app, tenant, parts) = (&app, &tenant, &parts);
-    let bytes = super::body(app, parts, body).await?;
-    let req: ResponsesRequest = super::parse(&bytes)?;
-    let max = super::max_tokens(req.max_output_tokens, "max_output_tokens")?;
-    let conv = conversation(&req)?;
-    if conv.last_user_text.is_none()
-        && conv.tool_results == 0
-        && req.input.as_array().is_some_and(Vec::is_empty)
-    {
-        return Err(LlmError::invalid(
-            "Invalid 'input': empty array.",
-            Some("input"),
-        ));
+impl super::Dialect for Responses {
+    type Request = ResponsesRequest;
+    const PROVIDER: Provider = Provider::OpenAi;
+
+    fn prepare(req: &ResponsesRequest) -> Result<super::Prepared, LlmError> {
+        let max_tokens = super::max_tokens(req.max_output_tokens, "max_output_tokens")?;
+        let conv = conversation(req)?;
+        if conv.last_user_text.is_none()
+            && conv.tool_results == 0
+            && req.input.as_array().is_some_and(Vec::is_empty)
+        {
+            return Err(LlmError::invalid(
+                "Invalid 'input': empty array.",
+                Some("input"),
+            ));
+        }
+        Ok(super::Prepared {
+            conv,
+            max_tokens,
+            stream: req.stream.unwrap_or(false),
+        })
     }
-    let stream = req.stream.unwrap_or(false);
-    let outcome = super::chaos(app, tenant, stream).await?;
-    let decision = engine::decide(tenant, &conv);
-    super::record(app, tenant, &decision);
-    let ans = answer(&decision, max);
-    let input = tokens::estimate(conv.input_chars).max(1);
-    let ids = Ids::fresh(ans.call.is_some());
-    let resp = if stream {
-        let plan = render_stream(&req, &ans, input, tenant.settings.stream_chunk_chars, &ids);
-        sse::respond(app, plan, &tenant.settings, &outcome)
-    } else {
-        let body = serde_json::to_vec(&response(&req, &ans, input, &ids, true)).unwrap_or_default();
-        sse::respond_json(body, &outcome)
-    };
-    Ok(super::finish(
-        resp,
-        Provider::OpenAi,
-        Some(tenant),
-        outcome.rate,
-    ))
+
+    fn render_json(req: &ResponsesRequest, ans: &Answer) -> Vec<u8> {
+        let ids = Ids::fresh(ans.call.is_some());
+        serde_json::to_vec(&response(req, ans, ans.input_tokens, &ids, true)).unwrap_or_default()
+    }
+
+    fn render_stream(req: &ResponsesRequest, ans: &Answer, chunk_chars: usize) -> sse::Plan {
+        let ids = Ids::fresh(ans.call.is_some());
+        render_stream(req, ans, ans.input_tokens, chunk_chars, &ids)
+    }
 }
