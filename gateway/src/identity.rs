@@ -207,8 +207,8 @@ pub struct Resolver {
 /// Whether an `expires_at` (RFC 3339, any offset or precision) is past, compared as a time, not
 /// as text. One that cannot be read counts as expired: a key is never trusted by accident.
 fn expired(at: &str) -> bool {
-    match humantime::parse_rfc3339_weak(at).or_else(|_| humantime::parse_rfc3339(at)) {
-        Ok(t) => t <= std::time::SystemTime::now(),
+    match at.parse::<jiff::Timestamp>() {
+        Ok(t) => t <= jiff::Timestamp::now(),
         Err(_) => true,
     }
 }
@@ -393,5 +393,18 @@ mod tests {
         );
         t.visibility = Visibility::Global;
         assert!(Identity::anonymous().may_read(&t));
+    }
+
+    #[test]
+    fn expiry_is_compared_as_a_time() {
+        // As text, "2999-01-01T00:00:00.5Z" < "2999-01-01T00:00:00Z" would read as earlier; as
+        // times, both are far in the future.
+        assert!(!expired("2999-01-01T00:00:00Z"));
+        assert!(!expired("2999-01-01T00:00:00.5Z"));
+        assert!(!expired("2999-01-01T00:00:00+02:00"));
+        assert!(expired("2001-01-01T00:00:00Z"));
+        assert!(expired("2001-01-01T00:00:00.999999Z"));
+        // Unreadable: never trusted.
+        assert!(expired("next tuesday"));
     }
 }

@@ -40,6 +40,13 @@ const UNKNOWN_MAX: usize = 10_000;
 /// each waiting for the store's timeout.
 const BREAKER_MS: u64 = 2_000;
 
+/// Read-throughs in flight at once. A healthy store answers in well under a millisecond, so they
+/// rarely queue; a stalled one holds at most this many requests on its timeout.
+const READ_THROUGH_SLOTS: usize = 8;
+
+/// Longest wait for a read-through slot before answering 503.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
+
 /// A store not heard from for this long (the sync task checks every second) is taken as
 /// unreachable: unknown tenants answer 503 without trying it.
 const STALE_MS: u64 = 3_000;
@@ -207,13 +214,25 @@ pub struct Resolved {
     pub principal: Option<Principal>,
 }
 
-/// Unknown tenant ids, remembered briefly, and the read-through breaker.
-#[derive(Default)]
+/// Unknown tenant ids, remembered briefly, the read-through breaker and its slots.
 pub struct UnknownTenants {
     /// id → (snapshot version, expiry in Unix ms).
     ids: Mutex<HashMap<String, (u64, u64)>>,
     /// Unix ms until which read-throughs are not tried (the store just failed).
     down_until_ms: AtomicU64,
+    /// Bounds read-throughs in flight, so a flood of unknown ids meets a stalled store with
+    /// a few requests, not all of them.
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for UnknownTenants {
+    fn default() -> Self {
+        UnknownTenants {
+            ids: Mutex::default(),
+            down_until_ms: AtomicU64::new(0),
+            slots: tokio::sync::Semaphore::new(READ_THROUGH_SLOTS),
+        }
+    }
 }
 
 impl UnknownTenants {
@@ -263,6 +282,20 @@ pub async fn find(app: &AppState, id: &str) -> Result<Option<Arc<TenantRuntime>>
     if now < app.unknown.down_until_ms.load(Ordering::Relaxed)
         || app.snapshot.staleness_ms() > STALE_MS
     {
+        return Err(TenancyError::StoreUnavailable);
+    }
+    let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, app.unknown.slots.acquire()).await else {
+        return Err(TenancyError::StoreUnavailable);
+    };
+    // Another request may have settled it (or the breaker opened) while this one waited.
+    if let Some(t) = app.snapshot.tenant(id) {
+        return Ok(Some(t));
+    }
+    let now = understudy_core::now_ms();
+    if app.unknown.known_unknown(id, seen, now) {
+        return Ok(None);
+    }
+    if now < app.unknown.down_until_ms.load(Ordering::Relaxed) {
         return Err(TenancyError::StoreUnavailable);
     }
     match app.stores.config.get_tenant(id).await {

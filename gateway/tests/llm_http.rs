@@ -410,6 +410,18 @@ async fn unknown_routes_are_404_in_the_surfaces_shape() {
     let r = common::call(&app, "GET", "/nothing/here", &[], "").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "not_found");
+    // The public API's own prefix: its envelope, whatever follows.
+    let r = common::call(&app, "GET", "/public/nothing", &[], "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    // Each 404 is counted under the surface that owns the path, not guessed from `/v1/`.
+    let m = common::call(&app, "GET", "/metrics", &[], "").await.text();
+    for (surface, count) in [("llm", 2), ("public", 1), ("other", 1)] {
+        let line = format!(
+            r#"understudy_http_requests_total{{route="unmatched",status="404",surface="{surface}",tenant=""}} {count}"#
+        );
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
 }
 
 #[tokio::test]

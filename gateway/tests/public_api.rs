@@ -845,3 +845,71 @@ async fn a_stale_key_snapshot_refuses_authenticated_writes() {
         "reads still work"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_scoped_key_names_its_tenant_without_a_header() {
+    let app = common::app().await;
+    let key = mint(&app, "scoped", "carol", "editor", Some("shop")).await;
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("content-type", "application/json"),
+        ],
+        json!({"model": "m", "messages": [{"role": "user", "content": "invoice"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Here are your invoices."
+    );
+    // Without a header, a prefix, or a scoped key: the tenant is still missing (400).
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "missing_tenant");
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_leaves_the_metrics() {
+    let app = common::app().await;
+    let key = mint(&app, "dave-ci", "dave", "editor", None).await;
+    let r = json(
+        &app,
+        "POST",
+        "/public/tenants",
+        Some(&key),
+        json!({"tenant_id": "short_lived"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        chat(&app, "short_lived", Some(&key), "hi").await.status,
+        200
+    );
+    let metrics = || async { common::call(&app, "GET", "/metrics", &[], "").await.text() };
+    assert!(metrics().await.contains(r#"tenant="short_lived""#));
+    let r = json(
+        &app,
+        "DELETE",
+        "/public/tenants/short_lived",
+        Some(&key),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = metrics().await;
+    assert!(
+        !m.contains(r#"tenant="short_lived""#),
+        "its series are gone and its label slot is free:\n{m}"
+    );
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use understudy_core::ConfigStore;
 use understudy_core::redis::RedisStore;
@@ -409,4 +410,107 @@ async fn a_process_cut_off_from_redis_refuses_authenticated_writes() {
             .0,
         200
     );
+}
+
+/// `understudy_redis_errors_total{op}` as the process reports it.
+async fn redis_errors(gw: &Gateway, op: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("understudy_redis_errors_total{{op=\"{op}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+#[tokio::test]
+async fn unknown_tenants_answer_503_without_a_store_round_trip_each_while_redis_is_stalled() {
+    let redis = RedisServer::start().unwrap();
+    let gw = Gateway::start_bin(
+        &bin(),
+        &["--redis-url", &redis.url(), "--manifests", &examples()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
+    redis.pause().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // 200 distinct unknown tenants on the LLM surface and the public API, 40 at a time.
+    let flood = futures::stream::iter(0..200)
+        .map(|i| {
+            let client = client.clone();
+            let base = gw.base.clone();
+            async move {
+                if i % 2 == 0 {
+                    let r = client
+                        .post(format!("{base}/v1/chat/completions"))
+                        .header("x-tenant-id", format!("nobody_{i}"))
+                        .json(
+                            &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                        )
+                        .send()
+                        .await
+                        .expect("answered");
+                    let status = r.status().as_u16();
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    (
+                        "llm",
+                        status,
+                        body["error"]["type"].as_str().unwrap_or("").to_string(),
+                    )
+                } else {
+                    let r = client
+                        .get(format!("{base}/public/tenants/nobody_{i}"))
+                        .send()
+                        .await
+                        .expect("answered");
+                    let status = r.status().as_u16();
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    (
+                        "public",
+                        status,
+                        body["error"]["code"].as_str().unwrap_or("").to_string(),
+                    )
+                }
+            }
+        })
+        .buffer_unordered(40)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(flood.len(), 200);
+    for (surface, status, kind) in &flood {
+        assert_eq!(
+            *status, 503,
+            "{surface}: unknown tenant while Redis is stalled"
+        );
+        // Each surface's own shape: OpenAI's server_error, the envelope's unavailable.
+        let want = if *surface == "llm" {
+            "server_error"
+        } else {
+            "unavailable"
+        };
+        assert_eq!(kind, want, "{surface}");
+    }
+    // Known tenants keep answering from the snapshot meanwhile.
+    assert_eq!(ask(&gw, "tenant_ecommerce", "refund").await.0, 200);
+    // The breaker (and the stale-store check) kept almost every one of them off Redis: a
+    // handful of read-throughs timed out, not 200.
+    let tried = redis_errors(&gw, "read_through").await;
+    assert!(
+        tried < 20,
+        "{tried} read-throughs waited on the stalled Redis"
+    );
+    redis.resume().unwrap();
+    // Back: unknown tenants are plain 404s again.
+    let back = eventually(Duration::from_secs(15), || async {
+        (ask(&gw, "still_nobody", "hi").await.0 == 404).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "404 once Redis answers again");
 }

@@ -62,6 +62,26 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and every command hangs, as with a
+    /// stalled Redis. [`RedisServer::resume`] undoes it.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill {sig} failed");
+        Ok(())
+    }
+
     /// Runs a command through `redis-cli` (e.g. `FLUSHALL`).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("redis-cli")
