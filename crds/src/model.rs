@@ -118,9 +118,12 @@ pub struct BuildReport {
     pub superseded: Vec<String>,
 }
 
-/// Is `id` a valid tenant id (`[A-Za-z0-9_.-]{1,64}`)?
+/// Is `id` a valid tenant id (`[A-Za-z0-9_.-]{1,64}`, and not `.` or `..`, which clients
+/// normalise out of URLs so that `/t/{id}/` could never reach them)?
 pub fn valid_tenant_id(id: &str) -> bool {
     !id.is_empty()
+        && id != "."
+        && id != ".."
         && id.len() <= 64
         && id
             .bytes()

@@ -64,6 +64,9 @@ pub enum Visibility {
 #[x_kube(validation = Rule::new(
     "!has(self.visibility) || self.visibility != 'private' || (has(self.owner) && size(self.owner) > 0)"
 ).message("spec.owner is required when spec.visibility is private"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.tenantId) || (self.tenantId != '.' && self.tenantId != '..')"
+).message("spec.tenantId may not be '.' or '..': clients normalise them out of URLs"))]
 pub struct TenantSpec {
     /// The value clients send as `X-Tenant-ID` (or in `/t/{tenantId}/`). Defaults to
     /// metadata.name; may contain `_`, which Kubernetes names may not. Pattern [A-Za-z0-9_.-]{1,64}.

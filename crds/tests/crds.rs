@@ -111,6 +111,11 @@ fn cel_rules_reject_at_admission_what_a_schema_cannot() {
     let err = check("Tenant", json!({"visibility": "private"})).unwrap_err();
     assert!(err.contains("owner is required"), "{err}");
     assert!(check("Tenant", json!({"visibility": "private", "owner": ""})).is_err());
+    assert!(check("Tenant", json!({"tenantId": "a.b"})).is_ok());
+    for dots in [".", ".."] {
+        let err = check("Tenant", json!({"tenantId": dots})).unwrap_err();
+        assert!(err.contains("may not be '.' or '..'"), "{err}");
+    }
 
     assert!(check("ChaosProfile", json!({"tenantRef": "t", "every": 3})).is_ok());
     assert!(check("ChaosProfile", json!({"tenantRef": "t", "every": 0})).is_ok());

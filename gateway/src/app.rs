@@ -19,7 +19,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::routes;
 use crate::state::{App, Options, PathTenant, SurfaceLabel, TenantLabel};
-use crate::surface::{Surface, envelope_not_found};
+use crate::surface::{Reject, Surface, envelope_reject};
 
 /// Every surface, in routing order.
 pub fn surfaces() -> Vec<Surface> {
@@ -168,12 +168,12 @@ fn trace_layer() -> Option<
     Some(layer)
 }
 
-/// A surface's 404.
-type NotFound = fn(&Method, &str) -> Response;
+/// A surface's refusal.
+type Rejecter = fn(Reject, &Method, &str) -> Response;
 
 /// Who answers an unknown path: the surface owning the longest matching prefix
-/// (prefix, label, 404).
-struct Fallbacks(Vec<(&'static str, &'static str, NotFound)>);
+/// (prefix, label, refusal).
+struct Fallbacks(Vec<(&'static str, &'static str, Rejecter)>);
 
 impl Fallbacks {
     fn answer(&self, method: &Method, path: &str) -> Response {
@@ -182,11 +182,11 @@ impl Fallbacks {
             .iter()
             .filter(|(prefix, _, _)| path.starts_with(prefix))
             .max_by_key(|(prefix, _, _)| prefix.len());
-        let (label, not_found) = match owner {
+        let (label, reject) = match owner {
             Some((_, label, f)) => (*label, *f),
-            None => ("other", envelope_not_found as NotFound),
+            None => ("other", envelope_reject as Rejecter),
         };
-        let mut resp = not_found(method, path);
+        let mut resp = reject(Reject::NotFound, method, path);
         resp.extensions_mut().insert(SurfaceLabel(label));
         resp
     }
@@ -198,10 +198,14 @@ pub fn app(state: App) -> Router {
     let mut fallbacks = Vec::new();
     for s in surfaces() {
         let label = s.label;
+        let reject = s.reject;
         for p in s.prefixes {
-            fallbacks.push((*p, label, s.not_found));
+            fallbacks.push((*p, label, reject));
         }
-        router = router.merge(s.router.layer(middleware::map_response(
+        let refuse_method = move |req: Request| async move {
+            reject(Reject::MethodNotAllowed, req.method(), req.uri().path())
+        };
+        router = router.merge(s.router.method_not_allowed_fallback(refuse_method).layer(middleware::map_response(
             move |mut resp: Response| async move {
                 resp.extensions_mut().insert(SurfaceLabel(label));
                 resp

@@ -152,7 +152,7 @@ impl TenancyError {
                 "The shared store is unreachable and this tenant is not in this process's configuration; retry shortly.".into()
             }
             TenancyError::InvalidId(id) => format!(
-                "Tenant '{}' not found: tenant ids match [A-Za-z0-9_.-]{{1,64}}.",
+                "Tenant '{}' not found: tenant ids match [A-Za-z0-9_.-]{{1,64}} and are not '.' or '..'.",
                 id.escape_default()
             ),
             TenancyError::NotFound(id) => format!("Tenant '{id}' not found."),

@@ -410,6 +410,20 @@ async fn unknown_routes_are_404_in_the_surfaces_shape() {
     let r = common::call(&app, "GET", "/nothing/here", &[], "").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "not_found");
+    // A known route with the wrong method: 405 in the surface's shape, with `Allow`.
+    let r = common::call(&app, "GET", "/v1/chat/completions", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    assert_eq!(r.headers["allow"], "POST");
+    let r = common::call(&app, "GET", "/v1/messages", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let r = common::call(&app, "PUT", "/public/tenants", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["code"], "invalid_input");
+    assert!(r.headers["allow"].to_str().unwrap().contains("POST"));
     // The public API's own prefix: its envelope, whatever follows.
     let r = common::call(&app, "GET", "/public/nothing", &[], "").await;
     assert_eq!(r.status, 404);

@@ -913,3 +913,40 @@ async fn a_deleted_tenant_leaves_the_metrics() {
         "its series are gone and its label slot is free:\n{m}"
     );
 }
+
+#[tokio::test]
+async fn dot_tenant_ids_and_scenario_ids_are_refused() {
+    let app = common::app().await;
+    let key = mint(&app, "erin-ci", "erin", "editor", None).await;
+    for bad in [".", ".."] {
+        let r = json(
+            &app,
+            "POST",
+            "/public/tenants",
+            Some(&key),
+            json!({"tenant_id": bad}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(code(&r), "invalid_input");
+    }
+    let r = json(
+        &app,
+        "POST",
+        "/public/tenants",
+        Some(&key),
+        json!({"tenant_id": "erin_t"}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = json(
+        &app,
+        "POST",
+        "/public/tenants/erin_t/scenarios",
+        Some(&key),
+        json!({"id": "mine", "keywords": ["x"], "response": "y"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("\"id\""));
+}

@@ -24,7 +24,7 @@ pub fn surface() -> crate::surface::Surface {
         label: "admin",
         router: router(),
         prefixes: &["/api/v1/admin/"],
-        not_found: crate::surface::envelope_not_found,
+        reject: crate::surface::envelope_reject,
     }
 }
 

@@ -51,7 +51,7 @@ pub fn surface() -> crate::surface::Surface {
         label: "ops",
         router: router(),
         prefixes: &["/openapi.json"],
-        not_found: crate::surface::envelope_not_found,
+        reject: crate::surface::envelope_reject,
     }
 }
 

@@ -16,7 +16,7 @@ pub fn surface() -> crate::surface::Surface {
         label: "ops",
         router: router(),
         prefixes: &["/healthz", "/readyz", "/metrics"],
-        not_found: crate::surface::envelope_not_found,
+        reject: crate::surface::envelope_reject,
     }
 }
 

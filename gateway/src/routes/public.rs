@@ -42,7 +42,7 @@ pub fn surface() -> crate::surface::Surface {
         label: "public",
         router: router(),
         prefixes: &["/public/"],
-        not_found: crate::surface::envelope_not_found,
+        reject: crate::surface::envelope_reject,
     }
 }
 
@@ -291,6 +291,11 @@ fn scenario_body(v: Value) -> Result<ScenarioBody, ApiError> {
     let Some(obj) = v.as_object() else {
         return Err(ApiError::invalid("a scenario must be a JSON object"));
     };
+    if obj.contains_key("id") {
+        return Err(ApiError::invalid(
+            "unknown field \"id\": a scenario's id is set by the server (sc_…); leave it out",
+        ));
+    }
     if let Some(unknown) = obj.keys().find(|k| !SCENARIO_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(format!(
             "unknown field {unknown:?}: scenario fields are snake_case ({})",

@@ -33,7 +33,7 @@ use crate::chaos::{Fault, Outcome, RateInfo};
 use crate::engine;
 use crate::snapshot::TenantRuntime;
 use crate::state::{App, TenantLabel};
-use crate::surface::Surface;
+use crate::surface::{Reject, Surface};
 use crate::tenancy::Access;
 pub use error::{LlmError, Provider};
 
@@ -43,14 +43,23 @@ pub fn surface() -> Surface {
         label: "llm",
         router: router(),
         prefixes: &["/v1/", "/chat/", "/responses", "/embeddings", "/models"],
-        not_found,
+        reject,
     }
 }
 
-/// Unknown routes under the LLM prefixes: Anthropic's shape under `/v1/messages`, OpenAI's
+/// Refusals under the LLM prefixes: Anthropic's shape under `/v1/messages`, OpenAI's
 /// elsewhere.
-fn not_found(method: &http::Method, path: &str) -> Response {
-    let e = LlmError::not_found(format!("No route for {method} {path}."), "unknown_url");
+fn reject(why: Reject, method: &http::Method, path: &str) -> Response {
+    let message = why.message(method, path);
+    let e = match why {
+        Reject::NotFound => LlmError::not_found(message, "unknown_url"),
+        Reject::MethodNotAllowed => {
+            let mut e = LlmError::invalid(message, None);
+            e.status = http::StatusCode::METHOD_NOT_ALLOWED;
+            e.code = Some("method_not_allowed");
+            e
+        }
+    };
     if path.starts_with("/v1/messages") {
         e.render(Provider::Anthropic)
     } else {
