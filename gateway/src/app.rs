@@ -205,12 +205,12 @@ pub fn app(state: App) -> Router {
         let refuse_method = move |req: Request| async move {
             reject(Reject::MethodNotAllowed, req.method(), req.uri().path())
         };
-        router = router.merge(s.router.method_not_allowed_fallback(refuse_method).layer(middleware::map_response(
-            move |mut resp: Response| async move {
+        router = router.merge(s.router.method_not_allowed_fallback(refuse_method).layer(
+            middleware::map_response(move |mut resp: Response| async move {
                 resp.extensions_mut().insert(SurfaceLabel(label));
                 resp
-            },
-        )));
+            }),
+        ));
     }
     let fallbacks = Arc::new(Fallbacks(fallbacks));
     let mut router = router
