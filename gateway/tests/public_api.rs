@@ -948,5 +948,10 @@ async fn dot_tenant_ids_and_scenario_ids_are_refused() {
     )
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("\"id\""));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"id\"")
+    );
 }
