@@ -33,7 +33,10 @@ struct State {
     counters: HashMap<String, HashMap<Counter, Count>>,
     /// lock name → (holder, expiry)
     locks: HashMap<String, (String, Instant)>,
-    stats: HashMap<String, StatsTotals>,
+    /// tenant → the version that created its current incarnation.
+    born: HashMap<String, u64>,
+    /// tenant → (the incarnation counted for, totals).
+    stats: HashMap<String, (u64, StatsTotals)>,
 }
 
 /// Bound on tenants with run-time counters before expired ones are swept.
@@ -167,6 +170,9 @@ impl ConfigStore for MemoryStore {
         }
         // The document is stored before its notice is sent, under the same lock.
         let v = st.version + 1;
+        if current.is_none() {
+            st.born.insert(config.tenant_id.clone(), v);
+        }
         st.tenants
             .insert(config.tenant_id.clone(), (config.clone(), v));
         self.bump(
@@ -194,6 +200,7 @@ impl ConfigStore for MemoryStore {
             return Ok(None);
         }
         st.tenants.remove(tenant);
+        st.born.remove(tenant);
         let v = self.bump(
             &mut st,
             tenant.to_string(),
@@ -323,7 +330,16 @@ impl StatsStore for MemoryStore {
             if !st.tenants.contains_key(tenant) {
                 continue; // deleted: its counters went with it
             }
-            let t = st.stats.entry(tenant.clone()).or_default();
+            let born = st.born.get(tenant).copied().unwrap_or(0);
+            if s.served_version > 0 && born > s.served_version {
+                continue; // served by an earlier incarnation of this id
+            }
+            let (counted_for, t) = st.stats.entry(tenant.clone()).or_default();
+            if *counted_for != born {
+                // Totals of an earlier incarnation whose purge was missed: start afresh.
+                *counted_for = born;
+                *t = StatsTotals::default();
+            }
             t.requests += s.requests;
             t.unmatched += s.unmatched;
             t.last_request_ms = t.last_request_ms.max(s.last_request_ms);
@@ -335,7 +351,20 @@ impl StatsStore for MemoryStore {
     }
 
     async fn read_stats(&self, tenant: &str) -> Result<StatsTotals, StoreError> {
-        Ok(self.lock().stats.get(tenant).cloned().unwrap_or_default())
+        let st = self.lock();
+        let Some(born) = st
+            .tenants
+            .contains_key(tenant)
+            .then(|| st.born.get(tenant).copied().unwrap_or(0))
+        else {
+            return Ok(StatsTotals::default());
+        };
+        Ok(st
+            .stats
+            .get(tenant)
+            .filter(|(counted_for, _)| *counted_for == born)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default())
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {

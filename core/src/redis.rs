@@ -3,8 +3,9 @@
 //!
 //! Configuration writes are Lua scripts (document + version + index + notice in one atomic step);
 //! a windowed counter is one script on a hash with a fixed name, so a tenant's counters are
-//! deleted by name; stats flushes skip tenants whose document is gone. Commands time out quickly
-//! so a dead Redis never stalls a request for long; callers decide the fallback.
+//! deleted by name; stats flushes skip tenants whose document is gone or was created again since
+//! the counted requests were served (`us:cfg:born`). Commands time out quickly so a dead Redis
+//! never stalls a request for long; callers decide the fallback.
 
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Writes a tenant's document (KEYS: version, index, document, born; ARGV: tenant, document,
+/// channel, expectation). A document written where none was starts a new incarnation.
 const PUT_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if ARGV[4] == 'absent' then
@@ -47,10 +50,12 @@ end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], v)
+if not cur then redis.call('HSET', KEYS[4], ARGV[1], v) end
 redis.call('PUBLISH', ARGV[3], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"put"}')
 return v
 "#;
 
+/// Deletes a tenant's document and ends its incarnation (KEYS: version, index, document, born).
 const DEL_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return -1 end
@@ -58,6 +63,7 @@ if ARGV[3] ~= 'any' and cur ~= ARGV[3] then return -1 end
 local v = redis.call('INCR', KEYS[1])
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('PUBLISH', ARGV[2], '{"v":' .. v .. ',"t":"' .. ARGV[1] .. '","op":"del"}')
 return v
 "#;
@@ -129,15 +135,27 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return n
 "#;
 
-/// Adds one tenant's counters, only while its document exists (KEYS: index, tenant stats,
-/// scenario stats; ARGV: tenant, requests, unmatched, last_request_ms, then id/hits pairs).
+/// Adds one tenant's counters, only while its document exists and only if its current
+/// incarnation served them (KEYS: index, born, tenant stats, scenario stats; ARGV: tenant,
+/// served version (0: unknown), requests, unmatched, last_request_ms, then id/hits pairs). The
+/// totals are tagged with the incarnation they count for (`born`); totals tagged with another one
+/// (a purge that was missed) are replaced. Untagged totals (written before the tag existed) are
+/// adopted.
 const FLUSH_LUA: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'requests', ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'unmatched', ARGV[3])
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_request_ms') or '0')
-if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], 'last_request_ms', ARGV[4]) end
-for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local born = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+local served = tonumber(ARGV[2])
+if served > 0 and tonumber(born) > served then return 0 end
+local tag = redis.call('HGET', KEYS[3], 'born')
+if tag ~= born then
+  if tag then redis.call('DEL', KEYS[3], KEYS[4]) end
+  redis.call('HSET', KEYS[3], 'born', born)
+end
+redis.call('HINCRBY', KEYS[3], 'requests', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'unmatched', ARGV[4])
+local last = tonumber(redis.call('HGET', KEYS[3], 'last_request_ms') or '0')
+if tonumber(ARGV[5]) > last then redis.call('HSET', KEYS[3], 'last_request_ms', ARGV[5]) end
+for i = 6, #ARGV, 2 do redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1]) end
 return 1
 "#;
 
@@ -275,6 +293,7 @@ impl ConfigStore for RedisStore {
             .key(keys::CONFIG_VERSION)
             .key(keys::CONFIG_INDEX)
             .key(keys::tenant_doc(&config.tenant_id))
+            .key(keys::CONFIG_BORN)
             .arg(&config.tenant_id)
             .arg(doc)
             .arg(keys::CONFIG_CHANNEL)
@@ -346,6 +365,7 @@ impl ConfigStore for RedisStore {
             .key(keys::CONFIG_VERSION)
             .key(keys::CONFIG_INDEX)
             .key(keys::tenant_doc(tenant))
+            .key(keys::CONFIG_BORN)
             .arg(tenant)
             .arg(keys::CONFIG_CHANNEL)
             .arg(expect)
@@ -477,11 +497,13 @@ impl StatsStore for RedisStore {
         for (tenant, s) in &batch.tenants {
             let mut eval = redis::cmd("EVAL");
             eval.arg(FLUSH_LUA)
-                .arg(3)
+                .arg(4)
                 .arg(keys::CONFIG_INDEX)
+                .arg(keys::CONFIG_BORN)
                 .arg(keys::tenant_stats(tenant))
                 .arg(keys::scenario_stats(tenant))
                 .arg(tenant)
+                .arg(s.served_version)
                 .arg(s.requests)
                 .arg(s.unmatched)
                 .arg(s.last_request_ms);
@@ -497,15 +519,26 @@ impl StatsStore for RedisStore {
     }
 
     async fn read_stats(&self, tenant: &str) -> Result<StatsTotals, StoreError> {
-        let (t, hits): (
+        // MULTI/EXEC: the incarnation and the totals come from the same moment.
+        let (exists, born, t, hits): (
+            bool,
+            Option<u64>,
             std::collections::HashMap<String, u64>,
             std::collections::HashMap<String, u64>,
         ) = redis::pipe()
+            .atomic()
+            .hexists(keys::CONFIG_INDEX, tenant)
+            .hget(keys::CONFIG_BORN, tenant)
             .hgetall(keys::tenant_stats(tenant))
             .hgetall(keys::scenario_stats(tenant))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        let current = born.unwrap_or(0);
+        if !exists || t.get("born").is_some_and(|b| *b != current) {
+            // Gone, or counted for an earlier incarnation whose purge was missed.
+            return Ok(StatsTotals::default());
+        }
         Ok(StatsTotals {
             requests: t.get("requests").copied().unwrap_or(0),
             unmatched: t.get("unmatched").copied().unwrap_or(0),

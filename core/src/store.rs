@@ -245,6 +245,36 @@ pub struct TenantStats {
     pub last_request_ms: u64,
     /// scenario id → hits.
     pub hits: HashMap<String, u64>,
+    /// The lowest configuration version of the tenant's document these requests were served
+    /// from (a gateway's `TenantRuntime::version`). A flush adds the counts only if the tenant's
+    /// current incarnation was created at or before it, so counts served before a deletion never
+    /// land on a tenant created again under the same id. `0`: unknown, counted for whatever
+    /// incarnation is current.
+    pub served_version: u64,
+}
+
+impl TenantStats {
+    /// Adds `other` into these counters. The served version becomes the lower of the two known
+    /// ones: counts are never attributed to a later incarnation than the one that served them
+    /// (at worst, a tenant deleted and created again while serving traffic loses one flush
+    /// interval of its new counts).
+    pub fn merge(&mut self, other: &TenantStats) {
+        self.requests += other.requests;
+        self.unmatched += other.unmatched;
+        self.last_request_ms = self.last_request_ms.max(other.last_request_ms);
+        for (id, n) in &other.hits {
+            match self.hits.get_mut(id) {
+                Some(h) => *h += n,
+                None => {
+                    self.hits.insert(id.clone(), *n);
+                }
+            }
+        }
+        self.served_version = match (self.served_version, other.served_version) {
+            (0, v) | (v, 0) => v,
+            (a, b) => a.min(b),
+        };
+    }
 }
 
 /// Totals read back (for status and tests).
@@ -263,11 +293,16 @@ pub struct StatsTotals {
 /// Traffic counters for status (`requests`, `unmatched`, `lastRequestTime`, scenario `hits`).
 #[async_trait]
 pub trait StatsStore: Send + Sync + 'static {
-    /// Adds a batch of in-process counters to the shared totals. Counters of a tenant whose
-    /// document no longer exists are dropped, so a late flush cannot bring back what a deletion
-    /// purged.
+    /// Adds a batch of in-process counters to the shared totals, atomically per tenant, and only
+    /// to the incarnation that served them: counters of a tenant whose document no longer exists,
+    /// or was created again after the counted requests were served
+    /// ([`TenantStats::served_version`]), are dropped, so a late flush can neither bring back what
+    /// a deletion purged nor credit a new tenant with its predecessor's traffic. The totals carry
+    /// the incarnation they belong to; totals of an earlier one are replaced, not added to.
     async fn flush_stats(&self, batch: &StatsBatch) -> Result<(), StoreError>;
-    /// Reads a tenant's totals.
+    /// Reads a tenant's totals: those of its current incarnation only (zero when the tenant does
+    /// not exist, or when what is stored was counted for an earlier incarnation whose purge was
+    /// missed).
     async fn read_stats(&self, tenant: &str) -> Result<StatsTotals, StoreError>;
     /// Deletes a tenant's totals.
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;

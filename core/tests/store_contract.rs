@@ -356,6 +356,7 @@ async fn stats_accumulate(s: Stores) {
             unmatched: 1,
             last_request_ms: 1000,
             hits: [("ns/a".to_string(), 2)].into_iter().collect(),
+            served_version: 0,
         },
     );
     s.stats.flush_stats(&batch).await.unwrap();
@@ -392,6 +393,119 @@ async fn stats_of_deleted_tenants_are_purged_and_not_recreated(s: Stores) {
         Default::default(),
         "no counters for a tenant that is gone"
     );
+}
+
+/// Counts carry the document version that served them; a tenant deleted and created again under
+/// the same id (by anyone) is a new incarnation, and counts served by the old one never reach it.
+async fn counts_served_by_an_earlier_incarnation_never_reach_a_new_one(s: Stores) {
+    let served = |v: u64, requests: u64| {
+        let mut batch = StatsBatch::default();
+        batch.tenants.insert(
+            "t".into(),
+            TenantStats {
+                requests,
+                last_request_ms: 1000 + v,
+                hits: [("ns/a".to_string(), requests)].into_iter().collect(),
+                served_version: v,
+                ..Default::default()
+            },
+        );
+        batch
+    };
+    let v1 = s.config.put_tenant(&tenant("t", "first")).await.unwrap();
+    s.stats.flush_stats(&served(v1, 2)).await.unwrap();
+    assert_eq!(s.stats.read_stats("t").await.unwrap().requests, 2);
+
+    // Deleted and created again within a flush interval: a gateway still holds counts served
+    // from the first incarnation.
+    s.config.delete_tenant("t").await.unwrap();
+    s.purge_tenant("t").await.unwrap();
+    let v3 = s.config.put_tenant(&tenant("t", "second")).await.unwrap();
+    s.stats.flush_stats(&served(v1, 5)).await.unwrap();
+    assert_eq!(
+        s.stats.read_stats("t").await.unwrap(),
+        Default::default(),
+        "the old incarnation's counts do not land on the new tenant"
+    );
+    s.stats.flush_stats(&served(v3, 1)).await.unwrap();
+    // An update keeps the incarnation: counts served from either version count.
+    let v4 = s
+        .config
+        .put_tenant_checked(&tenant("t", "edited"), Expect::Version(v3))
+        .await
+        .unwrap()
+        .expect("checked update");
+    s.stats.flush_stats(&served(v4, 1)).await.unwrap();
+    s.stats.flush_stats(&served(v3, 1)).await.unwrap();
+    s.stats.flush_stats(&served(0, 1)).await.unwrap();
+    let totals = s.stats.read_stats("t").await.unwrap();
+    assert_eq!(totals.requests, 4, "{totals:?}");
+    assert_eq!(totals.hits.get("ns/a"), Some(&4));
+    assert_eq!(totals.last_request_ms, 1000 + v4);
+}
+
+/// A deletion whose purge never happened (the store failed between the two steps) leaves totals
+/// behind; they are neither read nor added to for the next tenant under that id.
+async fn totals_of_an_earlier_incarnation_are_not_read(s: Stores) {
+    let mut batch = StatsBatch::default();
+    batch.tenants.insert(
+        "t".into(),
+        TenantStats {
+            requests: 5,
+            last_request_ms: 5000,
+            ..Default::default()
+        },
+    );
+    s.config.put_tenant(&tenant("t", "first")).await.unwrap();
+    s.stats.flush_stats(&batch).await.unwrap();
+    s.config.delete_tenant("t").await.unwrap(); // no purge
+    assert_eq!(s.stats.read_stats("t").await.unwrap(), Default::default());
+    s.config.put_tenant(&tenant("t", "second")).await.unwrap();
+    assert_eq!(
+        s.stats.read_stats("t").await.unwrap(),
+        Default::default(),
+        "stale totals are not the new tenant's"
+    );
+    batch.tenants.get_mut("t").unwrap().requests = 1;
+    batch.tenants.get_mut("t").unwrap().last_request_ms = 100;
+    s.stats.flush_stats(&batch).await.unwrap();
+    let totals = s.stats.read_stats("t").await.unwrap();
+    assert_eq!(
+        (totals.requests, totals.last_request_ms),
+        (1, 100),
+        "replaced, not added to"
+    );
+}
+
+/// Redis emptied (FLUSHALL) while gateways hold counts: a flush recreates nothing for tenants that
+/// are gone, and a tenant written back afterwards (a new incarnation, above the raised version)
+/// does not get counts served before.
+#[tokio::test]
+async fn an_emptied_redis_gets_no_counters_back() {
+    let (s, server) = redis();
+    let server = server.unwrap();
+    let v = s.config.put_tenant(&tenant("t", "x")).await.unwrap();
+    s.config.put_tenant(&tenant("gone", "x")).await.unwrap();
+    let mut batch = StatsBatch::default();
+    for id in ["t", "gone"] {
+        batch.tenants.insert(
+            id.into(),
+            TenantStats {
+                requests: 3,
+                served_version: v,
+                ..Default::default()
+            },
+        );
+    }
+    server.cli(&["FLUSHALL"]).unwrap();
+    s.stats.flush_stats(&batch).await.unwrap();
+    assert_eq!(server.cli(&["KEYS", "us:stats:*"]).unwrap(), "");
+    // A writer puts "t" back (raising the version first, as the operator and gateways do).
+    s.config.raise_version(v + 10).await.unwrap();
+    s.config.put_tenant(&tenant("t", "x")).await.unwrap();
+    s.stats.flush_stats(&batch).await.unwrap();
+    assert_eq!(s.stats.read_stats("t").await.unwrap().requests, 0);
+    assert_eq!(server.cli(&["KEYS", "us:stats:gone:*"]).unwrap(), "");
 }
 
 macro_rules! contract {
@@ -450,4 +564,6 @@ contract!(runtime:
 contract!(stats:
     stats_accumulate,
     stats_of_deleted_tenants_are_purged_and_not_recreated,
+    counts_served_by_an_earlier_incarnation_never_reach_a_new_one,
+    totals_of_an_earlier_incarnation_are_not_read,
 );

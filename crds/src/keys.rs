@@ -7,6 +7,12 @@
 pub const CONFIG_VERSION: &str = "us:cfg:version";
 /// Hash tenant id → version of its last write: the list of tenants that exist.
 pub const CONFIG_INDEX: &str = "us:cfg:index";
+/// Hash tenant id → the configuration version of the write that created the tenant's current
+/// incarnation (set when a document is written where none was, removed with the document). A
+/// tenant deleted and created again under the same id gets a new one, so traffic counted under
+/// the old incarnation never lands on the new one. Absent for documents written before it
+/// existed (counted as 0: no check).
+pub const CONFIG_BORN: &str = "us:cfg:born";
 /// Pub/sub channel carrying `{"v":version,"t":tenant,"op":"put"|"del"}` after each write.
 pub const CONFIG_CHANNEL: &str = "us:cfg:notify";
 /// Written last by whoever (re)populates Redis (operator, manifest seeder, first gateway); its
@@ -37,8 +43,9 @@ pub fn lock(name: &str) -> String {
 /// Prefix of every pub/sub channel of the hub besides [`CONFIG_CHANNEL`].
 pub const HUB_PREFIX: &str = "us:hub:";
 
-/// Hash of traffic counters of a tenant (`requests`, `unmatched`, `last_request_ms`), flushed by
-/// gateways every few seconds and read by the operator for status.
+/// Hash of traffic counters of a tenant (`requests`, `unmatched`, `last_request_ms`, and `born`:
+/// the incarnation ([`CONFIG_BORN`]) they were counted for), flushed by gateways every few
+/// seconds and read by the operator for status.
 pub fn tenant_stats(tenant: &str) -> String {
     format!("us:stats:{tenant}:tenant")
 }

@@ -173,6 +173,11 @@ pub fn validate_tenant(spec: &TenantSpec, tenant_id: &str) -> Vec<(String, &'sta
     out
 }
 
+/// Largest scenario answer content, in bytes: `response`, and each of `responseJson`,
+/// `toolArguments` and `toolData` serialised. Below the gateways' per-answer limit
+/// (`--max-answer-bytes`, 8 MiB by default), so that one answer always fits.
+pub const MAX_SCENARIO_CONTENT_BYTES: usize = 1024 * 1024;
+
 /// Field-level checks of a scenario spec (shared with the public API): `(field, reason, message)`.
 pub fn validate_scenario(spec: &ScenarioSpec) -> Vec<(String, &'static str, String)> {
     let mut out = Vec::new();
@@ -245,6 +250,35 @@ pub fn validate_scenario(spec: &ScenarioSpec) -> Vec<(String, &'static str, Stri
                     "must be text, image, audio, resource or resource_link".into(),
                 ));
             }
+        }
+    }
+    let too_big = |n: usize| n > MAX_SCENARIO_CONTENT_BYTES;
+    if too_big(spec.response.len()) {
+        out.push((
+            "spec.response".into(),
+            "TooLarge",
+            format!(
+                "{} bytes, over the limit of {MAX_SCENARIO_CONTENT_BYTES} bytes per answer",
+                spec.response.len()
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("spec.responseJson", &spec.response_json),
+        ("spec.toolArguments", &spec.tool_arguments),
+        ("spec.toolData", &spec.tool_data),
+    ] {
+        let size = value
+            .as_ref()
+            .map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len()));
+        if too_big(size) {
+            out.push((
+                field.into(),
+                "TooLarge",
+                format!(
+                    "{size} bytes serialised, over the limit of {MAX_SCENARIO_CONTENT_BYTES} bytes per answer"
+                ),
+            ));
         }
     }
     if spec.turn == Some(0) {

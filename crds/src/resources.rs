@@ -55,6 +55,7 @@ pub enum Visibility {
     printcolumn = r#"{"name":"Tenant ID","type":"string","jsonPath":".spec.tenantId"}"#,
     printcolumn = r#"{"name":"Visibility","type":"string","jsonPath":".spec.visibility"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Scenarios","type":"integer","jsonPath":".status.scenarios"}"#,
     printcolumn = r#"{"name":"Chaos","type":"string","jsonPath":".status.chaos"}"#,
     printcolumn = r#"{"name":"Requests","type":"integer","jsonPath":".status.requests"}"#,
@@ -131,6 +132,7 @@ fn is_zero_i32(v: &i32) -> bool {
     printcolumn = r#"{"name":"Tool","type":"string","jsonPath":".spec.toolName"}"#,
     printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Hits","type":"integer","jsonPath":".status.hits"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -147,11 +149,13 @@ pub struct ScenarioSpec {
     #[serde(default, skip_serializing_if = "MatchMode::is_any")]
     #[serde(rename = "match")]
     pub match_mode: MatchMode,
-    /// Among matching scenarios the highest priority wins.
+    /// Among matching scenarios the highest priority wins (default 0).
     #[serde(default, skip_serializing_if = "is_zero_i32")]
+    #[schemars(extend("default" = 0))]
     pub priority: i32,
-    /// The LLM answer text.
+    /// The LLM answer text (at most 1 MiB).
     #[serde(default)]
+    #[schemars(length(max = 1048576))]
     pub response: String,
     /// Exposes an MCP tool of this name; the mock LLM calls it when a request offers it.
     /// Pattern [A-Za-z0-9_.-]{1,128}.
@@ -286,7 +290,7 @@ fn default_after_chunks() -> u32 {
     category = "understudy",
     printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenantRef"}"#,
     printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".spec.profile"}"#,
-    printcolumn = r#"{"name":"Probability","type":"number","jsonPath":".spec.probability"}"#,
+    printcolumn = r#"{"name":"Probability","type":"number","jsonPath":".status.probability"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -431,4 +435,9 @@ pub struct ChaosProfileStatus {
     /// The Ready condition (`Superseded` when an older profile of the tenant is in force).
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The share of requests the profile affects, as the gateways apply it: `spec.probability`
+    /// (default 1), or absent where the profile does not use it (none, rate_limit, failFirst,
+    /// every), so the PROBABILITY column is blank there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }

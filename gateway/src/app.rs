@@ -225,12 +225,22 @@ pub fn app(state: App) -> Router {
     router.layer(cors(&state.options)).with_state(state)
 }
 
-/// The service handed to the server: the tenant-prefix rewrite in front of [`app`].
-pub type Service = tower::util::MapRequest<Router, fn(Request) -> Request>;
-
-/// The full service: the tenant-prefix rewrite in front of [`app`].
-pub fn service(state: App) -> Service {
+/// The full service handed to the server: the tenant-prefix rewrite and the request-body
+/// deadline (`--body-timeout`) in front of [`app`].
+pub fn service(
+    state: App,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let limit = state.options.body_timeout;
     tower::ServiceBuilder::new()
-        .map_request(rewrite_tenant_prefix as fn(Request) -> Request)
+        .map_request(move |req: Request| {
+            crate::conn::with_body_deadline(rewrite_tenant_prefix(req), limit)
+        })
         .service(app(state))
 }

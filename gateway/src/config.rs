@@ -87,6 +87,29 @@ pub struct ServeArgs {
     /// Full configuration resync period (a safety net behind change notices).
     #[arg(long, env = "UNDERSTUDY_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+    /// Largest answer, in bytes: text × `n`, tool arguments × `n`, embeddings (larger → 400
+    /// naming the limit, before anything is rendered).
+    #[arg(long, env = "UNDERSTUDY_MAX_ANSWER_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_answer_bytes: usize,
+    /// Most events in one streamed answer (more → 400 naming the limit).
+    #[arg(long, env = "UNDERSTUDY_MAX_STREAM_EVENTS", default_value_t = 100_000)]
+    pub max_stream_events: usize,
+    /// A connection must deliver a complete request head within this time after it opens, and
+    /// after each response (so it is also the idle keep-alive timeout). Streams are exempt while
+    /// they stream.
+    #[arg(long, env = "UNDERSTUDY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A request body must arrive in full within this time (slow drips are cut: 400).
+    #[arg(long, env = "UNDERSTUDY_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Most open connections; past it new ones are closed at once. Also kept below the
+    /// process's open-file limit (raised to its hard limit at start-up).
+    #[arg(long, env = "UNDERSTUDY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Serve `/metrics` on this address instead of the main listener (so data-plane clients
+    /// cannot read other tenants' ids and traffic).
+    #[arg(long, env = "UNDERSTUDY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -99,6 +122,19 @@ impl ServeArgs {
             return Err(
                 "--admin-token (UNDERSTUDY_ADMIN_TOKEN) must be at least 16 characters".into(),
             );
+        }
+        if self.max_answer_bytes < 1024 {
+            return Err(
+                "--max-answer-bytes (UNDERSTUDY_MAX_ANSWER_BYTES) must be at least 1024".into(),
+            );
+        }
+        if self.max_stream_events < 16 {
+            return Err(
+                "--max-stream-events (UNDERSTUDY_MAX_STREAM_EVENTS) must be at least 16".into(),
+            );
+        }
+        if self.max_connections < 1 {
+            return Err("--max-connections (UNDERSTUDY_MAX_CONNECTIONS) must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return Err(

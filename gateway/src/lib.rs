@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod chaos;
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod identity;
 pub mod manifests;

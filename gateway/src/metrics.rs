@@ -23,6 +23,7 @@ pub struct Metrics {
     chaos: IntCounterVec,
     redis_errors: IntCounterVec,
     open_streams: IntGaugeVec,
+    connections_refused: IntCounterVec,
     /// The configuration version this process serves.
     pub config_version: IntGauge,
     /// Tenants in this process's snapshot.
@@ -92,6 +93,13 @@ impl Metrics {
             Opts::new("understudy_open_streams", "Open SSE streams by surface"),
             &["surface"],
         ));
+        let connections_refused = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_connections_refused_total",
+                "Connections closed at accept: over the connection cap, or accept errors",
+            ),
+            &["reason"],
+        ));
         let config_version = must(IntGauge::new(
             "understudy_config_version",
             "Configuration version served",
@@ -110,6 +118,7 @@ impl Metrics {
             Box::new(chaos.clone()),
             Box::new(redis_errors.clone()),
             Box::new(open_streams.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(config_version.clone()),
             Box::new(tenants.clone()),
             Box::new(stats_flush_errors.clone()),
@@ -123,6 +132,7 @@ impl Metrics {
             chaos,
             redis_errors,
             open_streams,
+            connections_refused,
             config_version,
             tenants,
             stats_flush_errors,
@@ -195,6 +205,11 @@ impl Metrics {
     /// Counts one failed Redis operation.
     pub fn redis_error(&self, op: &str) {
         self.redis_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts a connection closed at accept (`cap`: over the connection cap; `accept_error`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
     }
 
     /// Counts an SSE stream as open until the guard drops.

@@ -13,9 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::ServiceExt;
-use axum::extract::Request;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -142,6 +139,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         shared: args.redis_url.is_some(),
         admin_token: args.admin_token.clone(),
         allow_anonymous: args.allow_anonymous,
+        max_answer_bytes: args.max_answer_bytes,
+        max_stream_events: args.max_stream_events,
+        body_timeout: args.body_timeout,
+        separate_metrics: args.metrics_listen.is_some(),
     };
     let mut wiring = Wiring::new(stores, options);
     wiring.sync.resync = args.resync_interval;
@@ -190,17 +191,41 @@ pub async fn serve(
         }
     };
     tokio::spawn(drain);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let svc = app::service(app.clone());
-    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(svc))
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let open_files = crate::conn::raise_open_file_limit();
+    let limits = crate::conn::ConnLimits {
+        header_timeout: args.header_timeout,
+        max_connections: crate::conn::connection_cap(args.max_connections, open_files),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_files = ?open_files,
+        header_timeout = ?limits.header_timeout,
+        body_timeout = ?args.body_timeout,
+        "connection limits"
+    );
+    if let Some(addr) = args.metrics_listen {
+        let metrics_listener = bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (--metrics-listen / UNDERSTUDY_METRICS_LISTEN)")
+        })?;
+        tracing::info!(listen = %addr, "metrics served on their own listener");
+        let router = crate::routes::ops::metrics_router().with_state(app.clone());
+        let stop = stop_accepting.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+    let server = tokio::spawn(crate::conn::serve(
+        listener,
+        app::service(app.clone()),
+        limits,
+        app.metrics.clone(),
+        stop_accepting.clone(),
+    ));
     stop_accepting.cancelled().await;
     match tokio::time::timeout(args.drain_timeout, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("drained"),
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error while draining"),
+        Ok(Ok(())) => tracing::info!("drained"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => {
             tracing::warn!("in-flight requests still running after the drain timeout; exiting")

@@ -29,30 +29,21 @@ pub struct TenantRuntime {
     pub version: u64,
     /// Settings parsed once.
     pub settings: Settings,
-    /// Lower-cased keywords per scenario (same order as `config.scenarios`), so matching does not
-    /// allocate per request.
-    pub keywords_lower: Vec<Vec<String>>,
+    /// Every keyword compiled into one automaton: matching is one pass over the text.
+    pub matcher: crate::engine::matcher::Matcher,
 }
 
 impl TenantRuntime {
     /// Digests a document.
     pub fn new(config: TenantConfig, version: u64) -> Self {
         let settings = Settings::from_value(&config.settings);
-        let keywords_lower = config
-            .scenarios
-            .iter()
-            .map(|s| {
-                let mut k: Vec<String> = s.spec.keywords.iter().map(|k| k.to_lowercase()).collect();
-                k.sort();
-                k.dedup();
-                k
-            })
-            .collect();
+        let matcher =
+            crate::engine::matcher::Matcher::new(config.scenarios.iter().map(|s| &s.spec.keywords));
         TenantRuntime {
             config,
             version,
             settings,
-            keywords_lower,
+            matcher,
         }
     }
 

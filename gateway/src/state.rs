@@ -28,6 +28,14 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// Whether anonymous callers may use global tenants' data plane.
     pub allow_anonymous: bool,
+    /// Largest answer in bytes (text × n, tool arguments × n, embeddings).
+    pub max_answer_bytes: usize,
+    /// Most events in one streamed answer.
+    pub max_stream_events: usize,
+    /// Longest time a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Whether `/metrics` is served on its own listener (then the main one answers 404).
+    pub separate_metrics: bool,
 }
 
 impl Default for Options {
@@ -39,6 +47,10 @@ impl Default for Options {
             shared: false,
             admin_token: None,
             allow_anonymous: true,
+            max_answer_bytes: 8 * 1024 * 1024,
+            max_stream_events: 100_000,
+            body_timeout: std::time::Duration::from_secs(30),
+            separate_metrics: false,
         }
     }
 }

@@ -1,6 +1,12 @@
 //! Traffic counters for status (`requests`, `unmatched`, `lastRequestTime`, scenario `hits`),
 //! aggregated in process and flushed to the store every few seconds — never one store write per
 //! request (SPEC §12).
+//!
+//! Counts are tied to the tenant document that served them: each tenant's entry carries the
+//! lowest configuration version served since the last flush, and the store adds it only to the
+//! incarnation created at or before that version. A tenant deleted (and perhaps created again
+//! under the same id) while counts wait here, for one interval or through a store outage, never
+//! gets them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::snapshot::TenantRuntime;
 use understudy_core::{StatsBatch, StatsStore};
 
 /// Bound on distinct tenants buffered between flushes (a flood of unknown tenants cannot grow it:
@@ -23,20 +30,32 @@ pub struct Stats {
 use understudy_core::now_ms;
 
 impl Stats {
-    /// Counts one data-plane request of `tenant`; `matched` is the scenario id that answered an
-    /// LLM request (`Some(None)` for an LLM request nothing matched, `None` for other traffic).
-    pub fn record(&self, tenant: &str, matched: Option<Option<&str>>) {
+    /// Counts one data-plane request served from `tenant` (the document version it was served
+    /// from included); `matched` is the scenario id that answered an LLM request (`Some(None)`
+    /// for an LLM request nothing matched, `None` for other traffic).
+    pub fn record(&self, tenant: &TenantRuntime, matched: Option<Option<&str>>) {
+        let (id, version) = (tenant.id(), tenant.version);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.tenants.len() >= MAX_BUFFERED_TENANTS && !p.tenants.contains_key(tenant) {
+        if p.tenants.len() >= MAX_BUFFERED_TENANTS && !p.tenants.contains_key(id) {
             return;
         }
         // Look up before inserting: the request path should not allocate for known keys.
-        if !p.tenants.contains_key(tenant) {
-            p.tenants.insert(tenant.to_string(), Default::default());
+        if !p.tenants.contains_key(id) {
+            p.tenants.insert(
+                id.to_string(),
+                understudy_core::TenantStats {
+                    served_version: version,
+                    ..Default::default()
+                },
+            );
         }
-        let Some(t) = p.tenants.get_mut(tenant) else {
+        let Some(t) = p.tenants.get_mut(id) else {
             return;
         };
+        // The lowest version served: never credited to a later incarnation (see the module doc).
+        if version > 0 && (t.served_version == 0 || version < t.served_version) {
+            t.served_version = version;
+        }
         t.requests += 1;
         t.last_request_ms = now_ms();
         match matched {
@@ -60,13 +79,7 @@ impl Stats {
     pub fn restore(&self, batch: StatsBatch) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for (tenant, s) in batch.tenants {
-            let t = p.tenants.entry(tenant).or_default();
-            t.requests += s.requests;
-            t.unmatched += s.unmatched;
-            t.last_request_ms = t.last_request_ms.max(s.last_request_ms);
-            for (id, n) in s.hits {
-                *t.hits.entry(id).or_default() += n;
-            }
+            p.tenants.entry(tenant).or_default().merge(&s);
         }
     }
 

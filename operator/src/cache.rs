@@ -1,7 +1,8 @@
 //! Watch caches of the three kinds, one stream per watched namespace (or one for all), and the
-//! predicate deciding which changes call for a reconcile: a new generation (spec), a deletion, a
-//! finalizer change, a new object, a relist. Status-only updates — including the operator's own
-//! status patches — update the cache without triggering anything.
+//! predicate deciding which changes call for a reconcile: a new generation (spec), a deletion, the
+//! operator's finalizer taken off a live object, a new object, a relist. Status-only updates and
+//! the finalizer the operator adds — its own patches — update the cache without triggering
+//! anything, so a burst of new objects costs one pass, not one more to see its own finalizers.
 
 use std::collections::BTreeMap;
 
@@ -64,10 +65,14 @@ impl<K: Resource + Clone> Cache<K> {
         match event {
             watcher::Event::Apply(obj) => {
                 let k = key(&obj);
-                let trigger = s
-                    .items
-                    .get(&k)
-                    .is_none_or(|old| fingerprint(old) != fingerprint(&obj));
+                let trigger = s.items.get(&k).is_none_or(|old| {
+                    let (a, b) = (fingerprint(old), fingerprint(&obj));
+                    a.uid != b.uid
+                        || a.generation != b.generation
+                        || a.deleting != b.deleting
+                        // Taken off a live object: put back. Added: the operator's own doing.
+                        || (a.finalized && !b.finalized)
+                });
                 s.items.insert(k, obj);
                 trigger
             }

@@ -12,6 +12,7 @@
 //! it and read the answer without axum types.
 
 pub mod embed;
+pub mod matcher;
 pub mod settings;
 pub mod tokens;
 
@@ -87,11 +88,10 @@ impl Decision {
 /// then one whose `turn` matches over one without, then most distinct keywords matched, then
 /// earliest created.
 pub fn select(tenant: &TenantRuntime, text: &str, turns: usize) -> Option<usize> {
-    let lower = text.to_lowercase();
+    let hits = tenant.matcher.scan(text);
     let mut best: Option<(usize, (i32, bool, usize))> = None;
     for (i, s) in tenant.config.scenarios.iter().enumerate() {
-        let keywords = &tenant.keywords_lower[i];
-        if keywords.is_empty() {
+        if !tenant.matcher.has_keywords(i) {
             continue;
         }
         let turn_bound = match s.spec.turn {
@@ -99,13 +99,10 @@ pub fn select(tenant: &TenantRuntime, text: &str, turns: usize) -> Option<usize>
             Some(_) => true,
             None => false,
         };
-        let hits = keywords
-            .iter()
-            .filter(|k| lower.contains(k.as_str()))
-            .count();
+        let hits = hits.per_scenario[i];
         let matched = match s.spec.match_mode {
             understudy_crds::MatchMode::Any => hits > 0,
-            understudy_crds::MatchMode::All => hits == keywords.len(),
+            understudy_crds::MatchMode::All => hits == tenant.matcher.keyword_count(i),
         };
         if !matched {
             continue;

@@ -50,7 +50,29 @@ async fn readyz(State(app): State<App>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+/// `/metrics` alone, for `--metrics-listen`.
+pub fn metrics_router() -> Router<App> {
+    Router::new().route("/metrics", get(metrics_only))
+}
+
+async fn metrics_only(State(app): State<App>) -> Response {
+    exposition(&app)
+}
+
+/// On the main listener: the exposition, unless it is served on its own listener (then 404,
+/// so that data-plane clients cannot read other tenants' ids and traffic).
+async fn metrics(State(app): State<App>, req: axum::extract::Request) -> Response {
+    if app.options.separate_metrics {
+        return crate::surface::envelope_reject(
+            crate::surface::Reject::NotFound,
+            req.method(),
+            req.uri().path(),
+        );
+    }
+    exposition(&app)
+}
+
+fn exposition(app: &App) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! `POST /v1/messages` (Anthropic Messages, streamed or not) and `POST /v1/messages/count_tokens`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -286,21 +287,31 @@ pub fn render_stream(
             plan.push(Some("content_block_start"), &block.to_string());
             plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
-            for piece in super::pieces(args, chunk_chars.max(16)) {
-                let d = json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": piece}});
-                plan.push(Some("content_block_delta"), &d.to_string());
-            }
+            plan.push_pieces(
+                Some("content_block_delta"),
+                Arc::from(args.as_str()),
+                chunk_chars.max(16),
+                |_, piece, b| {
+                    let d = json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}});
+                    let _ = serde_json::to_writer(b, &d);
+                },
+            );
         }
         (text, None) => {
             let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
             plan.push(Some("content_block_start"), &block.to_string());
             plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
-            for piece in super::pieces(text.unwrap_or(""), chunk_chars) {
-                let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
-                plan.push(Some("content_block_delta"), &d.to_string());
-            }
+            plan.push_pieces(
+                Some("content_block_delta"),
+                Arc::from(text.unwrap_or("")),
+                chunk_chars,
+                |_, piece, b| {
+                    let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
+                    let _ = serde_json::to_writer(b, &d);
+                },
+            );
         }
     }
     plan.push(
@@ -336,6 +347,7 @@ impl super::Dialect for Messages {
             conv,
             max_tokens: Some(max),
             stream: req.stream.unwrap_or(false),
+            choices: 1,
         })
     }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions` (OpenAI Chat Completions), streamed or not.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -334,7 +335,8 @@ pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// The streamed `chat.completion.chunk` events, written straight into the plan's buffer.
+/// The streamed `chat.completion.chunk` events: framing events written straight into the plan's
+/// buffer, the content pieces rendered as the stream reaches them.
 pub fn render_stream(
     model: &str,
     n: u32,
@@ -350,35 +352,18 @@ pub fn render_stream(
         "{{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_understudy\"",
         ids.id, ids.created, model_json
     );
-    let head = format!("{prefix}{usage_null},\"choices\":[{{\"index\":");
-    let pieces = match &ans.call {
-        None => super::pieces(&ans.text, chunk_chars),
-        Some(c) => super::pieces(&c.arguments_json, chunk_chars.max(16)),
+    let head: Arc<str> = Arc::from(format!("{prefix}{usage_null},\"choices\":[{{\"index\":"));
+    let (content, per_piece): (Arc<str>, usize) = match &ans.call {
+        None => (Arc::from(ans.text.as_str()), chunk_chars),
+        Some(c) => (Arc::from(c.arguments_json.as_str()), chunk_chars.max(16)),
     };
-    let mut plan = sse::Plan::with_capacity((pieces.len() + 4) * (head.len() + 96) * n as usize);
+    let mut plan = sse::Plan::with_capacity(4 * (head.len() + 96) * n as usize);
     let chunk =
         |plan: &mut sse::Plan, index: u32, delta: &dyn Fn(&mut Vec<u8>), finish: Option<&str>| {
             plan.push_with(None, |buf| {
-                buf.extend_from_slice(head.as_bytes());
-                buf.extend_from_slice(index.to_string().as_bytes());
-                buf.extend_from_slice(b",\"delta\":");
-                delta(buf);
-                buf.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
-                match finish {
-                    Some(f) => {
-                        buf.push(b'"');
-                        buf.extend_from_slice(f.as_bytes());
-                        buf.push(b'"');
-                    }
-                    None => buf.extend_from_slice(b"null"),
-                }
-                buf.extend_from_slice(b"}]}");
+                chunk_into(buf, &head, index, delta, finish);
             });
         };
-    let json_str = |buf: &mut Vec<u8>, s: &str| {
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, s);
-    };
     for index in 0..n {
         match &ans.call {
             None => {
@@ -395,9 +380,11 @@ pub fn render_stream(
                 if index == 0 {
                     plan.mark_content();
                 }
-                for piece in &pieces {
-                    chunk(
-                        &mut plan,
+                let head = head.clone();
+                plan.push_pieces(None, content.clone(), per_piece, move |_, piece, b| {
+                    chunk_into(
+                        b,
+                        &head,
                         index,
                         &|b| {
                             b.extend_from_slice(b"{\"content\":");
@@ -405,8 +392,8 @@ pub fn render_stream(
                             b.push(b'}');
                         },
                         None,
-                    );
-                }
+                    )
+                });
             }
             Some(ToolCall { name, .. }) => {
                 chunk(
@@ -424,9 +411,11 @@ pub fn render_stream(
                 if index == 0 {
                     plan.mark_content();
                 }
-                for piece in &pieces {
-                    chunk(
-                        &mut plan,
+                let head = head.clone();
+                plan.push_pieces(None, content.clone(), per_piece, move |_, piece, b| {
+                    chunk_into(
+                        b,
+                        &head,
                         index,
                         &|b| {
                             b.extend_from_slice(
@@ -436,8 +425,8 @@ pub fn render_stream(
                             b.extend_from_slice(b"}}]}");
                         },
                         None,
-                    );
-                }
+                    )
+                });
             }
         }
         chunk(
@@ -458,6 +447,37 @@ pub fn render_stream(
     }
     plan.push(None, "[DONE]");
     plan
+}
+
+/// Writes a string as a JSON string.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// One `chat.completion.chunk` payload: `head` (id, model, … up to the choice index), the index,
+/// the delta and the finish reason.
+fn chunk_into(
+    buf: &mut Vec<u8>,
+    head: &str,
+    index: u32,
+    delta: &dyn Fn(&mut Vec<u8>),
+    finish: Option<&str>,
+) {
+    buf.extend_from_slice(head.as_bytes());
+    buf.extend_from_slice(index.to_string().as_bytes());
+    buf.extend_from_slice(b",\"delta\":");
+    delta(buf);
+    buf.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+    match finish {
+        Some(f) => {
+            buf.push(b'"');
+            buf.extend_from_slice(f.as_bytes());
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b"}]}");
 }
 
 /// Checks and reads the request.
@@ -498,6 +518,7 @@ impl super::Dialect for Chat {
             conv: conversation(req)?,
             max_tokens,
             stream: req.stream.unwrap_or(false),
+            choices: choices(req),
         })
     }
 

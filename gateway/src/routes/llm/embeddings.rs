@@ -131,8 +131,21 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
                 Some("input"),
             ));
         }
+        // Each value takes about 12 bytes as a JSON float, about 5.4 in base64.
+        let per_value = if base64 { 6 } else { 12 };
+        let estimate = texts.len().saturating_mul(dims).saturating_mul(per_value);
+        let limit = app.options.max_answer_bytes;
+        if estimate > limit {
+            return Err(LlmError::invalid(
+                format!(
+                    "The answer would be about {estimate} bytes ({} inputs × {dims} dimensions), over this gateway's limit of {limit} bytes per answer (--max-answer-bytes); send fewer inputs or dimensions, or ask for base64.",
+                    texts.len()
+                ),
+                Some("input"),
+            ));
+        }
         let outcome = super::chaos(&app, &tenant, false).await?;
-        app.stats.record(tenant.id(), None);
+        app.stats.record(&tenant, None);
         let data: Vec<Item> = texts
             .iter()
             .enumerate()

@@ -214,7 +214,7 @@ pub async fn chaos(app: &App, tenant: &TenantRuntime, stream: bool) -> Result<Ou
 /// Counts the request for status (requests, unmatched, hits).
 fn record_scenario(app: &App, tenant: &TenantRuntime, scenario: Option<usize>) {
     let id = scenario.map(|i| tenant.config.scenarios[i].id.as_str());
-    app.stats.record(tenant.id(), Some(id));
+    app.stats.record(tenant, Some(id));
 }
 
 /// What a dialect reads from its request before the mock model runs.
@@ -226,6 +226,8 @@ pub struct Prepared {
     pub max_tokens: Option<u64>,
     /// Whether the answer is streamed.
     pub stream: bool,
+    /// How many copies of the answer the response carries (Chat Completions' `n`).
+    pub choices: u32,
 }
 
 /// One provider API over the mock model: how its request reads, and how an [`engine::Answer`]
@@ -243,6 +245,57 @@ pub trait Dialect: Send + Sync + 'static {
     /// The streamed events, in pieces of `chunk_chars`.
     fn render_stream(req: &Self::Request, answer: &engine::Answer, chunk_chars: usize)
     -> sse::Plan;
+}
+
+/// Refuses (400, naming the limit) an answer over `--max-answer-bytes` (text × n, tool
+/// arguments × n) or, streamed, over `--max-stream-events`: before anything is rendered.
+fn within_limits(
+    app: &App,
+    prepared: &Prepared,
+    answer: &engine::Answer,
+    chunk_chars: usize,
+) -> Result<(), LlmError> {
+    let choices = prepared.choices.max(1) as usize;
+    let (one, chars, per_event) = match &answer.call {
+        Some(c) => (
+            c.arguments_json.len() + c.name.len(),
+            c.arguments_json.chars().count(),
+            chunk_chars.max(16),
+        ),
+        None => (
+            answer.text.len(),
+            answer.text.chars().count(),
+            chunk_chars.max(1),
+        ),
+    };
+    let param = (choices > 1).then_some("n");
+    let total = one.saturating_mul(choices);
+    let limit = app.options.max_answer_bytes;
+    if total > limit {
+        return Err(LlmError::invalid(
+            format!(
+                "The answer would be {total} bytes ({one} bytes × {choices} choice(s)), over this gateway's limit of {limit} bytes per answer (--max-answer-bytes); ask for fewer choices or fewer tokens."
+            ),
+            param,
+        ));
+    }
+    if prepared.stream {
+        // Content events, plus the few framing events every dialect adds, per choice.
+        let events = chars
+            .div_ceil(per_event)
+            .saturating_add(8)
+            .saturating_mul(choices);
+        let limit = app.options.max_stream_events;
+        if events > limit {
+            return Err(LlmError::invalid(
+                format!(
+                    "The streamed answer would be about {events} events, over this gateway's limit of {limit} events per stream (--max-stream-events); ask for fewer tokens or choices, or raise the tenant's stream_chunk_chars."
+                ),
+                param,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the mock model for a tenant and counts the request for status: no HTTP in sight.
@@ -277,6 +330,7 @@ async fn serve<D: Dialect>(
     let prepared = D::prepare(&req)?;
     let outcome = chaos(&app, &tenant, prepared.stream).await?;
     let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+    within_limits(&app, &prepared, &answer, tenant.settings.stream_chunk_chars)?;
     let resp = if prepared.stream {
         let plan = D::render_stream(&req, &answer, tenant.settings.stream_chunk_chars);
         sse::respond(&app, plan, &tenant.settings, &outcome)
@@ -361,26 +415,6 @@ pub fn rate_for_error(tenant: &TenantRuntime, e: &LlmError) -> Option<RateInfo> 
         reset_secs: e.retry_after.unwrap_or((end - now).max(1)),
         reset_at: end,
     })
-}
-
-/// Splits text into pieces of `n` characters (never inside a character).
-pub fn pieces(text: &str, n: usize) -> Vec<&str> {
-    let n = n.max(1);
-    let mut out = Vec::with_capacity(text.len() / n + 1);
-    let mut start = 0;
-    let mut count = 0;
-    for (i, _) in text.char_indices() {
-        if count == n {
-            out.push(&text[start..i]);
-            start = i;
-            count = 0;
-        }
-        count += 1;
-    }
-    if start < text.len() {
-        out.push(&text[start..]);
-    }
-    out
 }
 
 /// Extracts the text of message content: a string, or the `text` of its text parts.

@@ -4,6 +4,7 @@
 //! `previous_response_id` is accepted and ignored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -269,6 +270,17 @@ fn response(req: &ResponsesRequest, ans: &Answer, input: u64, ids: &Ids, done: b
     })
 }
 
+/// One streamed event: `type` and `sequence_number` lead, as in OpenAI's own events.
+fn event(ty: &'static str, seq: u64, v: Value) -> Value {
+    let mut event = serde_json::Map::new();
+    event.insert("type".into(), json!(ty));
+    event.insert("sequence_number".into(), json!(seq));
+    if let Value::Object(fields) = v {
+        event.extend(fields);
+    }
+    Value::Object(event)
+}
+
 /// The streamed events, each with its `sequence_number`.
 fn render_stream(
     req: &ResponsesRequest,
@@ -279,29 +291,25 @@ fn render_stream(
 ) -> sse::Plan {
     let mut plan = sse::Plan::default();
     let mut seq = 0u64;
-    let mut push = |plan: &mut sse::Plan, ty: &'static str, v: Value| {
-        // `type` and `sequence_number` lead, as in OpenAI's own events.
-        let mut event = serde_json::Map::new();
-        event.insert("type".into(), json!(ty));
-        event.insert("sequence_number".into(), json!(seq));
-        if let Value::Object(fields) = v {
-            event.extend(fields);
-        }
-        seq += 1;
-        plan.push(Some(ty), &Value::Object(event).to_string());
+    let push = |plan: &mut sse::Plan, seq: &mut u64, ty: &'static str, v: Value| {
+        plan.push(Some(ty), &event(ty, *seq, v).to_string());
+        *seq += 1;
     };
     push(
         &mut plan,
+        &mut seq,
         "response.created",
         json!({"response": response(req, ans, input, ids, false)}),
     );
     push(
         &mut plan,
+        &mut seq,
         "response.in_progress",
         json!({"response": response(req, ans, input, ids, false)}),
     );
     push(
         &mut plan,
+        &mut seq,
         "response.output_item.added",
         json!({"output_index": 0, "item": item(ans, ids, false)}),
     );
@@ -311,15 +319,20 @@ fn render_stream(
             ..
         }) => {
             plan.mark_content();
-            for piece in super::pieces(args, chunk_chars.max(16)) {
-                push(
-                    &mut plan,
-                    "response.function_call_arguments.delta",
-                    json!({"item_id": ids.item_id, "output_index": 0, "delta": piece}),
-                );
-            }
+            let (base, item_id) = (seq, ids.item_id.clone());
+            let ty = "response.function_call_arguments.delta";
+            seq += plan.push_pieces(
+                Some(ty),
+                Arc::from(args.as_str()),
+                chunk_chars.max(16),
+                move |i, piece, b| {
+                    let v = json!({"item_id": item_id, "output_index": 0, "delta": piece});
+                    let _ = serde_json::to_writer(b, &event(ty, base + i as u64, v));
+                },
+            ) as u64;
             push(
                 &mut plan,
+                &mut seq,
                 "response.function_call_arguments.done",
                 json!({"item_id": ids.item_id, "output_index": 0, "arguments": args}),
             );
@@ -328,24 +341,31 @@ fn render_stream(
             let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
             push(
                 &mut plan,
+                &mut seq,
                 "response.content_part.added",
                 json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "part": part("")}),
             );
             plan.mark_content();
-            for piece in super::pieces(&ans.text, chunk_chars) {
-                push(
-                    &mut plan,
-                    "response.output_text.delta",
-                    json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),
-                );
-            }
+            let (base, item_id) = (seq, ids.item_id.clone());
+            let ty = "response.output_text.delta";
+            seq += plan.push_pieces(
+                Some(ty),
+                Arc::from(ans.text.as_str()),
+                chunk_chars,
+                move |i, piece, b| {
+                    let v = json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []});
+                    let _ = serde_json::to_writer(b, &event(ty, base + i as u64, v));
+                },
+            ) as u64;
             push(
                 &mut plan,
+                &mut seq,
                 "response.output_text.done",
                 json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "text": ans.text, "logprobs": []}),
             );
             push(
                 &mut plan,
+                &mut seq,
                 "response.content_part.done",
                 json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "part": part(&ans.text)}),
             );
@@ -353,6 +373,7 @@ fn render_stream(
     }
     push(
         &mut plan,
+        &mut seq,
         "response.output_item.done",
         json!({"output_index": 0, "item": item(ans, ids, true)}),
     );
@@ -363,6 +384,7 @@ fn render_stream(
     };
     push(
         &mut plan,
+        &mut seq,
         last,
         json!({"response": response(req, ans, input, ids, true)}),
     );
@@ -392,6 +414,7 @@ impl super::Dialect for Responses {
             conv,
             max_tokens,
             stream: req.stream.unwrap_or(false),
+            choices: 1,
         })
     }
 
