@@ -138,9 +138,23 @@ impl Gateway {
 
     /// Starts `bin` with `args` (plus `--listen`) and waits for `/readyz`.
     pub async fn start_bin(bin: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(Command::new(bin), bin, args).await
+    }
+
+    /// Starts the gateway binary with its open-file limit (soft and hard) set to `open_files`.
+    pub async fn start_with_open_files(open_files: u64, args: &[&str]) -> anyhow::Result<Self> {
+        let bin = gateway_bin();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(&bin);
+        Self::spawn(cmd, &bin, args).await
+    }
+
+    async fn spawn(mut cmd: Command, bin: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(bin)
+        let child = cmd
             .arg("--listen")
             .arg(&listen)
             .args(["--drain-grace", "0s"])
@@ -168,6 +182,23 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM and waits (at most `limit`) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -235,7 +235,7 @@ pub struct Prepared {
 /// their one serve path.
 pub trait Dialect: Send + Sync + 'static {
     /// The request body.
-    type Request: DeserializeOwned + Send + Sync;
+    type Request: DeserializeOwned + Send + Sync + 'static;
     /// Whose error shape to answer in.
     const PROVIDER: Provider;
     /// Validates the request and reduces it.
@@ -318,6 +318,18 @@ pub async fn handle<D: Dialect>(
     pipeline(app, req, D::PROVIDER, serve::<D>).await
 }
 
+/// Bodies above this size are parsed and matched on the blocking pool.
+const HEAVY_BODY_BYTES: usize = 256 * 1024;
+
+/// Runs CPU-heavy request work on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LlmError> + Send + 'static,
+) -> Result<T, LlmError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(LlmError::unavailable("The request could not be processed.")))
+}
+
 /// The one serve path: body, parse, prepare, chaos, the mock model, render (JSON or paced SSE).
 async fn serve<D: Dialect>(
     app: App,
@@ -326,10 +338,33 @@ async fn serve<D: Dialect>(
     body: Body,
 ) -> Result<Response, LlmError> {
     let bytes = self::body(&app, &parts, body).await?;
-    let req: D::Request = parse(&bytes)?;
-    let prepared = D::prepare(&req)?;
+    // A large body (parsing, lower-casing, matching) is worked on off the async workers, so it
+    // cannot delay liveness probes or other tenants.
+    let heavy = bytes.len() > HEAVY_BODY_BYTES;
+    let (req, prepared) = if heavy {
+        off_runtime(move || {
+            let req: D::Request = parse(&bytes)?;
+            let prepared = D::prepare(&req)?;
+            Ok((req, prepared))
+        })
+        .await?
+    } else {
+        let req: D::Request = parse(&bytes)?;
+        let prepared = D::prepare(&req)?;
+        (req, prepared)
+    };
     let outcome = chaos(&app, &tenant, prepared.stream).await?;
-    let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+    let (prepared, answer) = if heavy {
+        let (app, tenant) = (app.clone(), tenant.clone());
+        off_runtime(move || {
+            let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+            Ok((prepared, answer))
+        })
+        .await?
+    } else {
+        let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+        (prepared, answer)
+    };
     within_limits(&app, &prepared, &answer, tenant.settings.stream_chunk_chars)?;
     let resp = if prepared.stream {
         let plan = D::render_stream(&req, &answer, tenant.settings.stream_chunk_chars);
