@@ -45,6 +45,10 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// half-open connection would otherwise deliver nothing, silently).
 const PING_EVERY: Duration = Duration::from_secs(3);
 
+/// How long the subscriber connection waits for Redis to answer a (un)subscribe; past it the
+/// connection counts as dead (while it waits it cannot ping, so it must not wait for ever).
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
 /// What a receiver gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -132,13 +136,29 @@ impl std::fmt::Display for Topic {
     }
 }
 
-/// One topic's local fan-out.
+/// One topic's local fan-out. Shared (`Arc`) so that whoever confirms a subscription marks
+/// the very entry it subscribed, never a later one of the same name.
 struct Entry {
     tx: broadcast::Sender<Delivery>,
     /// `true` once Redis confirmed the subscription (always, on the memory backend). Later
     /// subscribers of a topic still being confirmed wait for it too.
-    live: watch::Receiver<bool>,
+    live: watch::Sender<bool>,
+    /// A receiver of this topic was returned before the topic was live: once it is, the
+    /// topic's receivers are told `Gap`.
+    owed_gap: AtomicBool,
 }
+
+impl Entry {
+    /// Tells the topic's receivers `Gap` if one of them is owed it (once: whoever takes the
+    /// debt pays it).
+    fn pay_owed_gap(&self) {
+        if self.owed_gap.swap(false, Ordering::AcqRel) {
+            let _ = self.tx.send(Delivery::Gap);
+        }
+    }
+}
+
+type Topics = HashMap<String, Arc<Entry>>;
 
 enum Command {
     Subscribe(String, oneshot::Sender<()>),
@@ -153,32 +173,23 @@ struct Redis {
 }
 
 struct Inner {
-    topics: Mutex<HashMap<String, (Entry, watch::Sender<bool>)>>,
+    topics: Mutex<Topics>,
     capacity: usize,
     redis: Option<Redis>,
     /// Reconnections of the subscriber connection (each told every receiver `Gap`).
     reconnects: AtomicU64,
-    /// A subscription returned before it was live: its receiver is owed a `Gap` once it is.
-    owed_gap: AtomicBool,
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Entry, watch::Sender<bool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Topics> {
         // A poisoned lock only means a thread panicked while holding plain data.
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn deliver(&self, topic: &str, delivery: Delivery) {
-        if let Some((entry, _)) = self.lock().get(topic) {
+        if let Some(entry) = self.lock().get(topic) {
             // No receiver left is fine: the last one's drop removes the topic.
             let _ = entry.tx.send(delivery);
-        }
-    }
-
-    /// Tells every receiver of every topic that it may have missed messages.
-    fn gap_all(&self) {
-        for (entry, _) in self.lock().values() {
-            let _ = entry.tx.send(Delivery::Gap);
         }
     }
 
@@ -186,7 +197,7 @@ impl Inner {
         let mut topics = self.lock();
         if topics
             .get(topic)
-            .is_some_and(|(e, _)| e.tx.receiver_count() == 0)
+            .is_some_and(|e| e.tx.receiver_count() == 0)
         {
             topics.remove(topic);
             if let Some(r) = &self.redis {
@@ -255,7 +266,6 @@ impl Hub {
                 capacity,
                 redis,
                 reconnects: AtomicU64::new(0),
-                owed_gap: AtomicBool::new(false),
             }),
         }
     }
@@ -328,40 +338,44 @@ impl Hub {
     /// unreachable it returns anyway, and the receiver gets [`Delivery::Gap`] once the
     /// subscription is live.
     pub async fn subscribe(&self, topic: &Topic) -> Subscription {
-        let (rx, mut live) = {
+        let (rx, entry) = {
             let mut topics = self.inner.lock();
             match topics.get(topic.as_str()) {
-                Some((entry, _)) => (entry.tx.subscribe(), entry.live.clone()),
+                Some(entry) => (entry.tx.subscribe(), entry.clone()),
                 None => {
                     let (tx, rx) = broadcast::channel(self.inner.capacity);
-                    let (live_tx, live) = watch::channel(self.inner.redis.is_none());
-                    let entry = Entry {
+                    let entry = Arc::new(Entry {
                         tx,
-                        live: live.clone(),
-                    };
-                    topics.insert(topic.0.clone(), (entry, live_tx));
+                        live: watch::Sender::new(self.inner.redis.is_none()),
+                        owed_gap: AtomicBool::new(false),
+                    });
+                    topics.insert(topic.0.clone(), entry.clone());
                     if let Some(r) = &self.inner.redis {
                         let (ack, acked) = oneshot::channel();
                         let _ = r.commands.send(Command::Subscribe(topic.0.clone(), ack));
-                        let inner = Arc::downgrade(&self.inner);
-                        let name = topic.0.clone();
-                        // Marks the topic live once Redis confirmed it, whoever waits.
+                        let confirmed = entry.clone();
+                        // Marks the topic live once Redis confirmed it, whoever waits, and
+                        // tells its receivers `Gap` if one was returned before.
                         tokio::spawn(async move {
-                            if acked.await.is_ok()
-                                && let Some(inner) = inner.upgrade()
-                                && let Some((_, live)) = inner.lock().get(&name)
-                            {
-                                let _ = live.send(true);
+                            if acked.await.is_ok() {
+                                confirmed.live.send_replace(true);
+                                confirmed.pay_owed_gap();
                             }
                         });
                     }
-                    (rx, live)
+                    (rx, entry)
                 }
             }
         };
+        let mut live = entry.live.subscribe();
         let live = tokio::time::timeout(SUBSCRIBE_WAIT, live.wait_for(|l| *l)).await;
         if !matches!(live, Ok(Ok(_))) {
-            self.inner.owed_gap.store(true, Ordering::Release);
+            entry.owed_gap.store(true, Ordering::Release);
+            // Confirmed between the wait giving up and the debt being written down: whoever
+            // confirmed it may have looked before, so settle it here (`swap`: paid once).
+            if *entry.live.borrow() {
+                entry.pay_owed_gap();
+            }
         }
         Subscription {
             topic: topic.0.clone(),
@@ -441,11 +455,20 @@ async fn run_subscriber(
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        // Everything subscribed while we were away, in batches.
-        let names: Vec<String> = inner.lock().keys().cloned().collect();
+        // Everything subscribed while we were away, in batches. Only these entries are marked
+        // live below: a topic added meanwhile has its own subscribe command queued.
+        let entries: Vec<(String, Arc<Entry>)> = inner
+            .lock()
+            .iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect();
         let mut ok = true;
-        for chunk in names.chunks(1000) {
-            if sink.subscribe(chunk).await.is_err() {
+        for chunk in entries.chunks(1000) {
+            let names: Vec<&str> = chunk.iter().map(|(name, _)| name.as_str()).collect();
+            if !matches!(
+                tokio::time::timeout(REPLY_WAIT, sink.subscribe(&names)).await,
+                Ok(Ok(()))
+            ) {
                 ok = false;
                 break;
             }
@@ -459,23 +482,24 @@ async fn run_subscriber(
         if let Some(r) = &inner.redis {
             r.connected.store(true, Ordering::Release);
         }
-        {
-            let topics = inner.lock();
-            for (_, live) in topics.values() {
-                let _ = live.send(true);
-            }
-        }
         if !first {
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                topics = names.len(),
+                topics = entries.len(),
                 "hub: reconnected; receivers told to re-read"
             );
         }
         // After a reconnect every receiver may have missed messages; on the first connection,
-        // only receivers whose subscription returned before it was live.
-        if inner.owed_gap.swap(false, Ordering::AcqRel) || !first {
-            inner.gap_all();
+        // only receivers whose subscription returned before it was live. Live first, then the
+        // gap: a subscription giving up meanwhile sees it live and settles its own debt.
+        for (_, e) in &entries {
+            e.live.send_replace(true);
+            if first {
+                e.pay_owed_gap();
+            } else {
+                e.owed_gap.store(false, Ordering::Release);
+                let _ = e.tx.send(Delivery::Gap);
+            }
         }
         first = false;
         drop(inner);
@@ -493,22 +517,30 @@ async fn run_subscriber(
                 },
                 cmd = commands.recv() => match cmd {
                     Some(Command::Subscribe(name, ack)) => {
-                        if sink.subscribe(&name).await.is_err() {
-                            break "subscribe failed";
+                        match tokio::time::timeout(REPLY_WAIT, sink.subscribe(&name)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break "subscribe failed",
+                            Err(_) => break "subscribe unanswered",
                         }
                         let _ = ack.send(());
                     }
                     Some(Command::Unsubscribe(name)) => {
                         // Subscribed again meanwhile? Then keep it.
                         let wanted = hub.upgrade().is_some_and(|i| i.lock().contains_key(&name));
-                        if !wanted && sink.unsubscribe(&name).await.is_err() {
-                            break "unsubscribe failed";
+                        if !wanted {
+                            match tokio::time::timeout(REPLY_WAIT, sink.unsubscribe(&name)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break "unsubscribe failed",
+                                Err(_) => break "unsubscribe unanswered",
+                            }
                         }
                     }
                     None => return,
                 },
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                    // Any answer will do: with subscriptions, Redis answers `["pong", ""]` (an
+                    // array, which a `String` cannot be read from), without, `PONG`.
+                    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         break "ping unanswered";
                     }
@@ -523,11 +555,8 @@ async fn run_subscriber(
         if let Some(r) = &inner.redis {
             r.connected.store(false, Ordering::Release);
         }
-        {
-            let topics = inner.lock();
-            for (_, live) in topics.values() {
-                let _ = live.send(false);
-            }
+        for e in inner.lock().values() {
+            e.live.send_replace(false);
         }
         drop(inner);
         tokio::time::sleep(backoff).await;
