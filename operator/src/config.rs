@@ -48,6 +48,13 @@ pub struct Cli {
     /// resource per period).
     #[arg(long, env = "UNDERSTUDY_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,
+    /// Quiet period after a change before it is applied; each further change restarts it, so a
+    /// burst (`kubectl apply -f` of a folder) is applied in one pass.
+    #[arg(long, env = "UNDERSTUDY_DEBOUNCE", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Longest delay from the first change of a burst to its pass, however long the burst lasts.
+    #[arg(long, env = "UNDERSTUDY_DEBOUNCE_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub debounce_max: Duration,
     /// Log format.
     #[arg(
         long,
@@ -66,6 +73,9 @@ impl Cli {
             || self.resync_interval < Duration::from_secs(1)
         {
             return Err("--status-interval and --resync-interval must be at least 1s".into());
+        }
+        if self.debounce > self.debounce_max || self.debounce_max > Duration::from_secs(60) {
+            return Err("--debounce must not exceed --debounce-max, and --debounce-max 60s".into());
         }
         Ok(())
     }

@@ -70,6 +70,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         resync: cli.resync_interval,
         status_interval: cli.status_interval,
         epoch_check: Duration::from_secs(1),
+        debounce: cli.debounce,
+        debounce_max: cli.debounce_max,
         settings: Settings {
             instance: Some(identity),
             namespaces: cli.watched(),

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub status_patches: IntCounter,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// 0 while the leader cannot reach or write Redis (1 otherwise, and on followers).
+    pub store_up: IntGauge,
+    /// Outages seen by the leader (transitions of `store_up` to 0).
+    pub store_outages: IntCounter,
 }
 
 impl Default for Metrics {
@@ -93,6 +97,17 @@ impl Metrics {
             "1 while this replica holds the leader lease",
         )
         .expect("valid metric");
+        let store_up = IntGauge::new(
+            "understudy_operator_store_up",
+            "0 while the leader cannot reach or write Redis (1 otherwise, and on followers)",
+        )
+        .expect("valid metric");
+        store_up.set(1);
+        let store_outages = IntCounter::new(
+            "understudy_operator_store_outages_total",
+            "Redis outages seen by the leader",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -102,6 +117,8 @@ impl Metrics {
             Box::new(rewrites.clone()),
             Box::new(status_patches.clone()),
             Box::new(leader.clone()),
+            Box::new(store_up.clone()),
+            Box::new(store_outages.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -115,7 +132,17 @@ impl Metrics {
             rewrites,
             status_patches,
             leader,
+            store_up,
+            store_outages,
         }
+    }
+
+    /// Records whether Redis answers and takes writes; a transition to down counts an outage.
+    pub fn store_reachable(&self, up: bool) {
+        if !up && self.store_up.get() != 0 {
+            self.store_outages.inc();
+        }
+        self.store_up.set(up as i64);
     }
 
     /// The Prometheus text exposition.

@@ -82,8 +82,10 @@ pub struct Inputs {
 pub struct Verdict {
     /// `Ready=True`?
     pub ready: bool,
-    /// `Synced`, `TenantNotFound`, `DuplicateTenantId`, `InvalidSchema`, `Invalid`,
-    /// `Superseded` (later `StoreUnavailable`, `TenantNotReady` from the apply step).
+    /// `Synced`, `TenantNotFound`, `TenantNotReady`, `DuplicateTenantId`, `InvalidSchema`,
+    /// `Invalid`, `Superseded` (and, from the apply step, `DuplicateTenantId` and
+    /// `TenantNotReady` for ids taken by another writer, `StoreUnavailable` for a resource never
+    /// written yet while Redis is unreachable).
     pub reason: String,
     /// What it means, and what to change.
     pub message: String,
@@ -131,6 +133,15 @@ pub struct Plan {
     pub tenant_of: BTreeMap<ObjectKey, String>,
     /// Tenant resources in force → their counts.
     pub summaries: BTreeMap<ObjectKey, TenantSummary>,
+}
+
+/// The verdict of a Scenario or ChaosProfile whose Tenant exists but is not in force: it names
+/// the Tenant and the Tenant's own reason, so nobody goes looking for a missing object.
+pub fn tenant_not_ready(namespace: &str, tenant: &str, reason: &str, why: &str) -> Verdict {
+    Verdict::not(
+        "TenantNotReady",
+        format!("Tenant {namespace}/{tenant} is not in force ({reason}): {why}"),
+    )
 }
 
 /// Whether deletion of `obj` has begun (it is waiting for finalizers).
@@ -216,6 +227,9 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let mut out = Plan::default();
     // (namespace, name) → tenant id, for Tenants in force.
     let mut ids: HashMap<(String, String), String> = HashMap::new();
+    // (namespace, name) → verdict, for every live Tenant (a Scenario naming one that is not in
+    // force is told which and why, rather than that none exists).
+    let mut tenant_verdicts: HashMap<(String, String), Verdict> = HashMap::new();
     let by_origin: HashMap<&str, &TenantConfig> = report
         .tenants
         .iter()
@@ -254,12 +268,23 @@ pub fn plan(inputs: &Inputs) -> Plan {
             }
             (None, None) => Verdict::not("Invalid", "left out of the configuration".into()),
         };
+        tenant_verdicts.insert((key.namespace.clone(), key.name.clone()), verdict.clone());
         out.verdicts.insert(key, verdict);
     }
+    // A refused `TenantNotFound` whose Tenant does exist, but is not in force.
+    let not_ready = |v: Verdict, namespace: &str, tenant_ref: &str| -> Verdict {
+        if v.reason != "TenantNotFound" {
+            return v;
+        }
+        match tenant_verdicts.get(&(namespace.to_string(), tenant_ref.to_string())) {
+            Some(t) if !t.ready => tenant_not_ready(namespace, tenant_ref, &t.reason, &t.message),
+            _ => v,
+        }
+    };
     for s in &scenarios {
         let key = ObjectKey::of(Kind::Scenario, *s);
         let verdict = match refused(&key.to_string()) {
-            Some(v) => v,
+            Some(v) => not_ready(v, &key.namespace, &s.spec.tenant_ref),
             None => {
                 let id = ids
                     .get(&(key.namespace.clone(), s.spec.tenant_ref.clone()))
@@ -278,7 +303,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
         let origin = key.to_string();
         let scope = (key.namespace.clone(), c.spec.tenant_ref.clone());
         let verdict = if let Some(v) = refused(&origin) {
-            v
+            not_ready(v, &key.namespace, &c.spec.tenant_ref)
         } else if report.superseded.contains(&origin) {
             let winner = in_force.get(&scope).cloned().unwrap_or_default();
             Verdict::not(

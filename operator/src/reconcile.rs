@@ -4,7 +4,7 @@
 //! A pass is idempotent and cheap when nothing changed: the plan is compared with what was
 //! written and with what each resource's status already says, so a steady world costs no writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::apply::{Applier, ApplyReport};
 use crate::metrics::Metrics;
 use crate::plan::{
     self, FINALIZER, Inputs, Kind, ObjectKey, Plan, Verdict, has_finalizer, is_deleting,
+    tenant_not_ready,
 };
 use crate::status;
 
@@ -122,6 +123,8 @@ pub struct Reconciler {
     metrics: Arc<Metrics>,
     /// tenant id → the gateways' totals, refreshed by [`Reconciler::refresh_stats`].
     stats: HashMap<String, StatsTotals>,
+    /// Tenants told (one Event each) that Redis cannot be written, until a pass succeeds again.
+    outage: BTreeSet<ObjectKey>,
     settings: Settings,
 }
 
@@ -154,6 +157,7 @@ impl Reconciler {
             recorder,
             metrics,
             stats: HashMap::new(),
+            outage: BTreeSet::new(),
             settings,
         }
     }
@@ -216,13 +220,24 @@ impl Reconciler {
             self.metrics.errors.with_label_values(&["store"]).inc();
         }
         let verdicts = overlay(&plan, &out.apply);
+        // While Redis cannot be written, what is in force keeps the condition it has (the
+        // gateways keep serving what they hold); the outage is recorded once per Tenant below.
+        let holding = out.apply.unavailable.is_some();
+        // The verdict to show, `None` to keep the condition the resource has.
+        let shown = |key: &ObjectKey, has_condition: bool| -> Option<Verdict> {
+            let v = verdicts.get(key)?;
+            if !(holding && v.ready && plan.tenant_of.contains_key(key)) {
+                return Some(v.clone());
+            }
+            (!has_condition).then(|| unwritten(v))
+        };
 
         // 4. Status (and Events on transitions).
         let now = status::now();
         let mut calls: Vec<Call> = Vec::new();
         for t in inputs.tenants.iter().filter(|o| !is_deleting(*o)) {
             let key = ObjectKey::of(Kind::Tenant, t);
-            let Some(v) = verdicts.get(&key) else {
+            let Some(v) = &shown(&key, t.ready().is_some()) else {
                 continue;
             };
             let summary = plan.summaries.get(&key);
@@ -239,7 +254,7 @@ impl Reconciler {
         }
         for s in inputs.scenarios.iter().filter(|o| !is_deleting(*o)) {
             let key = ObjectKey::of(Kind::Scenario, s);
-            let Some(v) = verdicts.get(&key) else {
+            let Some(v) = &shown(&key, s.ready().is_some()) else {
                 continue;
             };
             let id = format!("{}/{}", key.namespace, key.name);
@@ -253,13 +268,15 @@ impl Reconciler {
         }
         for c in inputs.chaos.iter().filter(|o| !is_deleting(*o)) {
             let key = ObjectKey::of(Kind::ChaosProfile, c);
-            let Some(v) = verdicts.get(&key) else {
+            let Some(v) = &shown(&key, c.ready().is_some()) else {
                 continue;
             };
-            let want = status::chaos(c.status.as_ref(), c.meta().generation, v, &now);
+            let want = status::chaos(c.status.as_ref(), c.meta().generation, v, &c.spec, &now);
             self.patch_status(c, &want, v, &mut calls);
         }
         self.run_calls(calls, &mut out).await;
+        let outage_events = self.outage_events(inputs, &plan, &out.apply);
+        self.publish(outage_events, &mut out).await;
 
         // 5. Deleted resources: their data left Redis with this apply (or nothing was there).
         if out.apply.unavailable.is_none() {
@@ -294,19 +311,37 @@ impl Reconciler {
         calls: &mut Vec<Call>,
     ) {
         let want = serde_json::to_value(want).unwrap_or(Value::Null);
-        if want == obj.status_json() {
+        let current = obj.status_json();
+        if want == current {
             return;
         }
+        // A merge patch keeps what it leaves out: a field to remove is sent as null.
+        let mut body = want;
+        if let (Some(cur), Some(b)) = (current.as_object(), body.as_object_mut()) {
+            for k in cur.keys() {
+                if !b.contains_key(k) {
+                    b.insert(k.clone(), Value::Null);
+                }
+            }
+        }
+        let want = body;
         let api: Api<K> =
             Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
         let name = obj.name_any();
         // An Event when the Ready reason changes (not for counter updates).
         let before = obj.ready();
         let now_status = if verdict.ready { "True" } else { "False" };
-        let event = (before.as_ref().map(|(s, r)| (s.as_str(), r.as_str()))
-            != Some((now_status, verdict.reason.as_str())))
-        .then(|| {
-            (
+        let was = before.as_ref().map(|(s, r)| (s.as_str(), r.as_str()));
+        let store = |r: Option<(&str, &str)>| r.is_some_and(|(_, r)| r == STORE_UNAVAILABLE);
+        let now = Some((now_status, verdict.reason.as_str()));
+        let quiet = was == now
+            // An outage is recorded once per Tenant (see `outage_events`), not per resource.
+            || store(now)
+            || (verdict.ready && store(was))
+            // No Event for the routine first Synced; only for problems and recoveries.
+            || (verdict.ready && was.is_none());
+        let event = (!quiet).then(|| {
+            Box::new((
                 Event {
                     type_: if verdict.ready {
                         EventType::Normal
@@ -319,11 +354,8 @@ impl Reconciler {
                     secondary: None,
                 },
                 obj.object_ref(&()),
-            )
-        })
-        // No Event for the routine first Synced; only for problems and recoveries.
-        .filter(|_| !(verdict.ready && before.is_none()))
-        .map(Box::new);
+            ))
+        });
         calls.push(
             async move {
                 let patch = Patch::Merge(json!({ "status": want }));
@@ -346,6 +378,63 @@ impl Reconciler {
         );
     }
 
+    /// One Warning Event per Tenant in force when a pass cannot write Redis (once per outage),
+    /// and one Normal Event on each of them when a pass succeeds again.
+    fn outage_events(
+        &mut self,
+        inputs: &Inputs,
+        plan: &Plan,
+        apply: &ApplyReport,
+    ) -> Vec<EventFor> {
+        let live = inputs.tenants.iter().filter(|t| !is_deleting(*t));
+        let mut events = Vec::new();
+        match &apply.unavailable {
+            Some(e) => {
+                for t in live {
+                    let key = ObjectKey::of(Kind::Tenant, t);
+                    if plan.summaries.contains_key(&key) && self.outage.insert(key) {
+                        events.push(Box::new((
+                            Event {
+                                type_: EventType::Warning,
+                                reason: STORE_UNAVAILABLE.into(),
+                                note: Some(truncate(
+                                    &format!(
+                                        "Redis could not be written ({e}); the gateways keep serving the configuration they hold, and changes are applied once Redis is back (retrying with backoff)"
+                                    ),
+                                    1000,
+                                )),
+                                action: "Reconcile".into(),
+                                secondary: None,
+                            },
+                            t.object_ref(&()),
+                        )));
+                    }
+                }
+            }
+            None if !self.outage.is_empty() => {
+                for t in live {
+                    if self.outage.contains(&ObjectKey::of(Kind::Tenant, t)) {
+                        events.push(Box::new((
+                            Event {
+                                type_: EventType::Normal,
+                                reason: "StoreAvailable".into(),
+                                note: Some(
+                                    "Redis is written again; every change is applied".into(),
+                                ),
+                                action: "Reconcile".into(),
+                                secondary: None,
+                            },
+                            t.object_ref(&()),
+                        )));
+                    }
+                }
+                self.outage.clear();
+            }
+            None => {}
+        }
+        events
+    }
+
     async fn run_calls(&self, calls: Vec<Call>, out: &mut Outcome) {
         let mut results =
             futures::stream::iter(calls).buffer_unordered(self.settings.concurrency.max(1));
@@ -366,7 +455,11 @@ impl Reconciler {
             }
         }
         drop(results);
-        // Published concurrently (an outage can mark thousands of resources at once).
+        self.publish(events, out).await;
+    }
+
+    /// Publishes Events concurrently (a pass can mark many resources at once).
+    async fn publish(&self, events: Vec<EventFor>, out: &mut Outcome) {
         let recorder = &self.recorder;
         let mut published = futures::stream::iter(events)
             .map(|event| async move {
@@ -393,37 +486,57 @@ impl Reconciler {
     }
 }
 
-/// The plan's verdicts, corrected by what the apply step met: an id taken by another origin, or
-/// a store that could not be written.
+/// The condition reason of a resource never written while Redis is unreachable (and the reason
+/// of the per-Tenant outage Event).
+pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
+
+type EventFor = Box<(Event, ObjectKeyRef)>;
+
+/// The plan's verdicts, corrected by what the apply step met: an id taken by another origin
+/// (the Tenant gets `DuplicateTenantId`, its Scenarios and ChaosProfile `TenantNotReady` naming
+/// it). A store that could not be written changes no verdict: resources in force keep the
+/// condition they have (see [`Reconciler::reconcile`]).
 pub fn overlay(plan: &Plan, apply: &ApplyReport) -> BTreeMap<ObjectKey, Verdict> {
     let mut verdicts = plan.verdicts.clone();
+    let tenant_of_id: HashMap<&str, &ObjectKey> = plan
+        .tenant_of
+        .iter()
+        .filter(|(k, _)| k.kind == Kind::Tenant)
+        .map(|(k, id)| (id.as_str(), k))
+        .collect();
     for (key, id) in &plan.tenant_of {
         let Some(v) = verdicts.get_mut(key) else {
             continue;
         };
         if let Some(why) = apply.conflicts.get(id) {
-            *v = if key.kind == Kind::Tenant {
-                Verdict {
+            *v = match (key.kind, tenant_of_id.get(id.as_str())) {
+                (Kind::Tenant, _) => Verdict {
                     ready: false,
                     reason: "DuplicateTenantId".into(),
                     message: why.clone(),
-                }
-            } else {
-                Verdict {
+                },
+                (_, Some(t)) => tenant_not_ready(&t.namespace, &t.name, "DuplicateTenantId", why),
+                (_, None) => Verdict {
                     ready: false,
                     reason: "TenantNotReady".into(),
-                    message: format!("its tenant is not in force: {why}"),
-                }
-            };
-        } else if let Some(e) = &apply.unavailable {
-            *v = Verdict {
-                ready: false,
-                reason: "StoreUnavailable".into(),
-                message: format!("Redis could not be written ({e}); retrying with backoff"),
+                    message: format!("its Tenant is not in force (DuplicateTenantId): {why}"),
+                },
             };
         }
     }
     verdicts
+}
+
+/// What a resource in force that has no condition yet says while Redis cannot be written.
+fn unwritten(v: &Verdict) -> Verdict {
+    Verdict {
+        ready: false,
+        reason: STORE_UNAVAILABLE.into(),
+        message: format!(
+            "not written yet: Redis is unreachable; retrying with backoff (then: {})",
+            v.message
+        ),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -1,6 +1,11 @@
-//! The operator process: watch caches, leader election, the reconcile loop (on change, on a
-//! retry with backoff, when Redis was emptied, on the resync and status periods) and the
-//! `/metrics`, `/healthz`, `/readyz` listener.
+//! The operator process: watch caches, leader election, the reconcile loop (on change once a
+//! burst settles, on a retry with backoff, when Redis was emptied, on the resync and status
+//! periods) and the `/metrics`, `/healthz`, `/readyz` listener.
+//!
+//! A burst of changes (`kubectl apply -f` of a folder) is one pass: the first change opens a
+//! debounce window that every further change extends by [`Options::debounce`], up to
+//! [`Options::debounce_max`] after the first; the pass runs when the window closes, so each
+//! tenant's document is written once per burst and gateways never serve a half-applied folder.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,17 +43,39 @@ pub struct Options {
     pub status_interval: Duration,
     /// How often Redis's epoch and run id are checked.
     pub epoch_check: Duration,
+    /// Quiet period after a change before the pass runs (each further change restarts it).
+    pub debounce: Duration,
+    /// Longest wait from the first change of a burst to its pass, however long the burst lasts.
+    pub debounce_max: Duration,
     /// Reconciler settings.
     pub settings: Settings,
 }
+
+/// Default of [`Options::debounce`].
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Default of [`Options::debounce_max`].
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(5);
 
 /// Shared with the HTTP listener.
 #[derive(Clone)]
 pub struct Health {
     /// Every watch cache has listed once.
     pub ready: Arc<AtomicBool>,
-    /// The metrics.
+    /// The metrics (`understudy_operator_store_up` is part of readiness).
     pub metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// Ready: every watch has listed, and (on the leader) Redis answers and takes writes.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting: watch caches not synced");
+        }
+        if self.metrics.store_up.get() == 0 {
+            return Err("Redis unreachable: changes wait until it is back");
+        }
+        Ok(())
+    }
 }
 
 /// `/metrics`, `/healthz`, `/readyz`.
@@ -58,14 +85,9 @@ pub fn router(health: Health) -> Router {
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
-                if h.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready").into_response()
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "starting: watch caches not synced",
-                    )
-                        .into_response()
+                match h.readiness() {
+                    Ok(()) => (StatusCode::OK, "ready").into_response(),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
                 }
             }),
         )
@@ -176,6 +198,13 @@ pub async fn run(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut dirty = false;
+    // The open debounce window: when it closes, and the latest it may close (first change + max).
+    let mut settle_at: Option<tokio::time::Instant> = None;
+    let mut burst_deadline: Option<tokio::time::Instant> = None;
+    // Redis emptied: rewrite without waiting for a burst to settle.
+    let mut urgent = false;
+    // What the leader last saw of Redis: the epoch check answered, the last pass could write.
+    let (mut store_answers, mut store_writes) = (true, true);
     let mut attempt: u32 = 0;
     let mut retry_at: Option<tokio::time::Instant> = None;
     // Whether the last pass failed on Redis (then only a retry, or Redis coming back, helps);
@@ -192,16 +221,33 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let settled = async {
+            match settle_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                changed |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
-                // Take whatever else is already queued, so a burst is one pass.
+                let mut trigger = absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                // Take whatever else is already queued.
                 while let Ok(msg) = rx.try_recv() {
-                    changed |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
+                    trigger |= absorb(msg, &mut tenants, &mut scenarios, &mut chaos);
                 }
-                dirty |= changed;
+                if trigger {
+                    // Open or extend the debounce window: a burst is one pass.
+                    let now = tokio::time::Instant::now();
+                    let deadline = *burst_deadline.get_or_insert(now + opts.debounce_max);
+                    settle_at = Some((now + opts.debounce).min(deadline));
+                    changed = true;
+                    dirty = true;
+                }
+            }
+            _ = settled => {
+                settle_at = None;
+                burst_deadline = None;
             }
             res = leader_rx.changed(), if electing => {
                 electing = res.is_ok();
@@ -213,14 +259,30 @@ pub async fn run(
                     // Another replica may have written meanwhile: compare with Redis afresh.
                     reconciler.applier().resync();
                     dirty = true;
+                } else {
+                    // Only the leader talks to Redis; a follower has nothing to report.
+                    (store_answers, store_writes) = (true, true);
+                    health.metrics.store_reachable(true);
                 }
             }
             _ = epoch_tick.tick() => {
                 if leading {
-                    match reconciler.applier().check_store().await {
+                    let check = reconciler.applier().check_store().await;
+                    let back = check.is_ok() && !store_answers;
+                    store_answers = check.is_ok();
+                    health.metrics.store_reachable(store_answers && store_writes);
+                    if back && store_failing {
+                        // Redis answers again: retry now rather than when the backoff ends.
+                        dirty = true;
+                        retry_at = None;
+                        attempt = 0;
+                    }
+                    match check {
                         Ok(true) => {
-                            // Rewrite at once, whatever the backoff says (SPEC §10).
+                            // Rewrite at once, whatever the backoff or a settling burst says
+                            // (SPEC §10).
                             dirty = true;
+                            urgent = true;
                             retry_at = None;
                             attempt = 0;
                         }
@@ -246,11 +308,15 @@ pub async fn run(
         let synced = tenants.synced() && scenarios.synced() && chaos.synced();
         health.ready.store(synced, Ordering::Relaxed);
         let waiting = retry_at.is_some() && (store_failing || !changed);
-        if !(dirty && synced && leading && !waiting) {
+        let settling = settle_at.is_some() && !urgent;
+        if !(dirty && synced && leading && !waiting && !settling) {
             continue;
         }
         dirty = false;
         changed = false;
+        urgent = false;
+        settle_at = None;
+        burst_deadline = None;
         retry_at = None;
         let inputs = Inputs {
             tenants: tenants.items(),
@@ -259,6 +325,10 @@ pub async fn run(
         };
         let outcome = reconciler.reconcile(&inputs).await;
         store_failing = outcome.apply.unavailable.is_some();
+        store_writes = !store_failing;
+        health
+            .metrics
+            .store_reachable(store_answers && store_writes);
         if outcome.retry() {
             let wait = reconcile::backoff(attempt);
             attempt = attempt.saturating_add(1);

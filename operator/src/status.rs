@@ -3,7 +3,9 @@
 //! what the resource already shows, so an unchanged world makes no API calls.
 
 use understudy_core::StatsTotals;
-use understudy_crds::resources::{ChaosProfileStatus, Condition, ScenarioStatus, TenantStatus};
+use understudy_crds::resources::{
+    ChaosKind, ChaosProfileSpec, ChaosProfileStatus, Condition, ScenarioStatus, TenantStatus,
+};
 
 use crate::plan::{TenantSummary, Verdict};
 
@@ -50,7 +52,9 @@ pub fn ready_reason(conditions: &[Condition]) -> Option<(&str, &str)> {
         .map(|c| (c.status.as_str(), c.reason.as_str()))
 }
 
-/// A Tenant's status. Without counters read yet (`stats` is `None`), the current ones are kept.
+/// A Tenant's status. Without counters read yet (`stats` is `None`), the current ones are kept;
+/// once read, they are the counters of the tenant's current incarnation only (a Tenant whose
+/// document was deleted and written again starts from zero, `lastRequestTime` included).
 pub fn tenant(
     current: Option<&TenantStatus>,
     generation: Option<i64>,
@@ -78,7 +82,7 @@ pub fn tenant(
         chaos: Some(summary.map_or_else(|| "none".to_string(), |s| s.chaos.clone())),
         requests,
         unmatched,
-        last_request_time: last.or(cur.last_request_time),
+        last_request_time: last,
     }
 }
 
@@ -103,11 +107,23 @@ pub fn chaos(
     current: Option<&ChaosProfileStatus>,
     generation: Option<i64>,
     verdict: &Verdict,
+    spec: &ChaosProfileSpec,
     now: &str,
 ) -> ChaosProfileStatus {
     let cur = current.cloned().unwrap_or_default();
     ChaosProfileStatus {
         observed_generation: generation,
         conditions: vec![ready_condition(&cur.conditions, generation, verdict, now)],
+        probability: effective_probability(spec),
     }
+}
+
+/// The share of requests a profile affects as the gateways apply it, or `None` where the
+/// profile does not use `probability`: no fault (`none`), `rate_limit` (it counts instead), or
+/// a deterministic selection (`failFirst`, `every`).
+pub fn effective_probability(spec: &ChaosProfileSpec) -> Option<f64> {
+    let uses = !matches!(spec.profile, ChaosKind::None | ChaosKind::RateLimit)
+        && spec.fail_first == 0
+        && spec.every < 2;
+    uses.then_some(spec.probability)
 }

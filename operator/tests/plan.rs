@@ -106,10 +106,14 @@ spec: {tenantRef: b, keywords: [x], response: y}
     let v = verdict(&p, Kind::Tenant, "team-b", "b");
     assert_eq!(v.reason, "DuplicateTenantId");
     assert!(v.message.contains("Tenant team-a/a"), "{}", v.message);
-    // The loser's scenarios do not leak into the winner's document.
-    assert_eq!(
-        verdict(&p, Kind::Scenario, "team-b", "s").reason,
-        "TenantNotFound"
+    // The loser's scenarios do not leak into the winner's document, and they are told which
+    // Tenant is not in force and why (not that none exists).
+    let s = verdict(&p, Kind::Scenario, "team-b", "s");
+    assert_eq!(s.reason, "TenantNotReady");
+    assert!(
+        s.message.contains("Tenant team-b/b") && s.message.contains("DuplicateTenantId"),
+        "{}",
+        s.message
     );
     assert!(p.desired["shared"].scenarios.is_empty());
 }
@@ -147,6 +151,26 @@ fn private_tenant_without_owner_is_refused_with_its_scenarios() {
     assert!(!v.ready);
     assert!(v.message.contains("spec.owner"), "{}", v.message);
     assert!(p.desired.is_empty());
+    for (kind, name) in [(Kind::Scenario, "invoices"), (Kind::ChaosProfile, "slow")] {
+        let v = verdict(&p, kind, "staging", name);
+        assert_eq!(v.reason, "TenantNotReady", "{name}");
+        assert!(
+            v.message
+                .contains("Tenant staging/shop is not in force (Invalid)")
+                && v.message.contains("spec.owner"),
+            "{}",
+            v.message
+        );
+    }
+}
+
+#[test]
+fn a_tenant_being_deleted_is_not_found_for_its_scenarios() {
+    let mut i = inputs(SHOP);
+    i.tenants[0].metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let p = plan(&i);
     assert_eq!(
         verdict(&p, Kind::Scenario, "staging", "invoices").reason,
         "TenantNotFound"

@@ -368,7 +368,14 @@ async fn a_tenant_id_taken_through_the_api_is_left_alone() {
             .contains("public API")
     );
     let s: Scenario = r.api.get("staging", "invoices").unwrap();
-    assert_eq!(ready(Some(&status_of(&s))).1, "TenantNotReady");
+    let st = status_of(&s);
+    assert_eq!(ready(Some(&st)).1, "TenantNotReady");
+    let message = st["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Tenant staging/shop is not in force (DuplicateTenantId)")
+            && message.contains("public API"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -417,8 +424,40 @@ async fn traffic_counters_reach_status_and_unchanged_counters_patch_nothing() {
     assert!(r.api.take_requests().is_empty());
 }
 
+/// Events the operator published (created or, for a repeat, patched): (type, reason, object).
+fn all_events(reqs: &[Recorded]) -> Vec<(String, String, String)> {
+    reqs.iter()
+        .filter(|r| r.path.contains("/apis/events.k8s.io/v1/") && r.method != Method::GET)
+        .map(|r| {
+            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (
+                s(&r.body["type"]),
+                s(&r.body["reason"]),
+                s(&r.body["regarding"]["name"]),
+            )
+        })
+        .collect()
+}
+
+/// Passes until one succeeds, checking the store first as the run loop does every second.
+async fn recover(r: &mut Rig) -> understudy_operator::reconcile::Outcome {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = r.reconciler.applier().check_store().await;
+        let out = r.pass().await;
+        if !out.retry() {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovers once Redis is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
-async fn redis_down_is_store_unavailable_with_backoff_then_recovers() {
+async fn redis_down_keeps_conditions_is_recorded_once_per_tenant_then_recovers() {
     let mut r = rig();
     create_all(&r.api, &inputs(SHOP));
     r.pass().await;
@@ -438,46 +477,113 @@ async fn redis_down_is_store_unavailable_with_backoff_then_recovers() {
     let out = r.pass().await;
     assert!(out.retry(), "a store failure is retried");
     assert!(out.apply.unavailable.is_some());
-    let t: Tenant = r.api.get("staging", "shop").unwrap();
-    assert_eq!(
-        ready(Some(&status_of(&t))),
-        ("False".into(), "StoreUnavailable".into())
-    );
-    let reqs = r.api.take_requests();
-    assert!(
-        events(&reqs)
-            .iter()
-            .any(|(reason, _)| reason == "StoreUnavailable")
-    );
-
-    // Redis is back on its port, empty: the store check notices, the next pass writes everything.
-    r.redis = RedisServer::start_on(port).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let back = loop {
-        let _ = r.reconciler.applier().check_store().await;
-        let out = r.pass().await;
-        if !out.retry() {
-            break out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "recovers once Redis is back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(back.apply.written >= 1);
-    let doc = r.doc("tenant_shop").await.unwrap();
-    assert_eq!(doc.scenarios[1].spec.response, "Changed.");
+    // Every resource keeps the condition it had: the gateways still serve what they hold.
     let t: Tenant = r.api.get("staging", "shop").unwrap();
     assert_eq!(
         ready(Some(&status_of(&t))),
         ("True".into(), "Synced".into())
     );
-    assert!(
-        events(&r.api.take_requests())
-            .iter()
-            .any(|(reason, _)| reason == "Synced")
+    let s: Scenario = r.api.get("staging", "refunds").unwrap();
+    let st = s.status.unwrap();
+    assert_eq!(
+        (st.conditions[0].reason.as_str(), st.observed_generation),
+        ("Synced", Some(1)),
+        "not claimed as applied"
     );
+    // One Event, on the Tenant; a retry during the same outage adds none.
+    let _ = r.pass().await;
+    let reqs = r.api.take_requests();
+    assert!(patches(&reqs, "/status").is_empty(), "{reqs:#?}");
+    assert_eq!(
+        all_events(&reqs),
+        [(
+            "Warning".to_string(),
+            "StoreUnavailable".to_string(),
+            "shop".to_string()
+        )]
+    );
+
+    // Redis is back on its port, empty: the store check notices, the next pass writes everything.
+    r.redis = RedisServer::start_on(port).unwrap();
+    let back = recover(&mut r).await;
+    assert!(back.apply.written >= 1);
+    let doc = r.doc("tenant_shop").await.unwrap();
+    assert_eq!(doc.scenarios[1].spec.response, "Changed.");
+    let s: Scenario = r.api.get("staging", "refunds").unwrap();
+    assert_eq!(s.status.unwrap().observed_generation, Some(2));
+    assert_eq!(
+        all_events(&r.api.take_requests()),
+        [(
+            "Normal".to_string(),
+            "StoreAvailable".to_string(),
+            "shop".to_string()
+        )]
+    );
+}
+
+/// Issue 14, item 3: the same outage with 300 Scenarios (and one new while Redis is down) is two
+/// Events, one Warning and one Normal on the Tenant, where it was one pair per resource.
+#[tokio::test]
+async fn an_outage_is_two_events_on_the_tenant_whatever_its_size() {
+    let mut r = rig();
+    let mut yaml = String::from(SHOP);
+    for i in 0..298 {
+        yaml.push_str(&format!(
+            "---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s{i:03}, namespace: staging}}\nspec: {{tenantRef: shop, keywords: [k{i}], response: r}}\n"
+        ));
+    }
+    let world = inputs(&yaml);
+    let in_force = world.tenants.len() + world.scenarios.len() + world.chaos.len();
+    assert_eq!(world.scenarios.len(), 300);
+    create_all(&r.api, &world);
+    assert!(!r.pass().await.retry());
+    r.api.take_requests();
+    let port = r.redis.port;
+
+    drop(std::mem::replace(
+        &mut r.redis,
+        RedisServer::start().unwrap(),
+    ));
+    // What the outage meets: a resync (the 60 s period), retries with backoff, a new Scenario.
+    r.reconciler.applier().resync();
+    assert!(r.pass().await.retry());
+    let mut late = world.scenarios[0].clone();
+    late.metadata.name = Some("late".into());
+    r.api.create::<Scenario>(&late);
+    for _ in 0..3 {
+        assert!(r.pass().await.retry());
+    }
+    // The new Scenario has no condition to keep: it says why it is not served yet, quietly.
+    let s: Scenario = r.api.get("staging", "late").unwrap();
+    assert_eq!(
+        ready(Some(&status_of(&s))),
+        ("False".into(), "StoreUnavailable".into())
+    );
+    r.redis = RedisServer::start_on(port).unwrap();
+    recover(&mut r).await;
+    let events = all_events(&r.api.take_requests());
+    eprintln!(
+        "outage with {in_force} resources in force: {} Warning, {} Normal Event(s)",
+        events.iter().filter(|e| e.0 == "Warning").count(),
+        events.iter().filter(|e| e.0 == "Normal").count()
+    );
+    assert_eq!(
+        events,
+        [
+            (
+                "Warning".to_string(),
+                "StoreUnavailable".to_string(),
+                "shop".to_string()
+            ),
+            ("Normal".into(), "StoreAvailable".into(), "shop".into()),
+        ]
+    );
+    let s: Scenario = r.api.get("staging", "late").unwrap();
+    assert_eq!(
+        ready(Some(&status_of(&s))),
+        ("True".into(), "Synced".into())
+    );
+    assert_eq!(r.doc("tenant_shop").await.unwrap().scenarios.len(), 301);
 }
 
 #[tokio::test]
@@ -733,4 +839,294 @@ async fn operators_watching_different_namespaces_share_one_redis() {
             .unwrap()
             .contains("other namespaces")
     );
+}
+
+/// Two Tenants (`shop` as `tenant_shop`, and `control`) for the counter races.
+const TWO: &str = r#"
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: shop, namespace: staging}
+spec: {tenantId: tenant_shop}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Scenario
+metadata: {name: invoices, namespace: staging}
+spec: {tenantRef: shop, keywords: [invoice], response: "Two invoices."}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: control, namespace: staging}
+spec: {}
+"#;
+
+/// One chat request to `tenant` on a gateway process; whether it was answered.
+async fn chat(base: &str, tenant: &str) -> bool {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("X-Tenant-ID", tenant)
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "an invoice"}]}))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Waits until the gateway has flushed `n` requests of `control` (its flush runs every 2 s and
+/// carries every tenant's counts in one pipeline, so this also says the other counts were sent).
+async fn flushed(store: &Stores, n: u64) {
+    let seen = eventually(Duration::from_secs(20), || async {
+        let t = store.stats.read_stats("control").await.ok()?;
+        (t.requests >= n).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the gateway flushed {n} request(s) of control"
+    );
+}
+
+/// A Tenant claiming `tenant_shop` again: another object, another namespace (another team).
+fn claimant() -> Tenant {
+    inputs("apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: mine, namespace: other-team}\nspec: {tenantId: tenant_shop}\n")
+        .tenants
+        .remove(0)
+}
+
+/// What the new Tenant shows once the operator has read the counters.
+async fn claimant_status(r: &mut Rig) -> understudy_crds::resources::TenantStatus {
+    r.reconciler.refresh_stats().await;
+    r.pass().await;
+    let t: Tenant = r.api.get("other-team", "mine").unwrap();
+    t.status.unwrap()
+}
+
+/// Issue 14, item 2: a request, then `kubectl delete tenant` and a new Tenant under the same id,
+/// all before the gateway's next flush. The flush lands after the purge: it recreates nothing for
+/// the deleted tenant, and the new one starts from zero; its own traffic counts.
+#[tokio::test]
+async fn counters_die_with_their_tenant_when_a_flush_races_the_deletion() {
+    let mut r = rig();
+    create_all(&r.api, &inputs(TWO));
+    r.pass().await;
+    let gw = Gateway::start(&["--redis-url", &r.redis.url()])
+        .await
+        .expect("gateway starts");
+    // Just after a flush, so that what follows happens well within the next interval.
+    assert!(chat(&gw.base, "control").await);
+    flushed(&r.store, 1).await;
+    assert!(chat(&gw.base, "tenant_shop").await);
+    assert!(chat(&gw.base, "control").await);
+    r.api.delete::<Tenant>("staging", "shop");
+    let out = r.pass().await;
+    assert_eq!(out.apply.deleted, ["tenant_shop"]);
+    r.api.create::<Tenant>(&claimant());
+    let out = r.pass().await;
+    assert_eq!(out.apply.written, 1);
+    let raced = r.store.stats.read_stats("control").await.unwrap().requests == 1;
+    eprintln!("the flush came after the deletion and the new Tenant: {raced}");
+
+    flushed(&r.store, 2).await;
+    assert_eq!(
+        r.store.stats.read_stats("tenant_shop").await.unwrap(),
+        Default::default(),
+        "the old tenant's request does not reach the new one"
+    );
+    assert_eq!(
+        r.redis
+            .cli(&["HGET", "us:stats:tenant_shop:tenant", "requests"])
+            .unwrap(),
+        ""
+    );
+    let st = claimant_status(&mut r).await;
+    assert_eq!((st.requests, st.last_request_time), (0, None));
+
+    // The new tenant's own traffic counts (its documents' versions are of its incarnation).
+    assert!(chat(&gw.base, "tenant_shop").await);
+    assert!(chat(&gw.base, "control").await);
+    flushed(&r.store, 3).await;
+    assert_eq!(
+        r.store
+            .stats
+            .read_stats("tenant_shop")
+            .await
+            .unwrap()
+            .requests,
+        1
+    );
+    assert_eq!(claimant_status(&mut r).await.requests, 1);
+}
+
+/// A `redis-server` that persists (AOF) in a directory of its own, so that it can be stopped and
+/// started again with its data, as the chart's bundled Redis is.
+struct PersistentRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PersistentRedis {
+    fn start() -> PersistentRedis {
+        let port = understudy_e2e::free_port();
+        let dir = std::env::temp_dir().join(format!("understudy-op-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = PersistentRedis {
+            child: None,
+            port,
+            dir,
+        };
+        r.up();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.cli(&["PING"]) == "PONG" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Stops it (SIGTERM: a clean shutdown, its data kept).
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PersistentRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue 14, item 2: Redis down (stopped, persisting) while a Tenant with buffered counts is
+/// deleted. The deletion waits for Redis; the gateway keeps its counts through the outage and
+/// flushes them once Redis is back, after the deletion completed and a new Tenant claimed the id:
+/// nothing is recreated for the deleted tenant, nothing reaches the new one, and a resync finds
+/// nothing to correct.
+#[tokio::test]
+async fn counters_die_with_their_tenant_deleted_during_an_outage() {
+    let mut redis = PersistentRedis::start();
+    let (api, client) = FakeApi::start();
+    let store = Stores::redis(&redis.url()).unwrap();
+    let mut reconciler = Reconciler::new(
+        client,
+        store.clone(),
+        Arc::new(Metrics::new()),
+        Settings::default(),
+    );
+    create_all(&api, &inputs(TWO));
+    assert!(!reconciler.reconcile(&listed(&api)).await.retry());
+    let gw = Gateway::start(&["--redis-url", &redis.url()])
+        .await
+        .expect("gateway starts");
+    assert!(chat(&gw.base, "control").await);
+    flushed(&store, 1).await;
+    assert!(chat(&gw.base, "tenant_shop").await);
+    assert!(chat(&gw.base, "control").await);
+    redis.down();
+
+    api.delete::<Tenant>("staging", "shop");
+    let out = reconciler.reconcile(&listed(&api)).await;
+    assert!(out.apply.unavailable.is_some(), "{out:?}");
+    assert!(
+        api.get::<Tenant>("staging", "shop").is_some(),
+        "held by its finalizer while Redis is down"
+    );
+    // The gateway tries to flush and fails; it keeps the counts for its next flush, 2 s later.
+    let failed = eventually(Duration::from_secs(20), || async {
+        let text = reqwest::get(format!("{}/metrics", gw.base))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("understudy_stats_flush_errors "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        failed.is_some(),
+        "the gateway's flush failed during the outage"
+    );
+
+    // Redis is back with its data: the deletion completes and a new Tenant claims the id, before
+    // the gateway's next flush.
+    redis.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let _ = reconciler.applier().check_store().await;
+        let out = reconciler.reconcile(&listed(&api)).await;
+        if !out.retry() {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "recovers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(out.apply.deleted, ["tenant_shop"]);
+    assert!(api.get::<Tenant>("staging", "shop").is_none());
+    api.create::<Tenant>(&claimant());
+    assert_eq!(reconciler.reconcile(&listed(&api)).await.apply.written, 1);
+    let raced = store.stats.read_stats("control").await.unwrap().requests == 1;
+    eprintln!("the buffered flush came after the deletion and the new Tenant: {raced}");
+
+    flushed(&store, 2).await;
+    assert_eq!(
+        redis.cli(&["KEYS", "us:stats:tenant_shop:*"]),
+        "",
+        "no counters for the deleted tenant, none given to the new one"
+    );
+    reconciler.refresh_stats().await;
+    reconciler.reconcile(&listed(&api)).await;
+    let t: Tenant = api.get("other-team", "mine").unwrap();
+    let st = t.status.unwrap();
+    assert_eq!((st.requests, st.last_request_time), (0, None));
+    reconciler.applier().resync();
+    reconciler.reconcile(&listed(&api)).await;
+    assert_eq!(redis.cli(&["KEYS", "us:stats:tenant_shop:*"]), "");
 }

@@ -29,7 +29,7 @@ fn scenario() -> Scenario {
 }
 
 #[test]
-fn only_spec_deletion_and_finalizer_changes_trigger() {
+fn only_spec_deletion_and_a_lost_finalizer_trigger() {
     let mut cache: Cache<Scenario> = Cache::new(1);
     assert!(!cache.synced());
     assert!(!cache.apply(0, Event::Init));
@@ -57,7 +57,15 @@ fn only_spec_deletion_and_finalizer_changes_trigger() {
 
     let mut f = s.clone();
     f.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    assert!(cache.apply(0, Event::Apply(f.clone())), "finalizer added");
+    assert!(
+        !cache.apply(0, Event::Apply(f.clone())),
+        "the operator's own finalizer patch calls for nothing"
+    );
+    assert!(
+        cache.apply(0, Event::Apply(s.clone())),
+        "the finalizer taken off a live object: put back"
+    );
+    assert!(!cache.apply(0, Event::Apply(f.clone())));
     let mut g = f.clone();
     g.metadata.generation = Some(2);
     assert!(cache.apply(0, Event::Apply(g.clone())), "spec changed");
@@ -273,6 +281,8 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
         resync: Duration::from_secs(2),
         status_interval: Duration::from_millis(500),
         epoch_check: Duration::from_millis(200),
+        debounce: Duration::from_millis(200),
+        debounce_max: Duration::from_secs(2),
         settings: Settings::default(),
     };
     let task = tokio::spawn(run(
@@ -369,4 +379,333 @@ async fn the_run_loop_follows_the_cluster_and_redis() {
         None,
         "released on the way out"
     );
+}
+
+/// A run loop on the scripted API server and a real Redis, for the burst and outage tests.
+struct Loop {
+    api: FakeApi,
+    redis: understudy_e2e::RedisServer,
+    health: Health,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Loop {
+    /// Starts the loop with the default debounce (what `understudy-operator` runs with) and
+    /// waits for its first pass over an empty cluster.
+    async fn start() -> Loop {
+        use understudy_operator::reconcile::Settings;
+        use understudy_operator::run::{DEBOUNCE, DEBOUNCE_MAX, Options, run};
+        let redis = understudy_e2e::RedisServer::start().unwrap();
+        let store = understudy_core::Stores::redis(&redis.url()).unwrap();
+        let (api, client) = FakeApi::start();
+        let health = Health {
+            ready: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let cancel = CancellationToken::new();
+        let opts = Options {
+            namespaces: vec![],
+            lease: None,
+            // Neither period starts a pass during the test (both fire once at start).
+            resync: Duration::from_secs(3600),
+            status_interval: Duration::from_secs(3600),
+            epoch_check: Duration::from_millis(200),
+            debounce: DEBOUNCE,
+            debounce_max: DEBOUNCE_MAX,
+            settings: Settings::default(),
+        };
+        let task = tokio::spawn(run(client, store, opts, health.clone(), cancel.clone()));
+        let l = Loop {
+            api,
+            redis,
+            health,
+            cancel,
+            task,
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                (l.passes() >= 1).then_some(())
+            })
+            .await
+            .is_some(),
+            "first pass"
+        );
+        l
+    }
+
+    fn passes(&self) -> u64 {
+        let m = &self.health.metrics;
+        m.reconciles.with_label_values(&["ok"]).get()
+            + m.reconciles.with_label_values(&["error"]).get()
+    }
+
+    fn puts(&self) -> u64 {
+        self.health.metrics.writes.with_label_values(&["put"]).get()
+    }
+
+    fn version(&self) -> u64 {
+        self.redis
+            .cli(&["GET", "us:cfg:version"])
+            .unwrap()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Events the operator published (created or, for a repeat, patched).
+    fn events(&self) -> Vec<(String, String, String)> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/apis/events.k8s.io/v1/") && r.method != Method::GET)
+            .map(|r| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                (
+                    s(&r.body["type"]),
+                    s(&r.body["reason"]),
+                    s(&r.body["regarding"]["name"]),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until every object of `inputs` has a Ready condition, then a little longer than the
+    /// debounce, so that any further pass would have started and ended.
+    async fn settle(&self, n: usize) {
+        let ready = |api: &FakeApi| {
+            let l = common::listed(api);
+            let has = |c: Option<&Vec<understudy_crds::resources::Condition>>| {
+                c.is_some_and(|c| !c.is_empty())
+            };
+            let count = l
+                .tenants
+                .iter()
+                .filter(|t| has(t.status.as_ref().map(|s| &s.conditions)))
+                .count()
+                + l.scenarios
+                    .iter()
+                    .filter(|t| has(t.status.as_ref().map(|s| &s.conditions)))
+                    .count()
+                + l.chaos
+                    .iter()
+                    .filter(|t| has(t.status.as_ref().map(|s| &s.conditions)))
+                    .count();
+            count >= n
+        };
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                ready(&self.api).then_some(())
+            })
+            .await
+            .is_some(),
+            "every object got its status"
+        );
+        tokio::time::sleep(understudy_operator::run::DEBOUNCE * 3).await;
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops")
+            .unwrap();
+    }
+}
+
+/// Creates `inputs` one object after another, `gap` apart, as `kubectl apply -f` does.
+async fn apply_slowly(api: &FakeApi, inputs: &understudy_operator::plan::Inputs, gap: Duration) {
+    use understudy_crds::resources::{ChaosProfile, Tenant};
+    for t in &inputs.tenants {
+        api.create::<Tenant>(t);
+        tokio::time::sleep(gap).await;
+    }
+    for s in &inputs.scenarios {
+        api.create::<Scenario>(s);
+        tokio::time::sleep(gap).await;
+    }
+    for c in &inputs.chaos {
+        api.create::<ChaosProfile>(c);
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Issue 14, item 1: `kubectl apply -f examples/` (13 objects, 3 tenants) and a folder of 300
+/// Scenarios are each one pass and one write per tenant, however many watch deliveries they
+/// span; deleting the 300 is one write.
+#[tokio::test]
+async fn a_burst_is_one_pass_and_one_write_per_tenant() {
+    let l = Loop::start().await;
+    let examples: String = ["ecommerce.yaml", "flaky-weather.yaml"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples")
+                    .join(f),
+            )
+            .unwrap()
+                + "\n---\n"
+        })
+        .collect();
+    let examples = inputs(&examples);
+    let objects = examples.tenants.len() + examples.scenarios.len() + examples.chaos.len();
+    assert_eq!(objects, 13);
+    let (p0, w0, v0) = (l.passes(), l.puts(), l.version());
+    // 13 objects in about 0.2 s, as observed with kubectl.
+    apply_slowly(&l.api, &examples, Duration::from_millis(15)).await;
+    l.settle(objects).await;
+    let (p1, w1, v1) = (l.passes(), l.puts(), l.version());
+    eprintln!(
+        "burst of {objects}: {} pass(es), {} document write(s), {} config version(s)",
+        p1 - p0,
+        w1 - w0,
+        v1 - v0
+    );
+    assert_eq!(p1 - p0, 1, "one pass for the burst");
+    assert_eq!(w1 - w0, 3, "one write per tenant");
+    assert_eq!(v1 - v0, 3, "one configuration version per tenant");
+
+    // 300 Scenarios and their Tenant.
+    let mut big = String::from(
+        "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: big}\nspec: {}\n",
+    );
+    for i in 0..300 {
+        big.push_str(&format!(
+            "---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s{i:03}}}\nspec: {{tenantRef: big, keywords: [k{i}], response: \"answer {i} {}\"}}\n",
+            "x".repeat(100)
+        ));
+    }
+    let big = inputs(&big);
+    apply_slowly(&l.api, &big, Duration::from_millis(5)).await;
+    l.settle(objects + 301).await;
+    let (p2, w2, v2) = (l.passes(), l.puts(), l.version());
+    eprintln!(
+        "burst of 301: {} pass(es), {} document write(s), {} config version(s)",
+        p2 - p1,
+        w2 - w1,
+        v2 - v1
+    );
+    assert_eq!(p2 - p1, 1, "one pass for the burst");
+    assert_eq!(w2 - w1, 1, "one write of the tenant's document");
+    assert_eq!(v2 - v1, 1);
+
+    // Deleting the 300: one write; the objects' disappearance (after their finalizers are
+    // released) wakes one more pass that writes nothing.
+    for s in &big.scenarios {
+        l.api
+            .delete::<Scenario>("default", s.metadata.name.as_deref().unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            common::listed(&l.api).scenarios.len().eq(&8).then_some(())
+        })
+        .await
+        .is_some(),
+        "deleted Scenarios released"
+    );
+    tokio::time::sleep(understudy_operator::run::DEBOUNCE * 3).await;
+    let (p3, w3, v3) = (l.passes(), l.puts(), l.version());
+    eprintln!(
+        "deletion of 300: {} pass(es), {} document write(s), {} config version(s)",
+        p3 - p2,
+        w3 - w2,
+        v3 - v2
+    );
+    assert_eq!(w3 - w2, 1);
+    assert_eq!(v3 - v2, 1);
+    assert!(p3 - p2 <= 2, "{} passes", p3 - p2);
+    assert!(l.events().is_empty(), "{:?}", l.events());
+    l.stop().await;
+}
+
+/// Issue 14, item 3, through the run loop: an outage shows in `understudy_operator_store_up`, the
+/// outage counter and `/readyz`; a change made meanwhile is one Warning Event on its Tenant (not
+/// one per resource), applied as soon as Redis answers again, with one Normal Event.
+#[tokio::test]
+async fn an_outage_shows_in_metrics_and_readiness_and_once_on_the_tenant() {
+    let l = Loop::start().await;
+    let world = inputs(&format!(
+        "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: shop}}\nspec: {{}}\n{}",
+        (0..20)
+            .map(|i| format!("---\napiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {{name: s{i}}}\nspec: {{tenantRef: shop, keywords: [k{i}], response: r}}\n"))
+            .collect::<String>()
+    ));
+    common::create_all(&l.api, &world);
+    l.settle(21).await;
+    assert!(l.health.readiness().is_ok());
+
+    l.redis.pause().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            (l.health.metrics.store_up.get() == 0).then_some(())
+        })
+        .await
+        .is_some(),
+        "the outage is noticed"
+    );
+    assert!(
+        l.health.readiness().is_err(),
+        "not ready while Redis is unreachable"
+    );
+    // A change that cannot be written.
+    l.api.update_spec::<Scenario>(
+        "default",
+        "s1",
+        serde_json::json!({"tenantRef": "shop", "keywords": ["k1"], "response": "changed"}),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            (!l.events().is_empty()).then_some(())
+        })
+        .await
+        .is_some(),
+        "the outage is recorded"
+    );
+    l.redis.resume().unwrap();
+    let store = understudy_core::Stores::redis(&l.redis.url()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let store = store.clone();
+            async move {
+                let (doc, _) = store.config.get_tenant("shop").await.ok()??;
+                (doc.scenarios[1].spec.response == "changed").then_some(())
+            }
+        })
+        .await
+        .is_some(),
+        "applied once Redis is back"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            (l.health.readiness().is_ok() && l.events().len() >= 2).then_some(())
+        })
+        .await
+        .is_some(),
+        "ready again"
+    );
+    assert_eq!(
+        l.events(),
+        [
+            (
+                "Warning".to_string(),
+                "StoreUnavailable".to_string(),
+                "shop".to_string()
+            ),
+            ("Normal".into(), "StoreAvailable".into(), "shop".into()),
+        ]
+    );
+    let s: Scenario = l.api.get("default", "s1").unwrap();
+    let c = &s.status.unwrap().conditions[0];
+    assert_eq!(
+        (c.reason.as_str(), c.observed_generation),
+        ("Synced", Some(2))
+    );
+    let text = l.health.metrics.render();
+    assert!(text.contains("understudy_operator_store_up 1"), "{text}");
+    assert!(
+        text.contains("understudy_operator_store_outages_total 1"),
+        "{text}"
+    );
+    l.stop().await;
 }
