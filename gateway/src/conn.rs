@@ -59,6 +59,9 @@ pub fn connection_cap(wanted: usize, open_files: Option<u64>) -> usize {
     .max(1)
 }
 
+/// hyper's per-connection read/write buffer bound.
+pub const HTTP1_BUFFER_BYTES: usize = 64 * 1024;
+
 /// How connections are served.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -90,7 +93,10 @@ pub async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // What one connection may buffer for reading and writing (hyper's default is about
+        // 408 KiB): request heads fit easily, and a stream nobody reads holds this much at most.
+        .max_buf_size(HTTP1_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())

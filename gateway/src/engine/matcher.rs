@@ -20,11 +20,17 @@ use aho_corasick::{Anchored, MatchKind};
 /// Most bytes of a request's text that are scanned for keywords (the rest is ignored).
 pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
 
+/// Up to this many distinct keywords, each is looked for with a vectorised substring search
+/// (faster than the automaton for a few keywords, and still linear in the text).
+const FEW_KEYWORDS: usize = 16;
+
 /// A tenant's keywords, compiled.
 #[derive(Debug)]
 pub struct Matcher {
-    /// `None` when the tenant has no keyword at all.
+    /// `None` when the tenant has no keyword at all, or few enough for plain searches.
     nfa: Option<NFA>,
+    /// The keywords themselves when there are at most [`FEW_KEYWORDS`].
+    few: Vec<String>,
     /// Number of distinct keywords (patterns).
     patterns: usize,
     /// Per scenario (same order as the tenant's scenarios): its distinct keywords' pattern ids.
@@ -66,7 +72,8 @@ impl Matcher {
                 mine
             })
             .collect();
-        let nfa = if patterns.is_empty() {
+        let few_enough = patterns.len() <= FEW_KEYWORDS;
+        let nfa = if patterns.is_empty() || few_enough {
             None
         } else {
             match NFA::builder()
@@ -85,6 +92,7 @@ impl Matcher {
         Matcher {
             nfa,
             patterns: patterns.len(),
+            few: if few_enough { patterns } else { Vec::new() },
             scenarios,
         }
     }
@@ -101,20 +109,28 @@ impl Matcher {
 
     /// Scans `text` (its first [`MAX_SCAN_BYTES`]) once.
     pub fn scan(&self, text: &str) -> Hits {
-        let mut per_scenario = vec![0; self.scenarios.len()];
-        let Some(nfa) = &self.nfa else {
+        if self.patterns == 0 {
+            let per_scenario = vec![0; self.scenarios.len()];
             return Hits { per_scenario };
-        };
+        }
         let mut end = text.len().min(MAX_SCAN_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         let lower = text[..end].to_lowercase();
         let mut seen = vec![0u64; self.patterns.div_ceil(64)];
+        let Some(nfa) = &self.nfa else {
+            for (p, k) in self.few.iter().enumerate() {
+                if lower.contains(k.as_str()) {
+                    seen[p / 64] |= 1 << (p % 64);
+                }
+            }
+            return self.count(&seen);
+        };
         let mut visited: std::collections::HashSet<aho_corasick::automaton::StateID> =
             Default::default();
         let Ok(mut sid) = nfa.start_state(Anchored::No) else {
-            return Hits { per_scenario };
+            return self.count(&seen);
         };
         let mut last_match = None;
         for &b in lower.as_bytes() {
@@ -129,12 +145,20 @@ impl Matcher {
                 }
             }
         }
-        for (i, ks) in self.scenarios.iter().enumerate() {
-            per_scenario[i] = ks
-                .iter()
-                .filter(|&&p| seen[p as usize / 64] & (1 << (p % 64)) != 0)
-                .count();
-        }
+        self.count(&seen)
+    }
+
+    /// Distinct keywords seen per scenario.
+    fn count(&self, seen: &[u64]) -> Hits {
+        let per_scenario = self
+            .scenarios
+            .iter()
+            .map(|ks| {
+                ks.iter()
+                    .filter(|&&p| seen[p as usize / 64] & (1 << (p % 64)) != 0)
+                    .count()
+            })
+            .collect();
         Hits { per_scenario }
     }
 }
@@ -165,6 +189,15 @@ mod tests {
         let m = m(&[&["a", "A", "aa"], &["a"]]);
         let hits = m.scan(&"a".repeat(10_000));
         assert_eq!(hits.per_scenario, vec![2, 1]);
+    }
+
+    #[test]
+    fn many_keywords_use_the_automaton_and_agree_with_few() {
+        let many: Vec<String> = (0..100).map(|i| format!("w{i:03}")).collect();
+        let owned = [many.clone(), vec!["w042".to_string(), "zzz".to_string()]];
+        let m = Matcher::new(owned.iter());
+        assert!(m.nfa.is_some());
+        assert_eq!(m.scan("W042 and w099").per_scenario, vec![2, 1]);
     }
 
     #[test]

@@ -228,8 +228,8 @@ pub struct ToolCall {
 pub struct Answer {
     /// The scenario that produced it (`None`: default response or fallback).
     pub scenario: Option<usize>,
-    /// The text after max tokens (empty for a tool call).
-    pub text: String,
+    /// The text after max tokens (empty for a tool call), shared with the stream that sends it.
+    pub text: std::sync::Arc<String>,
     /// The tool call, when the answer is one.
     pub call: Option<ToolCall>,
     /// Why it ended.
@@ -253,11 +253,11 @@ pub fn answer(tenant: &TenantRuntime, conv: &Conversation, max_tokens: Option<u6
     let input_tokens = tokens::estimate(conv.input_chars).max(1);
     match decide(tenant, conv) {
         Decision::Text { text, scenario } => {
-            let (text, cut) = tokens::truncate(&text, max_tokens);
+            let (text, cut) = tokens::truncate(text, max_tokens);
             let output_tokens = tokens::estimate(text.chars().count());
             Answer {
                 scenario,
-                text,
+                text: std::sync::Arc::new(text),
                 call: None,
                 stop: if cut { Stop::Length } else { Stop::Complete },
                 input_tokens,
@@ -273,7 +273,7 @@ pub fn answer(tenant: &TenantRuntime, conv: &Conversation, max_tokens: Option<u6
             let output_tokens = tokens::estimate(arguments_json.chars().count() + name.len());
             Answer {
                 scenario: Some(scenario),
-                text: String::new(),
+                text: Default::default(),
                 call: Some(ToolCall {
                     name,
                     arguments,

@@ -30,16 +30,18 @@ pub fn text_chars(v: &Value) -> usize {
     }
 }
 
-/// Truncates `text` to `max_tokens` (keeps the first 4 × max_tokens characters); `true` when cut.
-pub fn truncate(text: &str, max_tokens: Option<u64>) -> (String, bool) {
-    match max_tokens {
-        Some(m) => {
-            let keep = (m as usize).saturating_mul(4);
-            match text.char_indices().nth(keep) {
-                Some((byte, _)) => (text[..byte].to_string(), true),
-                None => (text.to_string(), false),
-            }
+/// Truncates `text` to `max_tokens` (keeps the first 4 × max_tokens characters), in place;
+/// `true` when cut.
+pub fn truncate(mut text: String, max_tokens: Option<u64>) -> (String, bool) {
+    let Some(m) = max_tokens else {
+        return (text, false);
+    };
+    let keep = (m as usize).saturating_mul(4);
+    match text.char_indices().nth(keep) {
+        Some((byte, _)) => {
+            text.truncate(byte);
+            (text, true)
         }
-        None => (text.to_string(), false),
+        None => (text, false),
     }
 }

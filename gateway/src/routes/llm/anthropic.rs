@@ -289,7 +289,7 @@ pub fn render_stream(
             plan.mark_content();
             plan.push_pieces(
                 Some("content_block_delta"),
-                Arc::from(args.as_str()),
+                Arc::new(args.clone()),
                 chunk_chars.max(16),
                 |_, piece, b| {
                     let d = json!({"type": "content_block_delta", "index": 0,
@@ -298,14 +298,14 @@ pub fn render_stream(
                 },
             );
         }
-        (text, None) => {
+        (_, None) => {
             let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
             plan.push(Some("content_block_start"), &block.to_string());
             plan.push(Some("ping"), "{\"type\":\"ping\"}");
             plan.mark_content();
             plan.push_pieces(
                 Some("content_block_delta"),
-                Arc::from(text.unwrap_or("")),
+                ans.text.clone(),
                 chunk_chars,
                 |_, piece, b| {
                     let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});

@@ -303,7 +303,7 @@ pub fn render_json(model: &str, n: u32, ans: &Answer, prompt_tokens: u64, ids: &
                 content: if ans.call.is_some() {
                     None
                 } else {
-                    Some(&ans.text)
+                    Some(ans.text.as_str())
                 },
                 refusal: None,
                 annotations: [],
@@ -353,9 +353,9 @@ pub fn render_stream(
         ids.id, ids.created, model_json
     );
     let head: Arc<str> = Arc::from(format!("{prefix}{usage_null},\"choices\":[{{\"index\":"));
-    let (content, per_piece): (Arc<str>, usize) = match &ans.call {
-        None => (Arc::from(ans.text.as_str()), chunk_chars),
-        Some(c) => (Arc::from(c.arguments_json.as_str()), chunk_chars.max(16)),
+    let (content, per_piece) = match &ans.call {
+        None => (ans.text.clone(), chunk_chars),
+        Some(c) => (Arc::new(c.arguments_json.clone()), chunk_chars.max(16)),
     };
     let mut plan = sse::Plan::with_capacity(4 * (head.len() + 96) * n as usize);
     let chunk =

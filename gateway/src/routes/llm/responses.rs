@@ -197,7 +197,7 @@ fn item(ans: &Answer, ids: &Ids, done: bool) -> Value {
                 (true, false) => "completed",
             };
             let content = if done {
-                json!([{"type": "output_text", "text": ans.text, "annotations": [], "logprobs": []}])
+                json!([{"type": "output_text", "text": ans.text.as_str(), "annotations": [], "logprobs": []}])
             } else {
                 json!([])
             };
@@ -323,7 +323,7 @@ fn render_stream(
             let ty = "response.function_call_arguments.delta";
             seq += plan.push_pieces(
                 Some(ty),
-                Arc::from(args.as_str()),
+                Arc::new(args.clone()),
                 chunk_chars.max(16),
                 move |i, piece, b| {
                     let v = json!({"item_id": item_id, "output_index": 0, "delta": piece});
@@ -350,7 +350,7 @@ fn render_stream(
             let ty = "response.output_text.delta";
             seq += plan.push_pieces(
                 Some(ty),
-                Arc::from(ans.text.as_str()),
+                ans.text.clone(),
                 chunk_chars,
                 move |i, piece, b| {
                     let v = json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []});
@@ -361,7 +361,7 @@ fn render_stream(
                 &mut plan,
                 &mut seq,
                 "response.output_text.done",
-                json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "text": ans.text, "logprobs": []}),
+                json!({"item_id": ids.item_id, "output_index": 0, "content_index": 0, "text": ans.text.as_str(), "logprobs": []}),
             );
             push(
                 &mut plan,

@@ -38,7 +38,7 @@ enum Item {
     /// The answer in pieces of `chunk` characters, rendered on demand.
     Pieces {
         event: Option<&'static str>,
-        text: Arc<str>,
+        text: Arc<String>,
         chunk: usize,
         count: usize,
         render: PieceRender,
@@ -122,7 +122,7 @@ impl Plan {
     pub fn push_pieces(
         &mut self,
         event: Option<&'static str>,
-        text: Arc<str>,
+        text: Arc<String>,
         chunk: usize,
         render: impl FnMut(usize, &str, &mut Vec<u8>) + Send + 'static,
     ) -> usize {
@@ -453,9 +453,14 @@ mod tests {
     #[test]
     fn malformed_corrupts_exactly_one_event() {
         let mut p = plan(3);
-        p.push_pieces(Some("x"), Arc::from("abcdef"), 2, |i, piece, b| {
-            b.extend_from_slice(format!("{{\"p\":{i},\"t\":\"{piece}\"}}").as_bytes())
-        });
+        p.push_pieces(
+            Some("x"),
+            Arc::new("abcdef".to_string()),
+            2,
+            |i, piece, b| {
+                b.extend_from_slice(format!("{{\"p\":{i},\"t\":\"{piece}\"}}").as_bytes())
+            },
+        );
         assert_eq!(apply_fault(&mut p, Some(Fault::Malformed(4))), None);
         let d = datas(p);
         let bad: Vec<usize> = (0..d.len())
@@ -470,9 +475,12 @@ mod tests {
         let mut p = Plan::default();
         p.push(Some("ping"), "{\"type\":\"ping\"}");
         p.mark_content();
-        let n = p.push_pieces(None, Arc::from("héllo wörld"), 4, |i, piece, b| {
-            b.extend_from_slice(format!("{i}:{piece}").as_bytes())
-        });
+        let n = p.push_pieces(
+            None,
+            Arc::new("héllo wörld".to_string()),
+            4,
+            |i, piece, b| b.extend_from_slice(format!("{i}:{piece}").as_bytes()),
+        );
         p.push(None, "[DONE]");
         assert_eq!((n, p.len(), p.content_start), (3, 5, 1));
         assert_eq!(
@@ -484,7 +492,7 @@ mod tests {
     #[test]
     fn a_cursor_stops_at_the_cut() {
         let mut p = plan(1);
-        p.push_pieces(None, Arc::from("abcdefgh"), 1, |_, piece, b| {
+        p.push_pieces(None, Arc::new("abcdefgh".to_string()), 1, |_, piece, b| {
             b.extend_from_slice(piece.as_bytes())
         });
         let mut c = Cursor::new(p, 4);
