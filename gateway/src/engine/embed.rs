@@ -1,6 +1,5 @@
 //! Deterministic embeddings: the same text always gives the same unit vector.
 
-use sha2_free::seed_of;
 
 /// A unit vector of `dims` components derived from `text` alone.
 pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
@@ -27,11 +26,10 @@ pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
     v
 }
 
-mod sha2_free {
-    /// FNV-1a over the UTF-8 bytes: stable across platforms and releases, unlike std's hasher.
-    pub fn seed_of(text: &str) -> u64 {
-        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        })
-    }
+/// The seed of a text's vector: FNV-1a over its UTF-8 bytes, stable across platforms and
+/// releases (unlike std's hasher), so an embedding never changes between versions.
+fn seed_of(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
