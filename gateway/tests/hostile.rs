@@ -312,3 +312,75 @@ async fn a_huge_keyword_list_and_message_do_not_stall_other_requests() {
         (200, json!("matched"))
     );
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_their_own_listener() {
+    let port = understudy_e2e::free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let dir = manifests(&[("t.yaml", tenant("calm", "{}", "fine"))]);
+    let gw = Gateway::start(&["--manifests", &dir.arg(), "--metrics-listen", &metrics_addr])
+        .await
+        .unwrap();
+    let (s, _) = chat(
+        &gw.base,
+        "calm",
+        json!({"model": "m", "messages": [{"role": "user", "content": "big"}]}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The data-plane listener no longer shows tenant ids and traffic.
+    let r = reqwest::get(format!("{}/metrics", gw.base)).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    // The metrics listener does.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#"tenant="calm""#), "{text}");
+}
+
+#[tokio::test]
+async fn scenario_content_over_the_answer_limit_is_refused_by_validate_and_the_api() {
+    let too_big = "c".repeat(1024 * 1024 + 1);
+    let dir = manifests(&[("t.yaml", tenant("huge", "{}", &too_big))]);
+    let out = std::process::Command::new(understudy_e2e::gateway_bin())
+        .args(["validate", &dir.arg()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.response") && err.contains("1048576"),
+        "{err}"
+    );
+    // Through the public API, on a process with the default body limit.
+    let admin = "hostile-admin-token-0123456789";
+    let ok = manifests(&[("t.yaml", tenant("calm", "{}", "fine"))]);
+    let gw = Gateway::start(&["--manifests", &ok.arg(), "--admin-token", admin])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/public/tenants", gw.base))
+        .bearer_auth(admin)
+        .json(&json!({"tenant_id": "api_huge"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{}/public/tenants/api_huge/scenarios", gw.base))
+        .bearer_auth(admin)
+        .json(&json!({"keywords": ["x"], "response": too_big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("1048576"), "{msg}");
+}
