@@ -1,6 +1,5 @@
 //! Deterministic embeddings: the same text always gives the same unit vector.
 
-
 /// A unit vector of `dims` components derived from `text` alone.
 pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
     let mut state = seed_of(text);
