@@ -2,8 +2,17 @@
 //!
 //! Files load in lexicographic path order and documents in file order, which is the creation
 //! order [`crate::model::build`] uses for tie-breaks and for the chaos profile in force.
+//!
+//! Manifests are strict: a field the CRD schema does not know is a problem naming the file, the
+//! document and the field (with `did you mean …?` when a known field is close), as the public API
+//! refuses unknown fields and as `kubectl apply --validate=strict` does. The check walks the
+//! generated CRD schema rather than using `deny_unknown_fields` on the types, because the
+//! operator reads the same types from the API server, which may add fields a newer version
+//! knows.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -23,8 +32,11 @@ pub struct Parsed {
     pub scenarios: Vec<Res<crate::ScenarioSpec>>,
     /// Chaos profiles in order.
     pub chaos: Vec<Res<crate::ChaosProfileSpec>>,
-    /// Parse errors (unknown kinds, wrong types, bad YAML).
+    /// Parse errors (unknown kinds, unknown fields, wrong types, bad YAML).
     pub problems: Vec<Problem>,
+    /// Position of every origin seen (file, then document), so that problems found later by
+    /// [`crate::model::build`] are listed in file and document order too.
+    order: HashMap<String, usize>,
 }
 
 /// Every `*.yaml` / `*.yml` file under `dir` (recursively), sorted by path.
@@ -88,8 +100,10 @@ fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, 
 impl Parsed {
     /// Parses one file's text (`label` names it in problems).
     pub fn add_file(&mut self, label: &str, text: &str) {
+        self.note(label);
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let n = i + 1;
+            self.note(&format!("{label}, document {n}"));
             let value = match serde_yaml::Value::deserialize(doc) {
                 Ok(v) => v,
                 Err(e) => {
@@ -148,6 +162,17 @@ impl Parsed {
         let namespace = meta.namespace.unwrap_or_else(|| "default".into());
         let kind = head.kind.unwrap_or_default();
         let origin = format!("{origin} ({kind} {namespace}/{name})");
+        self.note(&origin);
+        if let Some(schema) = schema_of(&kind) {
+            for (field, message) in unknown_fields(&value, schema) {
+                self.problems.push(Problem {
+                    origin: origin.clone(),
+                    field,
+                    reason: "Invalid",
+                    message,
+                });
+            }
+        }
         let fail = |(field, message): (String, String)| Problem {
             origin: origin.clone(),
             field: if field.is_empty() {
@@ -197,14 +222,178 @@ impl Parsed {
         }
     }
 
-    /// Builds tenant documents; parse problems come first in the report.
+    /// Remembers where an origin comes in the file and document order.
+    fn note(&mut self, origin: &str) {
+        let next = self.order.len();
+        self.order.entry(origin.to_string()).or_insert(next);
+    }
+
+    /// Builds tenant documents. Problems are listed in file and document order (within one
+    /// document, parse problems before build problems).
     pub fn build(self, source: ConfigSource) -> BuildReport {
         let mut report = model::build(&self.tenants, &self.scenarios, &self.chaos, source);
         let mut problems = self.problems;
         problems.append(&mut report.problems);
+        let order = self.order;
+        problems.sort_by_key(|p| order.get(&p.origin).copied().unwrap_or(usize::MAX));
         report.problems = problems;
         report
     }
+}
+
+/// The fields every object has besides those its CRD schema lists.
+const OBJECT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata"];
+
+/// The fields of `metadata` (Kubernetes `ObjectMeta`).
+const METADATA_FIELDS: &[&str] = &[
+    "annotations",
+    "creationTimestamp",
+    "deletionGracePeriodSeconds",
+    "deletionTimestamp",
+    "finalizers",
+    "generateName",
+    "generation",
+    "labels",
+    "managedFields",
+    "name",
+    "namespace",
+    "ownerReferences",
+    "resourceVersion",
+    "selfLink",
+    "uid",
+];
+
+/// The `openAPIV3Schema` of a kind's CRD, generated once from the Rust types.
+fn schema_of(kind: &str) -> Option<&'static serde_json::Value> {
+    static SCHEMAS: OnceLock<HashMap<String, serde_json::Value>> = OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            crate::crds()
+                .into_iter()
+                .filter_map(|crd| {
+                    let schema = crd.spec.versions.first()?.schema.as_ref()?;
+                    let json = serde_json::to_value(schema).ok()?;
+                    Some((crd.spec.names.kind, json["openAPIV3Schema"].clone()))
+                })
+                .collect()
+        })
+        .get(kind)
+}
+
+/// Every field of `value` that `schema` (the CRD's structural schema) does not know, as
+/// `(path, message)` in document order. Subtrees marked `x-kubernetes-preserve-unknown-fields`
+/// (state, settings, tool arguments, …) are free-form and never checked.
+pub fn unknown_fields(
+    value: &serde_yaml::Value,
+    schema: &serde_json::Value,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(map) = value.as_mapping() else {
+        return out;
+    };
+    let props = schema.get("properties").and_then(|p| p.as_object());
+    for (key, v) in map {
+        let Some(key) = key.as_str() else { continue };
+        if key == "metadata" {
+            if let Some(meta) = v.as_mapping() {
+                for k in meta.keys().filter_map(|k| k.as_str()) {
+                    if !METADATA_FIELDS.contains(&k) {
+                        out.push((format!("metadata.{k}"), unknown(k, METADATA_FIELDS)));
+                    }
+                }
+            }
+        } else if let Some(sub) = props.and_then(|p| p.get(key)) {
+            walk(v, sub, key, &mut out);
+        } else if !OBJECT_FIELDS.contains(&key) {
+            let known: Vec<&str> = OBJECT_FIELDS
+                .iter()
+                .copied()
+                .chain(props.into_iter().flat_map(|p| p.keys().map(String::as_str)))
+                .collect();
+            out.push((key.to_string(), unknown(key, &known)));
+        }
+    }
+    out
+}
+
+fn walk(
+    value: &serde_yaml::Value,
+    schema: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+                if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                    for (k, v) in map {
+                        let k = k.as_str().unwrap_or("?");
+                        walk(v, extra, &format!("{path}.{k}"), out);
+                    }
+                }
+                return;
+            };
+            for (k, v) in map {
+                let Some(k) = k.as_str() else { continue };
+                match props.get(k) {
+                    Some(sub) => walk(v, sub, &format!("{path}.{k}"), out),
+                    None => {
+                        let known: Vec<&str> = props.keys().map(String::as_str).collect();
+                        out.push((format!("{path}.{k}"), unknown(k, &known)));
+                    }
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        serde_yaml::Value::Tagged(t) => walk(&t.value, schema, path, out),
+        _ => {}
+    }
+}
+
+/// The message for an unknown field: the closest known name when one is within two edits,
+/// else the list of known names.
+fn unknown(field: &str, known: &[&str]) -> String {
+    let lower = field.to_ascii_lowercase();
+    let best = known
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= 2 => format!("unknown field {field:?}: did you mean {k:?}?"),
+        _ => {
+            let mut names = known.to_vec();
+            names.sort_unstable();
+            format!(
+                "unknown field {field:?}; known fields: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// A directory's manifests, loaded and built, plus a content hash of every file read (the seeder's
@@ -227,6 +416,7 @@ pub fn load_dir(dir: &Path, source: ConfigSource) -> std::io::Result<Loaded> {
         // Relative to the folder: the same content hashes the same whatever path a process was
         // given, and messages stay short.
         let label = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        parsed.note(&label);
         match std::fs::read(path) {
             Ok(bytes) => {
                 hasher.update(label.as_bytes());
@@ -354,6 +544,79 @@ mod tests {
         );
         assert_eq!(r.superseded.len(), 1);
         assert!(r.superseded[0].contains("second"));
+    }
+
+    fn doc(kind: &str, name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: understudy.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_the_closest_known_name() {
+        let r = build(&format!(
+            "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: shop, namspace: x}}\nspec: {{tenantId: t_shop, colour: red}}\n{}{}",
+            doc(
+                "Scenario",
+                "s",
+                "{tenantRef: shop, keywords: [x], respnse: typo, toolName: t, toolArguments: {anything: [1]}}"
+            ),
+            doc(
+                "ChaosProfile",
+                "c",
+                "{tenantRef: shop, bogus: 1, statuscode: 503}"
+            ),
+        ));
+        let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "m.yaml, document 1 (Tenant default/shop): metadata.namspace: unknown field \"namspace\": did you mean \"namespace\"?",
+                "m.yaml, document 1 (Tenant default/shop): spec.colour: unknown field \"colour\"; known fields: defaultResponse, owner, settings, state, tenantId, visibility",
+                "m.yaml, document 2 (Scenario default/s): spec.respnse: unknown field \"respnse\": did you mean \"response\"?",
+                "m.yaml, document 3 (ChaosProfile default/c): spec.bogus: unknown field \"bogus\"; known fields: afterChunks, every, failFirst, latencyMs, limit, probability, profile, statusCode, surfaces, tenantRef, windowSeconds",
+                "m.yaml, document 3 (ChaosProfile default/c): spec.statuscode: unknown field \"statuscode\": did you mean \"statusCode\"?",
+            ],
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_and_status_fields_are_refused_free_form_ones_are_not() {
+        let r = build(
+            "apiVersion: understudy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop, labels: {a: b}}\nspecs: {}\nspec: {state: {any: {deep: 1}}, settings: {models: [m], whatever: true}}\nstatus: {requests: 1, bogus: 2, conditions: [{type: Ready, status: \"True\", reasn: x}]}\n",
+        );
+        let fields: Vec<&str> = r.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["specs", "status.bogus", "status.conditions[0].reasn"]
+        );
+        assert!(r.problems[0].message.contains("did you mean \"spec\"?"));
+    }
+
+    #[test]
+    fn problems_are_listed_in_document_order() {
+        // A build problem (document 2) and a parse problem (document 3) come out in order.
+        let r = build(&format!(
+            "{TENANT}{}{}",
+            doc("Scenario", "a", "{tenantRef: nope, keywords: [x]}"),
+            doc("Scenario", "b", "{tenantRef: shop, keywords: 3}"),
+        ));
+        let origins: Vec<&str> = r.problems.iter().map(|p| p.origin.as_str()).collect();
+        assert_eq!(
+            origins,
+            [
+                "m.yaml, document 2 (Scenario default/a)",
+                "m.yaml, document 3 (Scenario default/b)"
+            ]
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("respnse", "response"), 1);
+        assert_eq!(edit_distance("colour", "color"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -31,11 +31,16 @@ pub enum ManifestError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// At least one manifest is invalid; every problem is listed, one per line.
-    #[error("{count} invalid manifest(s):\n{list}")]
+    /// At least one manifest is invalid; every problem is listed, one per line, in file and
+    /// document order, each path as the folder was given (`examples/bad.yaml, document 2 …`).
+    #[error("{dir}: {count} problem(s) in {files} file(s):\n{list}", dir = dir.display())]
     Invalid {
+        /// The folder, as given.
+        dir: PathBuf,
         /// How many problems.
         count: usize,
+        /// How many files were read.
+        files: usize,
         /// One line per problem: file, document, field, message.
         list: String,
     },
@@ -51,15 +56,19 @@ pub fn load(dir: &Path) -> Result<Loaded, ManifestError> {
     if loaded.report.problems.is_empty() {
         return Ok(loaded);
     }
+    // Origins are relative to the folder (so that the content hash does not depend on how a
+    // process was given it); the person reading the list gets paths they can open.
     let list = loaded
         .report
         .problems
         .iter()
-        .map(|p| format!("  - {p}"))
+        .map(|p| format!("  - {}", dir.join(p.to_string()).display()))
         .collect::<Vec<_>>()
         .join("\n");
     Err(ManifestError::Invalid {
+        dir: dir.to_path_buf(),
         count: loaded.report.problems.len(),
+        files: loaded.files,
         list,
     })
 }
