@@ -88,7 +88,7 @@ async fn chat_completions() {
 async fn anthropic_messages() {
     let app = common::app().await;
     let user = json!([{"role": "user", "content": [{"type": "text", "text": "Show my invoice"}]}]);
-    let base = json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": user, "system": "Be brief."});
+    let base = json!({"model": "claude-sonnet-5-5", "max_tokens": 1024, "messages": user, "system": "Be brief."});
     let r = common::post(&app, "/v1/messages", base.clone()).await;
     check("messages_text.json", &pretty(&r));
     let mut s = base.clone();

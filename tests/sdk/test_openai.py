@@ -583,7 +583,7 @@ def test_models_list_and_retrieve(openai_client):
 def test_default_models_for_tenant_without_setting(gw):
     with oai(f"{gw.url}/v1", tenant="plain") as client:
         ids = [m.id for m in client.models.list()]
-    assert "gpt-4o" in ids and "claude-sonnet-4-5" in ids
+    assert "gpt-4o" in ids and "claude-sonnet-5-5" in ids
 
 
 def test_fallback_sentence_names_tenant(gw):

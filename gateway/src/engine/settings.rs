@@ -9,8 +9,8 @@ pub const DEFAULT_MODELS: &[&str] = &[
     "gpt-4.1",
     "o3-mini",
     "text-embedding-3-small",
-    "claude-sonnet-4-5",
-    "claude-opus-4-1",
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
     "claude-haiku-4-5",
 ];
 

@@ -21,7 +21,7 @@ metadata: {name: shop}
 spec:
   tenantId: shop
   defaultResponse: "Default answer."
-  settings: {models: [gpt-4o, claude-sonnet-4-5], max_tool_results: 3}
+  settings: {models: [gpt-4o, claude-sonnet-5-5], max_tool_results: 3}
 ---
 apiVersion: understudy.dev/v1alpha1
 kind: Scenario

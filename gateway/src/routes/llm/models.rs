@@ -20,16 +20,24 @@ fn provider(req: &http::request::Parts) -> Provider {
     }
 }
 
+/// `claude-sonnet-5-5` → `Claude Sonnet 5.5`: words capitalised, adjacent version numbers
+/// joined with a dot, as Anthropic names its models.
 fn display_name(id: &str) -> String {
-    id.split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::new();
+    let mut prev_numeric = false;
+    for w in id.split('-') {
+        let numeric = !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+        if !out.is_empty() {
+            out.push(if numeric && prev_numeric { '.' } else { ' ' });
+        }
+        let mut c = w.chars();
+        if let Some(f) = c.next() {
+            out.extend(f.to_uppercase());
+            out.push_str(c.as_str());
+        }
+        prev_numeric = numeric;
+    }
+    out
 }
 
 fn model(id: &str, p: Provider) -> Value {
@@ -81,4 +89,17 @@ pub async fn get_one(State(app): State<App>, Path(id): Path<String>, req: Reques
         return super::fail(e, p, Some(&tenant), None);
     }
     super::finish(Json(model(&id, p)).into_response(), p, Some(&tenant), None)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn display_names_join_version_numbers() {
+        assert_eq!(
+            super::display_name("claude-sonnet-5-5"),
+            "Claude Sonnet 5.5"
+        );
+        assert_eq!(super::display_name("claude-haiku-4-5"), "Claude Haiku 4.5");
+        assert_eq!(super::display_name("gpt-4o"), "Gpt 4o");
+    }
 }
