@@ -13,9 +13,14 @@ step "no file refers to a path outside the repository (a clone has nothing besid
 python3 tests/repo_paths.py
 
 step "system packages"
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+# redis-server for shared mode; curl, jq and openssl for the README walkthroughs
+# (tests/sdk/test_walkthrough.py runs them as written).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+for tool in curl jq openssl; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq $missing >/dev/null; fi
 fi
 redis-server --version
 
