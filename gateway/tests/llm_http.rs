@@ -462,3 +462,38 @@ async fn count_tokens_agrees_with_usage_tools_included() {
     .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn a_stream_cut_mid_body_is_an_error_for_the_test_client() {
+    // The test client must not turn a failed body into an empty or partial answer.
+    let app = common::app().await;
+    let body =
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = common::try_call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-tenant-id", "cut"), ("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await;
+    assert!(r.is_err(), "a cut stream surfaces as an error");
+    // The same request to a healthy tenant collects in full.
+    let r = common::try_call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("x-tenant-id", "shop"),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+    .expect("a whole stream");
+    assert!(
+        r.text().trim_end().ends_with("data: [DONE]"),
+        "{}",
+        r.text()
+    );
+}

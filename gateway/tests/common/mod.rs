@@ -51,6 +51,16 @@ apiVersion: understudy.dev/v1alpha1
 kind: ChaosProfile
 metadata: {name: down}
 spec: {tenantRef: down, profile: server_error, statusCode: 503}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: Tenant
+metadata: {name: cut}
+spec: {tenantId: cut, defaultResponse: "A long enough answer to make several stream events."}
+---
+apiVersion: understudy.dev/v1alpha1
+kind: ChaosProfile
+metadata: {name: cut}
+spec: {tenantRef: cut, profile: stream_cut, afterChunks: 2}
 "#;
 
 /// The admin token of [`app`].
@@ -113,6 +123,21 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Body>,
 ) -> Reply {
+    match try_call(app, method, path, headers, body).await {
+        Ok(reply) => reply,
+        Err(e) => panic!("{method} {path}: the body failed mid-way: {e}"),
+    }
+}
+
+/// Like [`call`], but a body that fails mid-way (a cut stream) is an error, never an empty or
+/// partial body that a test could mistake for an answer.
+pub async fn try_call(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Result<Reply, axum::Error> {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -121,17 +146,12 @@ pub async fn call(
     let resp = app::service(app.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes().to_vec())
-        .unwrap_or_default();
-    Reply {
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// POST JSON to `path` for tenant `shop`.
