@@ -77,7 +77,73 @@ fn finish(mut guard: RequestTimer, resp: Response) -> Response {
     if let Some(s) = resp.extensions().get::<SurfaceLabel>() {
         guard.surface = s.0;
     }
-    resp
+    let streamed = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streamed {
+        return resp;
+    }
+    // The request histogram stops at the headers; a stream's time is in its body. Time the
+    // body too, from the same start, until it ends or the client goes away.
+    let timer = StreamTimer {
+        app: guard.app.clone(),
+        route: guard.route.clone(),
+        started: guard.started,
+        surface: guard.surface,
+        tenant: guard.tenant.clone(),
+    };
+    resp.map(|body| {
+        axum::body::Body::new(TimedBody {
+            body,
+            _timer: timer,
+        })
+    })
+}
+
+/// A streamed body that records `understudy_http_stream_duration_seconds` when it is dropped:
+/// after its last frame, or when the client goes away mid-stream.
+struct TimedBody {
+    body: axum::body::Body,
+    _timer: StreamTimer,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+struct StreamTimer {
+    app: App,
+    route: Option<MatchedPath>,
+    started: Instant,
+    surface: &'static str,
+    tenant: Option<Arc<crate::snapshot::TenantRuntime>>,
+}
+
+impl Drop for StreamTimer {
+    fn drop(&mut self) {
+        let tenant = self.tenant.as_ref().map_or("", |t| t.id());
+        let route = self.route.as_ref().map_or("unmatched", |m| m.as_str());
+        self.app
+            .metrics
+            .observe_stream(self.surface, route, tenant, self.started);
+    }
 }
 
 /// Records a request's metrics when dropped: a request abandoned by its client is recorded

@@ -20,6 +20,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// Streams end long after their headers: timed to the end of the body.
+    stream_duration: HistogramVec,
     chaos: IntCounterVec,
     redis_errors: IntCounterVec,
     open_streams: IntGaugeVec,
@@ -75,6 +77,17 @@ impl Metrics {
             ]),
             &["surface", "route", "tenant"],
         ));
+        let stream_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "understudy_http_stream_duration_seconds",
+                "Time to the end of a streamed (SSE) response body, or to the client going \
+                 away, by surface, route and tenant",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["surface", "route", "tenant"],
+        ));
         let chaos = must(IntCounterVec::new(
             Opts::new(
                 "understudy_chaos_injections_total",
@@ -115,6 +128,7 @@ impl Metrics {
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
+            Box::new(stream_duration.clone()),
             Box::new(chaos.clone()),
             Box::new(redis_errors.clone()),
             Box::new(open_streams.clone()),
@@ -129,6 +143,7 @@ impl Metrics {
             registry,
             requests,
             duration,
+            stream_duration,
             chaos,
             redis_errors,
             open_streams,
@@ -179,6 +194,7 @@ impl Metrics {
         }
         remove_tenant_series(&self.requests, tenant);
         remove_tenant_series(&self.duration, tenant);
+        remove_tenant_series(&self.stream_duration, tenant);
         remove_tenant_series(&self.chaos, tenant);
     }
 
@@ -190,6 +206,14 @@ impl Metrics {
             .with_label_values(&[surface, route, status_str(status, &mut buf), tenant])
             .inc();
         self.duration
+            .with_label_values(&[surface, route, tenant])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records the end of one streamed response body (its last frame, or the client leaving).
+    pub fn observe_stream(&self, surface: &str, route: &str, tenant: &str, started: Instant) {
+        let tenant = self.tenant_label(tenant);
+        self.stream_duration
             .with_label_values(&[surface, route, tenant])
             .observe(started.elapsed().as_secs_f64());
     }

@@ -497,3 +497,89 @@ async fn a_stream_cut_mid_body_is_an_error_for_the_test_client() {
         r.text()
     );
 }
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|want| set.split(',').any(|l| l == *want))
+            .then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn a_stream_is_timed_to_its_end() {
+    let app = common::app().await;
+    let admin = format!("Bearer {}", common::ADMIN);
+    // 16 characters in 4-character events with 60 ms between them: at least 180 ms of body.
+    let r = common::call(
+        &app,
+        "POST",
+        "/public/tenants",
+        &[
+            ("authorization", &admin),
+            ("content-type", "application/json"),
+        ],
+        json!({"tenant_id": "slow", "state": {}, "visibility": "global",
+               "settings": {"stream_chunk_chars": 4, "stream_chunk_delay_ms": 60},
+               "default_response": "0123456789abcdef"})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let body =
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let headers = [
+        ("x-tenant-id", "slow"),
+        ("content-type", "application/json"),
+    ];
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &headers,
+        body.to_string(),
+    )
+    .await;
+    assert!(r.text().contains("data: [DONE]"));
+    // A plain answer is not a stream: it is only in the request histogram.
+    let plain = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &headers,
+        plain.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    let m = common::call(&app, "GET", "/metrics", &[], "").await.text();
+    let labels = [
+        r#"route="/v1/chat/completions""#,
+        r#"surface="llm""#,
+        r#"tenant="slow""#,
+    ];
+    let stream_count = sample(&m, "understudy_http_stream_duration_seconds_count", &labels);
+    let stream_sum = sample(&m, "understudy_http_stream_duration_seconds_sum", &labels);
+    let headers_count = sample(
+        &m,
+        "understudy_http_request_duration_seconds_count",
+        &labels,
+    );
+    let headers_sum = sample(&m, "understudy_http_request_duration_seconds_sum", &labels);
+    assert_eq!(stream_count, Some(1.0), "{m}");
+    assert_eq!(headers_count, Some(2.0), "{m}");
+    let (stream_sum, headers_sum) = (stream_sum.unwrap(), headers_sum.unwrap());
+    assert!(
+        stream_sum >= 0.18,
+        "the stream histogram covers the body's three 60 ms gaps: {stream_sum}"
+    );
+    assert!(
+        stream_sum > headers_sum,
+        "the headers of both requests came before the stream's body ended: {headers_sum} vs {stream_sum}"
+    );
+}
