@@ -13,6 +13,17 @@ import httpx
 from conftest import OLD, RELOAD_BOUND, copy_manifests, probe, replace_in, user, wait_for
 
 
+def wait_for_log(g, *needles: str) -> None:
+    """Waits (bounded) until the gateway's log holds every needle: proof the watcher ran."""
+    deadline = time.monotonic() + RELOAD_BOUND
+    while time.monotonic() < deadline:
+        text = g.log_path.read_text(errors="replace")
+        if all(n in text for n in needles):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the log never said {needles}:\n{g.logs()}")
+
+
 def test_edit_reloads_and_broken_edit_keeps_last_good(launcher, tmp_path):
     d = copy_manifests(tmp_path)
     g = launcher.gateway(manifests=d, name="reload")
@@ -27,7 +38,8 @@ def test_edit_reloads_and_broken_edit_keeps_last_good(launcher, tmp_path):
     tmp = support.with_name(".broken.tmp")
     tmp.write_text(good.replace("probe answer version two", "probe answer version three") + "\n---\n: : [unclosed\n")
     os.replace(tmp, support)
-    time.sleep(1.5)  # well past the watcher's debounce
+    # The watcher ran and said why: the broken document, by file and document.
+    wait_for_log(g, "keeping the last good configuration", "00-support.yaml, document", "(yaml)")
     assert probe(g.url) == "probe answer version two"
     assert httpx.get(f"{g.url}/readyz").status_code == 200
 
@@ -37,7 +49,15 @@ def test_edit_reloads_and_broken_edit_keeps_last_good(launcher, tmp_path):
         "spec: {tenantRef: support, profile: server_error, probability: 2}\n"
     )
     support.write_text(good)
-    time.sleep(1.5)
+    wait_for_log(g, "20-bad.yaml, document 1 (ChaosProfile default/bad): spec.probability")
+    assert probe(g.url) == "probe answer version two"
+
+    # A misspelt field is refused by name, not loaded as a scenario without an answer.
+    (d / "20-bad.yaml").write_text(
+        "apiVersion: understudy.dev/v1alpha1\nkind: Scenario\nmetadata: {name: typo}\n"
+        "spec: {tenantRef: support, keywords: [typo], respnse: never served}\n"
+    )
+    wait_for_log(g, 'spec.respnse: unknown field "respnse": did you mean "response"?')
     assert probe(g.url) == "probe answer version two"
 
     # Fixing everything reloads again.
