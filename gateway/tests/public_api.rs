@@ -955,3 +955,91 @@ async fn dot_tenant_ids_and_scenario_ids_are_refused() {
             .contains("\"id\"")
     );
 }
+
+async fn chat_with(app: &understudy_gateway::state::App, key: Option<&str>) -> u16 {
+    let mut headers = vec![
+        ("x-tenant-id", "shop"),
+        ("content-type", "application/json"),
+    ];
+    let auth = key.map(|k| format!("Bearer {k}"));
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    common::call(
+        app,
+        "POST",
+        "/v1/chat/completions",
+        &headers,
+        body.to_string(),
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+#[tokio::test]
+async fn global_tenants_ignore_any_credential_unless_anonymous_access_is_off() {
+    // Anonymous access on (the default): nothing, a placeholder, an unknown, a revoked key all
+    // reach a global tenant.
+    let app = common::app().await;
+    let revoked = mint(&app, "gone", "gone", "viewer", None).await;
+    let r = json(
+        &app,
+        "DELETE",
+        "/api/v1/admin/keys/gone",
+        Some(ADMIN),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let unknown = format!("usk_{}", "0".repeat(64));
+    for key in [
+        None,
+        Some("sk-placeholder"),
+        Some(unknown.as_str()),
+        Some(revoked.as_str()),
+    ] {
+        assert_eq!(chat_with(&app, key).await, 200, "{key:?}");
+    }
+
+    // --allow-anonymous false: a valid key of any role is required, a bad one refused.
+    let app = common::app_with(|o| o.allow_anonymous = false).await;
+    let viewer = mint(&app, "viewer", "viewer", "viewer", None).await;
+    assert_eq!(chat_with(&app, None).await, 401);
+    assert_eq!(chat_with(&app, Some(&unknown)).await, 401);
+    assert_eq!(chat_with(&app, Some("sk-placeholder")).await, 401);
+    assert_eq!(chat_with(&app, Some(&viewer)).await, 200);
+    assert_eq!(chat_with(&app, Some(ADMIN)).await, 200);
+}
+
+#[tokio::test]
+async fn cors_origins_are_the_configured_list() {
+    async fn allowed(app: &understudy_gateway::state::App, origin: &str) -> Option<String> {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type,x-tenant-id"),
+        ];
+        let r = common::call(app, "OPTIONS", CHAT, &headers, "").await;
+        r.headers
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+    // Default `*`: any origin.
+    let app = common::app().await;
+    assert_eq!(
+        allowed(&app, "https://anywhere.example").await.as_deref(),
+        Some("*")
+    );
+    // A list: those origins only.
+    let app = common::app_with(|o| {
+        o.cors_origins = vec!["https://a.example".into(), "https://b.example".into()]
+    })
+    .await;
+    assert_eq!(
+        allowed(&app, "https://b.example").await.as_deref(),
+        Some("https://b.example")
+    );
+    assert_eq!(allowed(&app, "https://evil.example").await, None);
+}

@@ -69,6 +69,11 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 /// An app serving [`MANIFESTS`] from a memory store, with `max_body_bytes` of 64 KiB and the
 /// admin token [`ADMIN`].
 pub async fn app() -> App {
+    app_with(|_| {}).await
+}
+
+/// [`app`] with its options changed by `change` (e.g. `allow_anonymous`, `cors_origins`).
+pub async fn app_with(change: impl FnOnce(&mut Options)) -> App {
     let mut parsed = Parsed::default();
     parsed.add_file("fixture.yaml", MANIFESTS);
     let report = parsed.build(ConfigSource::Manifest);
@@ -77,11 +82,12 @@ pub async fn app() -> App {
     for t in &report.tenants {
         stores.config.put_tenant(t).await.unwrap();
     }
-    let options = Options {
+    let mut options = Options {
         max_body_bytes: 64 * 1024,
         admin_token: Some(ADMIN.into()),
         ..Options::default()
     };
+    change(&mut options);
     // The binary's own wiring: sync (writes through the API reach the snapshot via notices),
     // stats flusher.
     let app = wire(Wiring::new(stores, options)).await.app;
