@@ -291,3 +291,38 @@ impl Drop for StreamGuard {
         self.0.dec();
     }
 }
+
+#[cfg(test)]
+mod label_cap_tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    fn series_for(m: &Metrics, tenant: &str) -> bool {
+        text(m).contains(&format!("tenant=\"{tenant}\""))
+    }
+
+    #[test]
+    fn the_tenant_label_holds_1000_values_then_folds_into_other() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        for i in 0..MAX_TENANT_LABELS {
+            m.observe("llm", "/v1/chat/completions", 200, &format!("t{i}"), t0);
+        }
+        // The 1,001st tenant, and every later one, is `_other`; known ones keep their label.
+        m.observe("llm", "/v1/chat/completions", 200, "late", t0);
+        m.observe("llm", "/v1/chat/completions", 200, "later", t0);
+        m.observe("llm", "/v1/chat/completions", 200, "t999", t0);
+        assert!(series_for(&m, "t999"));
+        assert!(!series_for(&m, "late") && !series_for(&m, "later"));
+        assert!(text(&m).contains(
+            r#"understudy_http_requests_total{route="/v1/chat/completions",status="200",surface="llm",tenant="_other"} 2"#
+        ));
+        // A deleted tenant frees its slot for the next one.
+        m.forget_tenant("t0");
+        m.observe("llm", "/v1/chat/completions", 200, "newcomer", t0);
+        assert!(series_for(&m, "newcomer") && !series_for(&m, "t0"));
+    }
+}
