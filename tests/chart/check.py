@@ -25,14 +25,21 @@ strict JSON schemas for (1.37 in 1.37.0). Nothing outside the repository is read
      that version's schemas strictly: unknown fields are errors, as with `kubectl apply`, each
      reported with the object, the field and the version. ServiceMonitors (not Kubernetes kinds)
      are checked for a minimal shape. Then the chart's own promises: hardened pods,
-     least-privilege RBAC, the environment of the operator and the gateway, the bundled Redis's
-     password, Services and selectors that match, checksum annotations that follow the
+     least-privilege RBAC, the environment of the operator and the gateway (its limits and its
+     separate metrics listener included), the bundled Redis's password, Services and selectors
+     that match, the gateway's metrics port on no Service but <fullname>-gateway-metrics and the
+     ServiceMonitors reaching each metrics container port, checksum annotations that follow the
      credentials, the generated admin token and Redis password kept across upgrades (`lookup`),
      the test hook, a NOTES.txt example that pastes into a shell, and so on. Chart.yaml's
      kubeVersion must be exactly the range checked (">=1.28.0-0 <1.38.0-0"), and Helm must refuse
      a cluster just below and just above it.
-  4. files/helm-test.sh (the `helm test` script) for real: with UNDERSTUDY_BIN pointing at a
-     gateway binary, it must pass against a gateway started in embedded mode, and fail loudly
+  4. The gateway binary and files/helm-test.sh (the `helm test` script) for real. With
+     UNDERSTUDY_BIN pointing at a gateway binary: its --help must name the variables the chart
+     sets for gateway.limits and have values.yaml's limits as its defaults; for each values file
+     it is started in embedded mode with the environment the chart gives its container (the
+     listeners moved to free local ports), and must answer /metrics with 404 on the data-plane
+     listener and with the exposition on the metrics listener, and log gateway.limits as its
+     connection limits; helm-test.sh must pass against it (default values), and fail loudly
      against a wrong token and against a URL where nothing listens; against a stand-in gateway
      whose create request times out, it must still try to delete the tenant (accepting a 404).
 
@@ -55,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -563,9 +571,12 @@ def check_bad_values_in_helm(report: Report, defaults: dict, bad_cases: list) ->
 
 
 def check_value_set(report: Report, kubes: list[KubeSchemas], name: str, override: dict,
-                    defaults: dict, release: str = "understudy", lint: bool = True) -> None:
+                    defaults: dict, release: str = "understudy",
+                    lint: bool = True) -> tuple[dict, dict | None]:
     """Lints the values once, then for each Kubernetes version renders them for a cluster of
-    that version and validates every object Helm sends, and the test hooks, against it."""
+    that version and validates every object Helm sends, and the test hooks, against it.
+    Returns the merged values and the gateway container of the first rendering (None when it
+    failed)."""
     import yaml
 
     values = deep_merge(defaults, override)
@@ -580,6 +591,7 @@ def check_value_set(report: Report, kubes: list[KubeSchemas], name: str, overrid
         )
     fullname = values["fullnameOverride"] or (
         release if "understudy" in release else f"{release}-understudy")
+    gateway_container = None
     for index, kube in enumerate(kubes):
         try:
             result, created, hooks = helm_render(override or None, release=release,
@@ -615,6 +627,8 @@ def check_value_set(report: Report, kubes: list[KubeSchemas], name: str, overrid
                       kube=kube.name)
         if index:
             continue
+        gateway_container = promises.Rendered(values, chart_objects, hooks, fullname,
+                                              NAMESPACE).gateway_container or None
         report.expect(f"{name}: the NOTES.txt example pastes into a shell",
                       notes_example_problems(notes))
         monitors = [o for o in objects if o.get("kind") == "ServiceMonitor"]
@@ -623,6 +637,7 @@ def check_value_set(report: Report, kubes: list[KubeSchemas], name: str, overrid
                           [f"ServiceMonitor {dig(o, 'metadata', 'name')}: {problem}"
                            for o in monitors for problem in service_monitor_problems(o)],
                           f"{len(monitors)}")
+    return values, gateway_container
 
 
 def crd_schema_problems(documents: list[dict]) -> list[str]:
@@ -848,7 +863,11 @@ def check_helm_test_ambiguous_create(report: Report) -> None:
                       f"(DELETE answers {delete_status})", problems)
 
 
-def check_helm_test_script(report: Report) -> None:
+def check_helm_test_script(report: Report, defaults: dict,
+                           gateways: dict[str, tuple[dict, dict | None]]) -> None:
+    """helm-test.sh on its own and against real gateways; and, with UNDERSTUDY_BIN, the
+    gateway run with the environment each value set gives it (`gateways`: name ->
+    (merged values, the rendered gateway container))."""
     script = CHART / "files" / "helm-test.sh"
     syntax = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
     report.expect("files/helm-test.sh is valid POSIX sh (sh -n)",
@@ -867,64 +886,217 @@ def check_helm_test_script(report: Report) -> None:
 
     binary = os.environ.get("UNDERSTUDY_BIN")
     if not binary:
-        print("skip  helm-test.sh against a real gateway: UNDERSTUDY_BIN is not set "
-              "(scripts/test.sh sets it)", flush=True)
+        print("skip  helm-test.sh and the chart's environment against a real gateway: "
+              "UNDERSTUDY_BIN is not set (scripts/test.sh sets it)", flush=True)
         return
     if not os.access(binary, os.X_OK):
         report.fail("helm-test.sh against a real gateway", f"UNDERSTUDY_BIN={binary} is not executable")
         return
-    port = _free_port()
+    report.expect("values.yaml's gateway.limits are the gateway's own defaults, under the "
+                  "variables the chart sets (understudy-gateway --help)",
+                  gateway_help_problems(binary, defaults), ", ".join(
+                      f"{key} {value}" for key, value in defaults["gateway"]["limits"].items()))
+    for name, (values, container) in gateways.items():
+        if not container:
+            continue  # its render failed, reported above
+        with ChartGateway(binary, container) as gateway:
+            if not gateway.ready:
+                report.fail(f"{name}: the gateway starts with the chart's environment",
+                            f"it did not become ready: {gateway.log()[-1500:]}")
+                continue
+            report.expect(f"{name}: the gateway starts with the chart's environment: /metrics "
+                          "only on the metrics port, the limits in force",
+                          chart_gateway_problems(gateway, values),
+                          f"left out: {', '.join(gateway.skipped)}")
+            if name == "values.yaml (defaults)":
+                check_helm_test_against(report, gateway)
+
+
+def check_helm_test_against(report: Report, gateway: "ChartGateway") -> None:
+    """helm-test.sh against a real gateway (embedded mode) run with the chart's environment."""
+    url, token = gateway.url, gateway.token
+    run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": token, "MCP_CHECK": "false"})
+    output = run.stdout + run.stderr
+    report.expect("helm-test.sh passes against a real gateway (embedded mode, the chart's "
+                  "environment)",
+                  [] if run.returncode == 0 and "PASS" in output
+                  else [f"exit {run.returncode}, output:", *output.splitlines()[-30:]],
+                  "; ".join(line for line in output.splitlines() if line.startswith("ok:"))[:300])
+    request = urllib.request.Request(f"{url}/public/tenants",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        left = answer.read().decode()
+    report.expect("helm-test.sh deletes its temporary tenant",
+                  [f"tenants left: {left[:500]}"] if "helm_test_" in left else [])
+    run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": "wrong-token-0123456789abcdef"})
+    output = run.stdout + run.stderr
+    report.expect(
+        "helm-test.sh fails loudly with a wrong admin token",
+        [] if run.returncode != 0 and "FAIL: POST /public/tenants: expected HTTP 201" in output
+        else [f"exit {run.returncode}, output: {output[-1500:]}"],
+        next((line for line in output.splitlines() if line.startswith("FAIL")), "")[:100],
+    )
+
+
+# gateway.limits.<key> -> the gateway's flag (its variable is promises.GATEWAY_LIMITS_ENV[key]).
+GATEWAY_LIMIT_FLAGS = {
+    "headerTimeout": "--header-timeout",
+    "bodyTimeout": "--body-timeout",
+    "maxConnections": "--max-connections",
+    "maxAnswerBytes": "--max-answer-bytes",
+    "maxStreamEvents": "--max-stream-events",
+}
+
+
+def gateway_help_problems(binary: str, defaults: dict) -> list[str]:
+    """The gateway's --help names, for each flag, its variable ([env: NAME=]) and its default
+    ([default: …]): the chart must set those variables, and its defaults must be the gateway's
+    (so that leaving a value alone behaves as the gateway documents)."""
+    run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60)
+    options = {}  # flag -> (variable, default)
+    for block in re.split(r"\n(?= {2,6}(?:-\w, )?--[a-z])", run.stdout):
+        flag = re.match(r"\s*(?:-\w, )?(--[a-z][-a-z]*)", block)
+        if flag:
+            variable = re.search(r"\[env: ([A-Z0-9_]+)", block)
+            default = re.search(r"\[default: ([^\]]*)\]", block)
+            options[flag[1]] = (variable and variable[1], default and default[1])
+    problems = [] if run.returncode == 0 else [f"--help exited {run.returncode}: {run.stderr[:300]}"]
+    for key, flag in GATEWAY_LIMIT_FLAGS.items():
+        if flag not in options:
+            problems.append(f"the gateway has no {flag}")
+            continue
+        variable, default = options[flag]
+        if variable != promises.GATEWAY_LIMITS_ENV[key]:
+            problems.append(f"{flag} reads {variable}, but the chart sets "
+                            f"{promises.GATEWAY_LIMITS_ENV[key]}")
+        value = str(defaults["gateway"]["limits"][key])
+        if default != value:
+            problems.append(f"values.yaml gateway.limits.{key} is {value}, the gateway's default "
+                            f"for {flag} is {default}")
+    if options.get("--metrics-listen", (None,))[0] != "UNDERSTUDY_METRICS_LISTEN":
+        problems.append("the gateway has no --metrics-listen read from UNDERSTUDY_METRICS_LISTEN")
+    return problems
+
+
+def _seconds(text: str, units: dict[str, float]) -> float | None:
+    """A duration such as 1m30s or 1.5s in seconds, with the given units; None if unreadable."""
+    pattern = "|".join(sorted(map(re.escape, units), key=len, reverse=True))
+    parts = re.findall(rf"([0-9]+(?:\.[0-9]+)?)({pattern})", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+HUMANTIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}  # the chart's durations
+RUST_DEBUG_UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 0.001, "s": 1}  # Duration's {:?}
+
+
+class ChartGateway:
+    """The gateway binary run with the environment the chart gives its container: every plain
+    `value` as it is, except that the listeners move to free ports on 127.0.0.1 (the chart binds
+    0.0.0.0:8080 and 0.0.0.0:<gateway.metrics.port>), the admin token (a Secret reference in the
+    chart) is a test token, the log format is json (for the check to read), the drain grace 0s
+    (to stop at once), and UNDERSTUDY_REDIS_URL (no Redis here: embedded mode), Secret
+    references and OTEL_EXPORTER_OTLP_ENDPOINT (no collector here) are left out."""
+
     token = "chart-check-admin-token-0123456789"
-    url = f"http://127.0.0.1:{port}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSTUDY_")}
-    env["UNDERSTUDY_DRAIN_GRACE"] = "0s"  # stop at once when the check is over
-    log = tempfile.TemporaryFile()
-    gateway = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--admin-token", token],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+
+    def __init__(self, binary: str, container: dict) -> None:
+        self.binary = binary
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+        self.skipped = []
+        for entry in container.get("env") or []:
+            name = entry["name"]
+            if "value" not in entry or name in ("UNDERSTUDY_REDIS_URL",
+                                                "OTEL_EXPORTER_OTLP_ENDPOINT"):
+                self.skipped.append(name)
+                continue
+            self.env[name] = str(entry["value"])
+        self.chart_env = {entry["name"]: entry.get("value") for entry in container.get("env") or []}
+        port, metrics_port = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}"
+        self.env.update({"UNDERSTUDY_LISTEN": f"127.0.0.1:{port}",
+                         "UNDERSTUDY_ADMIN_TOKEN": self.token,
+                         "UNDERSTUDY_LOG_FORMAT": "json",
+                         "UNDERSTUDY_DRAIN_GRACE": "0s"})
+        if "UNDERSTUDY_METRICS_LISTEN" in self.env:  # moved only when the chart sets it
+            self.env["UNDERSTUDY_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
+        self.ready = False
+
+    def __enter__(self) -> "ChartGateway":
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([self.binary], env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        ready = False
-        while time.monotonic() < deadline and gateway.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                    ready = answer.status == 200
-            except OSError:
-                pass
-            if ready:
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if get(f"{self.url}/readyz")[0] == 200:
+                self.ready = True
                 break
             time.sleep(0.2)
-        if not ready:
-            log.seek(0)
-            report.fail("helm-test.sh against a real gateway",
-                        f"the gateway did not become ready: {log.read().decode()[-1500:]}")
-            return
-        run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": token, "MCP_CHECK": "false"})
-        output = run.stdout + run.stderr
-        report.expect("helm-test.sh passes against a real gateway (embedded mode)",
-                      [] if run.returncode == 0 and "PASS" in output
-                      else [f"exit {run.returncode}, output:", *output.splitlines()[-30:]],
-                      "; ".join(line for line in output.splitlines() if line.startswith("ok:"))[:300])
-        request = urllib.request.Request(f"{url}/public/tenants",
-                                         headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            left = answer.read().decode()
-        report.expect("helm-test.sh deletes its temporary tenant",
-                      [f"tenants left: {left[:500]}"] if "helm_test_" in left else [])
-        run = _run_script({"GATEWAY_URL": url, "ADMIN_TOKEN": "wrong-token-0123456789abcdef"})
-        output = run.stdout + run.stderr
-        report.expect(
-            "helm-test.sh fails loudly with a wrong admin token",
-            [] if run.returncode != 0 and "FAIL: POST /public/tenants: expected HTTP 201" in output
-            else [f"exit {run.returncode}, output: {output[-1500:]}"],
-            next((line for line in output.splitlines() if line.startswith("FAIL")), "")[:100],
-        )
-    finally:
-        gateway.terminate()
+        return self
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
         try:
-            gateway.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            gateway.kill()
-        log.close()
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def get(url: str) -> tuple[int, str]:
+    """GET url: (status, body); status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
+
+
+def chart_gateway_problems(gateway: ChartGateway, values: dict) -> list[str]:
+    """/metrics answers 404 on the data-plane listener and the exposition on the metrics
+    listener; the connection limits the gateway logs at start are gateway.limits."""
+    problems = []
+    status, body = get(f"{gateway.url}/metrics")
+    if status != 404:
+        problems.append(f"GET /metrics on the data-plane listener answered {status}, expected "
+                        f"404 (UNDERSTUDY_METRICS_LISTEN={gateway.chart_env.get('UNDERSTUDY_METRICS_LISTEN')!r})")
+    status, body = get(f"{gateway.metrics_url}/metrics")
+    if status != 200 or "# TYPE understudy_" not in body:
+        problems.append(f"GET /metrics on the metrics listener answered {status}: {body[:200]!r}")
+    limits = values["gateway"]["limits"]
+    logged = None
+    for line in gateway.log().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("message") == "connection limits":
+            logged = record
+    if logged is None:
+        return problems + ["the gateway logged no \"connection limits\" line"]
+    for key, field in (("headerTimeout", "header_timeout"), ("bodyTimeout", "body_timeout")):
+        want = _seconds(str(limits[key]), HUMANTIME_UNITS)
+        got = _seconds(str(logged.get(field)), RUST_DEBUG_UNITS)
+        if want is None or got is None or abs(want - got) > 1e-6:
+            problems.append(f"the gateway runs with {field} {logged.get(field)}, expected "
+                            f"gateway.limits.{key} {limits[key]}")
+    # The gateway keeps the cap below its open-file limit, so a lower cap is no error then.
+    cap = logged.get("max_connections")
+    if cap != limits["maxConnections"] and not (
+            isinstance(cap, int) and cap < limits["maxConnections"]
+            and logged.get("open_files") not in (None, "None")):
+        problems.append(f"the gateway runs with max_connections {cap}, expected "
+                        f"gateway.limits.maxConnections {limits['maxConnections']}")
+    return problems
 
 
 def main() -> int:
@@ -969,14 +1141,14 @@ def main() -> int:
         check_values_schema(report, defaults,
                             {name: deep_merge(defaults, o) for name, o in overrides.items()},
                             bad_cases)
-        for name, override in overrides.items():
-            check_value_set(report, kubes, name, override, defaults)
+        gateways = {name: check_value_set(report, kubes, name, override, defaults)
+                    for name, override in overrides.items()}
         check_value_set(report, kubes, "values.yaml as release 'demo'", {}, defaults,
                         release="demo", lint=False)
         check_lookup(report)
         check_kube_version(report, lower, upper, newest)
         check_bad_values_in_helm(report, defaults, bad_cases)
-        check_helm_test_script(report)
+        check_helm_test_script(report, defaults, gateways)
     finally:
         shutil.rmtree(helm_home, ignore_errors=True)
 

@@ -34,6 +34,15 @@ OPERATOR_RULES = [
 LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                 "verbs": ["get", "create", "update"]}]
 HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
+# gateway.limits.<value> -> the gateway's variable (gateway/src/config.rs).
+GATEWAY_LIMITS_ENV = {
+    "headerTimeout": "UNDERSTUDY_HEADER_TIMEOUT",
+    "bodyTimeout": "UNDERSTUDY_BODY_TIMEOUT",
+    "maxConnections": "UNDERSTUDY_MAX_CONNECTIONS",
+    "maxAnswerBytes": "UNDERSTUDY_MAX_ANSWER_BYTES",
+    "maxStreamEvents": "UNDERSTUDY_MAX_STREAM_EVENTS",
+}
+METRICS_LABEL = "understudy.dev/metrics"
 
 
 def dig(obj, *path, default=None):
@@ -88,6 +97,10 @@ class Rendered:
                                      default={})
         self.operator_container = dig(self.operator, "spec", "template", "spec", "containers", 0,
                                       default={})
+        # The gateway's data-plane Service and its metrics Service, by the names the docs give.
+        self.gateway_service = self.by_kind_name.get(("Service", f"{fullname}-gateway"))
+        self.gateway_metrics_service = self.by_kind_name.get(
+            ("Service", f"{fullname}-gateway-metrics"))
 
     def find(self, kind: str, component: str | None = None) -> list[dict]:
         return [o for o in self.objects if o.get("kind") == kind and (
@@ -243,15 +256,22 @@ def gateway(r: Rendered) -> list[str]:
         p.append(f"gateway preStop is {pre_stop}, expected {want_pre_stop}")
     if pod.get("automountServiceAccountToken") is not False:
         p.append("gateway pods mount a ServiceAccount token they do not need")
-    if {(q["name"], q["containerPort"]) for q in gw.get("ports") or []} != {("http", 8080)}:
-        p.append("gateway must expose exactly port 8080 named http")
-    if dig(gw, "livenessProbe", "httpGet", "path") != "/healthz" or \
-            dig(gw, "readinessProbe", "httpGet", "path") != "/readyz":
-        p.append("gateway probes must be /healthz (liveness) and /readyz (readiness)")
+    metrics_port = values["metrics"]["port"]
+    want_ports = {("http", 8080), ("metrics", metrics_port)}
+    if {(q["name"], q["containerPort"]) for q in gw.get("ports") or []} != want_ports or \
+            len(gw.get("ports") or []) != 2:
+        p.append(f"gateway must expose exactly port 8080 named http and {metrics_port} named "
+                 f"metrics, not {gw.get('ports')}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        if dig(gw, probe, "httpGet", "path") != path or \
+                dig(gw, probe, "httpGet", "port") != "http":
+            p.append(f"gateway {probe} must be {path} on port http")
 
     oidc = values["oidc"]
     want = {
         "UNDERSTUDY_LISTEN": "0.0.0.0:8080",
+        # /metrics on its own listener (the data-plane listener then answers it with 404).
+        "UNDERSTUDY_METRICS_LISTEN": f"0.0.0.0:{metrics_port}",
         "UNDERSTUDY_ALLOW_ANONYMOUS": str(values["allowAnonymous"]).lower(),
         "UNDERSTUDY_CORS_ORIGINS": values["corsOrigins"],
         "UNDERSTUDY_LOG_FORMAT": r.values["logFormat"],
@@ -259,6 +279,7 @@ def gateway(r: Rendered) -> list[str]:
         "UNDERSTUDY_DRAIN_GRACE": f"{values['drainGraceSeconds']}s",
         "UNDERSTUDY_DRAIN_TIMEOUT": f"{values['drainTimeoutSeconds']}s",
         "UNDERSTUDY_AUDIT_RETENTION": values["auditRetention"],
+        **{name: str(values["limits"][key]) for key, name in GATEWAY_LIMITS_ENV.items()},
     }
     optional = {
         "UNDERSTUDY_PUBLIC_URL": values["publicUrl"],
@@ -327,10 +348,67 @@ def gateway(r: Rendered) -> list[str]:
             p.append(f"gateway topologySpreadConstraints are {spread}")
     elif spread:
         p.append("topologySpreadConstraints rendered although topologySpread is off")
-    services = r.find("Service", "gateway")
-    if len(services) != 1 or dig(services[0], "spec", "ports", 0, "port") != \
-            values["service"]["port"] or dig(services[0], "spec", "type") != values["service"]["type"]:
-        p.append("expected one gateway Service with the configured type and port")
+    service = r.gateway_service
+    want_ports = [{"name": "http", "port": values["service"]["port"], "targetPort": "http",
+                   "protocol": "TCP"}]
+    if service is None or dig(service, "spec", "ports") != want_ports or \
+            dig(service, "spec", "type") != values["service"]["type"]:
+        p.append(f"expected the gateway Service {r.fullname}-gateway of the configured type with "
+                 f"exactly the port {want_ports}")
+    return p
+
+
+def target_container_port(port: dict, workload: dict | None) -> dict | None:
+    """The container port (of the workload the Service selects) that a Service port forwards
+    to: by name for a named targetPort, else by number (targetPort, or port when unset)."""
+    target = port.get("targetPort", port.get("port"))
+    for container in dig(workload, "spec", "template", "spec", "containers", default=[]):
+        for declared in container.get("ports") or []:
+            if (isinstance(target, str) and declared.get("name") == target) or \
+                    (not isinstance(target, str) and declared.get("containerPort") == target):
+                return declared
+    return None
+
+
+def gateway_metrics_private(r: Rendered) -> list[str]:
+    """/metrics lists every tenant's id and traffic: the gateway serves it on its own port, which
+    only the ClusterIP Service <fullname>-gateway-metrics exposes (with nothing else), never the
+    data-plane Service nor any other Service selecting the gateway pods."""
+    if r.gateway is None:
+        return []
+    p = []
+    port = r.values["gateway"]["metrics"]["port"]
+    pod_labels = dig(r.gateway, "spec", "template", "metadata", "labels", default={})
+    metrics_name = f"{r.fullname}-gateway-metrics"
+    for service in r.find("Service"):
+        selector = dig(service, "spec", "selector", default={})
+        if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
+            continue
+        name = service["metadata"]["name"]
+        targets = {q.get("name"): target_container_port(q, r.gateway)
+                   for q in dig(service, "spec", "ports", default=[])}
+        to_metrics = [q for q, c in targets.items()
+                      if c is not None and c.get("containerPort") == port]
+        if name != metrics_name:
+            if to_metrics:
+                p.append(f"Service {name} exposes the gateway's metrics port {port} (ports "
+                         f"{to_metrics}): only {metrics_name} may")
+            if dig(service, "metadata", "labels", METRICS_LABEL) is not None:
+                p.append(f"Service {name} carries {METRICS_LABEL}, so the gateway's "
+                         "ServiceMonitor would scrape it")
+    service = r.gateway_metrics_service
+    if service is None:
+        return p + [f"no Service {metrics_name} for the gateway's metrics"]
+    want_ports = [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+    if dig(service, "spec", "ports") != want_ports:
+        p.append(f"Service {metrics_name} must have exactly the port {want_ports}, "
+                 f"not {dig(service, 'spec', 'ports')}")
+    if dig(service, "spec", "type") != "ClusterIP":
+        p.append(f"Service {metrics_name} must be ClusterIP, not {dig(service, 'spec', 'type')}")
+    if dig(service, "metadata", "labels", METRICS_LABEL) != "true":
+        p.append(f"Service {metrics_name} lacks the label {METRICS_LABEL}: \"true\"")
+    if any(pod_labels.get(k) != v for k, v in dig(service, "spec", "selector", default={}).items()):
+        p.append(f"Service {metrics_name} does not select the gateway pods")
     return p
 
 
@@ -621,7 +699,10 @@ def admin_token(r: Rendered) -> list[str]:
 
 
 def metrics(r: Rendered) -> list[str]:
-    """ServiceMonitors select one metrics Service each and name its ports; scrape annotations."""
+    """ServiceMonitors select one metrics Service each (the gateway's: <fullname>-gateway-metrics)
+    and scrape /metrics on a port of it that reaches the workload's metrics container port
+    (the gateway's `metrics`, the operator's `http-metrics`); scrape annotations name those
+    ports' numbers."""
     p = []
     values = r.values["metrics"]
     monitors = r.find("ServiceMonitor")
@@ -635,17 +716,42 @@ def metrics(r: Rendered) -> list[str]:
                         if all(dig(s, "metadata", "labels", k) == v for k, v in selector.items())]
             if len(selected) != 1:
                 p.append(f"ServiceMonitor {name} selects {len(selected)} Services, expected 1")
-            ports = {q["name"] for s in selected for q in s["spec"]["ports"]}
-            for endpoint in dig(monitor, "spec", "endpoints", default=[]):
+            ports = {q["name"]: q for s in selected for q in s["spec"]["ports"]}
+            component = dig(monitor, "metadata", "labels", "app.kubernetes.io/component")
+            # What each component's monitor must scrape: its workload's metrics container port.
+            workload, want = {
+                "gateway": (r.gateway, ("metrics", r.values["gateway"]["metrics"]["port"])),
+                "operator": (r.operator, ("http-metrics", 8081)),
+            }.get(component, (None, None))
+            if want is None:
+                p.append(f"ServiceMonitor {name}: unexpected component {component}")
+                continue
+            endpoints = dig(monitor, "spec", "endpoints", default=[])
+            if len(endpoints) != 1:
+                p.append(f"ServiceMonitor {name}: expected one endpoint, got {len(endpoints)}")
+            for endpoint in endpoints:
                 if endpoint.get("port") not in ports:
                     p.append(f"ServiceMonitor {name}: port {endpoint.get('port')} is not a port "
                              "of the selected Service")
+                    continue
+                if endpoint.get("path") != "/metrics":
+                    p.append(f"ServiceMonitor {name}: path {endpoint.get('path')}, not /metrics")
+                container_port = target_container_port(ports[endpoint["port"]], workload)
+                got = None if container_port is None else \
+                    (container_port.get("name"), container_port.get("containerPort"))
+                if got != want:
+                    p.append(f"ServiceMonitor {name}: port {endpoint['port']} reaches the "
+                             f"container port {got}, expected {want}")
+            if component == "gateway" and selected and \
+                    selected[0] is not r.gateway_metrics_service:
+                p.append(f"ServiceMonitor {name} must select {r.fullname}-gateway-metrics")
             for key, value in values["serviceMonitor"]["labels"].items():
                 if dig(monitor, "metadata", "labels", key) != value:
                     p.append(f"ServiceMonitor {name} lacks label {key}")
     elif monitors:
         p.append("ServiceMonitors rendered although they are off")
-    for deployment, port in ((r.gateway, "8080"), (r.operator, "8081")):
+    for deployment, port in ((r.gateway, str(r.values["gateway"]["metrics"]["port"])),
+                             (r.operator, "8081")):
         if deployment is None:
             continue
         annotations = dig(deployment, "spec", "template", "metadata", "annotations", default={})
@@ -681,8 +787,7 @@ def test_hook(r: Rendered) -> list[str]:
     tests = r.values["tests"]
     if container["image"] != f"{tests['image']['repository']}:{tests['image']['tag']}":
         p.append(f"test image is {container['image']}")
-    services = r.find("Service", "gateway")
-    service = services[0]["metadata"]["name"] if services else "?"
+    service = dig(r.gateway_service, "metadata", "name", default="?")
     want_url = f"http://{service}.{r.namespace}.svc:{r.values['gateway']['service']['port']}"
     if dig(env, "GATEWAY_URL", "value") != want_url:
         p.append(f"test GATEWAY_URL is {dig(env, 'GATEWAY_URL', 'value')}, expected {want_url}")
@@ -698,7 +803,7 @@ def test_hook(r: Rendered) -> list[str]:
 
 
 CHECKS = (names_and_labels, hardened_workloads, secret_references, services_match, gateway,
-          operator, redis, checksums, rbac, admin_token, metrics, test_hook)
+          gateway_metrics_private, operator, redis, checksums, rbac, admin_token, metrics, test_hook)
 
 
 def problems(values: dict, objects: list[dict], hooks: list[dict], fullname: str,

@@ -280,6 +280,9 @@ prometheus.io/path: /metrics
 {{- fail "gateway.autoscaling.minReplicas must not exceed gateway.autoscaling.maxReplicas" -}}
 {{- end -}}
 {{- end -}}
+{{- if eq (int .Values.gateway.metrics.port) 8080 -}}
+{{- fail "gateway.metrics.port must not be 8080: that is the gateway's data-plane port, and /metrics must stay off it" -}}
+{{- end -}}
 {{- if and (not .Values.adminToken.existingSecret) .Values.adminToken.value (lt (len .Values.adminToken.value) 16) -}}
 {{- fail "adminToken.value must be at least 16 characters (the gateway refuses shorter tokens)" -}}
 {{- end -}}
