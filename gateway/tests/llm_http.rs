@@ -309,6 +309,128 @@ async fn injected_errors_and_metrics() {
     );
 }
 
+/// A global tenant `id` created through the admin API, with the chaos profile `chaos`.
+async fn chaos_tenant(app: &understudy_gateway::state::App, id: &str, chaos: serde_json::Value) {
+    let r = common::json(
+        app,
+        "POST",
+        "/public/tenants",
+        Some(common::ADMIN),
+        json!({"tenant_id": id, "visibility": "global", "default_response": "All fine."}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = common::json(
+        app,
+        "PUT",
+        &format!("/public/tenants/{id}/chaos"),
+        Some(common::ADMIN),
+        chaos,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// The `understudy_chaos_injections_total` of `tenant` (0 when absent).
+async fn injections(app: &understudy_gateway::state::App, tenant: &str) -> u64 {
+    let m = common::call(app, "GET", "/metrics", &[], "").await.text();
+    let prefix = format!(
+        r#"understudy_chaos_injections_total{{profile="server_error",surface="llm",tenant="{tenant}"}} "#
+    );
+    m.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `probability` is drawn per request: 0 never injects, 1 always does, 0.5 does for some and not
+/// others (bounds ±8 standard deviations wide over 400 requests: never flaky, yet a draw that
+/// ignored the probability would fail one of the three).
+#[tokio::test]
+async fn random_chaos_follows_its_probability() {
+    let app = common::app().await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
+    for (id, probability) in [("never", 0.0), ("half", 0.5), ("always", 1.0)] {
+        chaos_tenant(
+            &app,
+            id,
+            json!({"profile": "server_error", "status_code": 502, "probability": probability}),
+        )
+        .await;
+        let (mut ok, mut failed) = (0u64, 0u64);
+        for _ in 0..400 {
+            let r = common::call(&app, "POST", CHAT, &[("x-tenant-id", id)], body).await;
+            match r.status.as_u16() {
+                200 => {
+                    assert_eq!(r.json()["choices"][0]["message"]["content"], "All fine.");
+                    ok += 1;
+                }
+                502 => {
+                    assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.text());
+                    failed += 1;
+                }
+                s => panic!("{id}: unexpected {s}: {}", r.text()),
+            }
+        }
+        match id {
+            "never" => assert_eq!((ok, failed), (400, 0), "probability 0 injects nothing"),
+            "always" => assert_eq!((ok, failed), (0, 400), "probability 1 injects every time"),
+            _ => assert!(
+                (120..=280).contains(&failed),
+                "probability 0.5: {failed} of 400 failed"
+            ),
+        }
+        assert_eq!(
+            injections(&app, id).await,
+            failed,
+            "{id}: each fault is counted"
+        );
+    }
+}
+
+/// The 502 profile answers 502 in each provider's error shape, streamed requests included
+/// (the error comes before any event).
+#[tokio::test]
+async fn the_502_profile_answers_in_each_providers_shape() {
+    let app = common::app().await;
+    chaos_tenant(
+        &app,
+        "bad-gateway",
+        json!({"profile": "server_error", "status_code": 502}),
+    )
+    .await;
+    let h = [
+        ("x-tenant-id", "bad-gateway"),
+        ("content-type", "application/json"),
+    ];
+    for stream in [false, true] {
+        let chat = json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let responses = json!({"model": "gpt-4o", "stream": stream, "input": "hi"});
+        for (path, body) in [(CHAT, chat), ("/v1/responses", responses)] {
+            let r = common::call(&app, "POST", path, &h, body.to_string()).await;
+            assert_eq!(r.status, 502, "{path} stream={stream}: {}", r.text());
+            let e = &r.json()["error"];
+            assert_eq!(e["type"], "server_error", "{path}: {}", r.text());
+            assert!(e["code"].is_null(), "{path}: {}", r.text());
+            assert!(
+                e["message"].as_str().unwrap().contains("chaos profile"),
+                "{path}: {}",
+                r.text()
+            );
+        }
+        let msg = json!({"model": "claude-sonnet-5-5", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let r = common::call(&app, "POST", MESSAGES, &h, msg.to_string()).await;
+        assert_eq!(r.status, 502, "messages stream={stream}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], "api_error", "{v}");
+        assert!(
+            v["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{v}"
+        );
+    }
+    assert_eq!(injections(&app, "bad-gateway").await, 6);
+}
+
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
