@@ -515,3 +515,183 @@ async fn unknown_tenants_answer_503_without_a_store_round_trip_each_while_redis_
     .await;
     assert!(back.is_some(), "404 once Redis answers again");
 }
+
+/// A `redis-server` listening on a Unix socket only (`--port 0`), killed on drop; the socket
+/// file is removed with it.
+struct UnixRedis {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl UnixRedis {
+    fn start() -> UnixRedis {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        // Short: a socket path is limited to about 100 bytes.
+        let socket =
+            std::env::temp_dir().join(format!("us-redis-{}-{nanos}.sock", std::process::id()));
+        let child = std::process::Command::new("redis-server")
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (is it installed?)");
+        let redis = UnixRedis { child, socket };
+        for _ in 0..500 {
+            if redis.cli(&["PING"]) == "PONG" {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not listen on {}", redis.socket.display());
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        std::process::Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for UnixRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// `--redis-url unix://…`: a process seeds the manifests over the socket and serves them; a second
+/// process on the same socket serves the seeded tenant and a tenant written through the first's
+/// API.
+#[tokio::test]
+async fn a_unix_socket_redis_url_serves_and_shares_writes() {
+    let redis = UnixRedis::start();
+    let url = redis.url();
+    let a = Gateway::start_bin(
+        &bin(),
+        &[
+            "--redis-url",
+            &url,
+            "--manifests",
+            &examples(),
+            "--admin-token",
+            ADMIN,
+        ],
+    )
+    .await
+    .unwrap();
+    let b = Gateway::start_bin(&bin(), &["--redis-url", &url])
+        .await
+        .unwrap();
+    for gw in [&a, &b] {
+        let found = eventually(Duration::from_secs(10), || async {
+            let (s, v) = ask(gw, "tenant_ecommerce", "invoice").await;
+            (s == 200).then_some(v)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{} serves the seeded tenant", gw.base));
+        assert!(content(&found).starts_with("Here are your recent invoices"));
+    }
+    // The seeded document is in the server behind the socket, not in a process's memory.
+    assert_ne!(redis.cli(&["DBSIZE"]), "0");
+
+    let (s, v) = api(
+        &a,
+        reqwest::Method::POST,
+        "/public/tenants",
+        ADMIN,
+        Some(json!({"tenant_id": "over-the-socket", "visibility": "global", "default_response": "written on a"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        comes_to_answer(&b, "over-the-socket", Some("written on a")).await,
+        "the second process serves a write made through the first"
+    );
+}
+
+/// The traffic counters a process keeps reach the store (the operator's `kubectl get` columns
+/// read them): requests, unmatched requests and hits per scenario, within a bounded wait (the
+/// flusher runs every 2 s).
+#[tokio::test]
+async fn traffic_counters_reach_the_store() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let gw = Gateway::start_bin(&bin(), &["--redis-url", &url, "--manifests", &examples()])
+        .await
+        .unwrap();
+    let tenant = "tenant_ecommerce";
+    for _ in 0..5 {
+        let (s, v) = ask(&gw, tenant, "show me my invoices").await;
+        assert_eq!(s, 200);
+        assert!(content(&v).starts_with("Here are your recent invoices"));
+    }
+    for _ in 0..2 {
+        let (s, v) = ask(&gw, tenant, "what is the weather like").await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            content(&v),
+            "I can help with invoices, refunds and orders.",
+            "no scenario matches"
+        );
+    }
+    // The id the store counts hits under: the scenario's, as the API lists it.
+    let r = reqwest::get(format!("{}/public/tenants/{tenant}/scenarios", gw.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let listed: Value = r.json().await.unwrap();
+    let invoices = listed["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["response"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Here are your recent invoices"))
+        })
+        .and_then(|s| s["id"].as_str())
+        .expect("the invoices scenario is listed")
+        .to_string();
+
+    let stores = understudy_core::Stores::redis(&url).unwrap();
+    let totals = eventually(Duration::from_secs(15), || async {
+        let t = stores.stats.read_stats(tenant).await.ok()?;
+        (t.requests >= 7).then_some(t)
+    })
+    .await
+    .expect("the counters reach the store within 15 s");
+    assert_eq!(totals.requests, 7, "{totals:?}");
+    assert_eq!(totals.unmatched, 2, "{totals:?}");
+    assert_eq!(
+        totals.hits,
+        std::collections::HashMap::from([(invoices.clone(), 5)]),
+        "{totals:?}"
+    );
+    assert!(totals.last_request_ms > 0, "{totals:?}");
+
+    // Later traffic adds to the totals.
+    let (s, _) = ask(&gw, tenant, "invoice").await;
+    assert_eq!(s, 200);
+    let totals = eventually(Duration::from_secs(15), || async {
+        let t = stores.stats.read_stats(tenant).await.ok()?;
+        (t.requests >= 8).then_some(t)
+    })
+    .await
+    .expect("the next flush reaches the store within 15 s");
+    assert_eq!(totals.requests, 8, "{totals:?}");
+    assert_eq!(totals.hits.get(&invoices), Some(&6), "{totals:?}");
+}
