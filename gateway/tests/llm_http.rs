@@ -705,3 +705,231 @@ async fn a_stream_is_timed_to_its_end() {
         "the headers of both requests came before the stream's body ended: {headers_sum} vs {stream_sum}"
     );
 }
+
+/// A request of a valid shape with random contents, for one of the three generation routes.
+#[derive(Debug, Clone)]
+struct ShapedRequest {
+    path: &'static str,
+    stream: bool,
+    n: u32,
+    body: serde_json::Value,
+}
+
+/// Message text: free text (any printable characters) with, at times, a fixture keyword in it so
+/// that scenarios (text, tool, JSON) match as well as the default answer.
+fn arb_text() -> impl Strategy<Value = String> {
+    (
+        "\\PC{0,60}",
+        prop::option::of(prop::sample::select(vec![
+            "invoice", "INVOICE", "summary", "invoices", "refund",
+        ])),
+        "\\PC{0,20}",
+    )
+        .prop_map(|(a, k, b)| format!("{a}{}{b}", k.map(|k| format!(" {k} ")).unwrap_or_default()))
+}
+
+/// Prior turns, ending on a user turn (every provider's last turn before an answer).
+fn arb_turns(roles: &'static [&'static str]) -> impl Strategy<Value = Vec<(String, String)>> {
+    (
+        prop::collection::vec((prop::sample::select(roles), arb_text()), 0..4),
+        arb_text(),
+    )
+        .prop_map(|(before, last)| {
+            let mut turns: Vec<(String, String)> = before
+                .into_iter()
+                .map(|(r, t)| (r.to_string(), t))
+                .collect();
+            turns.push(("user".into(), last));
+            turns
+        })
+}
+
+fn arb_shaped_request() -> impl Strategy<Value = ShapedRequest> {
+    let chat = (
+        arb_turns(&["system", "developer", "user", "assistant"]),
+        1u32..=3,
+        prop::option::of(1i64..=4096),
+        any::<bool>(),
+        any::<bool>(),
+        prop::sample::select(vec!["gpt-4o", "gpt-4o-mini", "anything"]),
+    )
+        .prop_map(|(turns, n, max_tokens, stream, tools, model)| {
+            let messages: Vec<_> = turns
+                .iter()
+                .map(|(role, text)| json!({"role": role, "content": text}))
+                .collect();
+            let mut body = json!({"model": model, "messages": messages, "n": n, "stream": stream});
+            if let Some(m) = max_tokens {
+                body["max_tokens"] = m.into();
+            }
+            if tools {
+                body["tools"] = json!([{"type": "function", "function": {"name": "get_invoices", "description": "List invoices.", "parameters": {"type": "object", "properties": {"customer_id": {"type": "string"}}}}}]);
+            }
+            ShapedRequest { path: CHAT, stream, n, body }
+        });
+    let messages = (
+        arb_turns(&["user", "assistant"]),
+        prop::option::of(arb_text()),
+        1i64..=4096,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(turns, system, max_tokens, stream, tools)| {
+            let messages: Vec<_> = turns
+                .iter()
+                .map(|(role, text)| json!({"role": role, "content": text}))
+                .collect();
+            let mut body = json!({"model": "claude-sonnet-5-5", "max_tokens": max_tokens, "messages": messages, "stream": stream});
+            if let Some(s) = system {
+                body["system"] = s.into();
+            }
+            if tools {
+                body["tools"] = json!([{"name": "get_invoices", "description": "List invoices.", "input_schema": {"type": "object", "properties": {"customer_id": {"type": "string"}}}}]);
+            }
+            ShapedRequest { path: MESSAGES, stream, n: 1, body }
+        });
+    let responses = (
+        arb_turns(&["system", "developer", "user", "assistant"]),
+        any::<bool>(),
+        prop::option::of(16i64..=4096),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(turns, as_string, max_tokens, stream, tools)| {
+            let input = if as_string {
+                json!(turns.last().unwrap().1)
+            } else {
+                turns
+                    .iter()
+                    .map(|(role, text)| json!({"type": "message", "role": role, "content": text}))
+                    .collect()
+            };
+            let mut body = json!({"model": "gpt-4o", "input": input, "stream": stream});
+            if let Some(m) = max_tokens {
+                body["max_output_tokens"] = m.into();
+            }
+            if tools {
+                body["tools"] = json!([{"type": "function", "name": "get_invoices", "description": "List invoices.", "parameters": {"type": "object", "properties": {"customer_id": {"type": "string"}}}}]);
+            }
+            ShapedRequest { path: "/v1/responses", stream, n: 1, body }
+        });
+    prop_oneof![chat, messages, responses]
+}
+
+/// The events of an SSE body: `(event name, data)` pairs.
+fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push(d);
+                }
+            }
+            (event, data.join("\n"))
+        })
+        .collect()
+}
+
+/// What must hold for any answer to a valid-shaped request: 200 (these answers are small, far
+/// under every limit), the provider's shape, and a stream that ends with its terminal event with
+/// every event's data parseable.
+fn check_shaped_answer(req: &ShapedRequest, r: &common::Reply) -> Result<(), TestCaseError> {
+    let ctx = format!("{} {} → {} {}", req.path, req.body, r.status, r.text());
+    prop_assert_eq!(r.status.as_u16(), 200, "{}", ctx);
+    if req.stream {
+        let ct = r
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or(""));
+        prop_assert!(
+            ct.is_some_and(|c| c.starts_with("text/event-stream")),
+            "{}",
+            ctx
+        );
+        let events = sse_events(&r.text());
+        prop_assert!(!events.is_empty(), "{}", ctx);
+        let (last_event, last_data) = events.last().unwrap().clone();
+        for (_, data) in &events[..events.len() - 1] {
+            prop_assert!(
+                serde_json::from_str::<serde_json::Value>(data).is_ok(),
+                "event data {} in {}",
+                data,
+                ctx
+            );
+        }
+        match req.path {
+            CHAT => prop_assert_eq!(last_data.as_str(), "[DONE]", "{}", ctx),
+            MESSAGES => prop_assert_eq!(last_event.as_deref(), Some("message_stop"), "{}", ctx),
+            _ => prop_assert!(
+                matches!(
+                    last_event.as_deref(),
+                    Some("response.completed" | "response.incomplete")
+                ),
+                "{}",
+                ctx
+            ),
+        }
+        return Ok(());
+    }
+    let v = r.json();
+    match req.path {
+        CHAT => {
+            prop_assert_eq!(&v["object"], "chat.completion", "{}", ctx);
+            let choices = v["choices"].as_array().cloned().unwrap_or_default();
+            prop_assert_eq!(choices.len(), req.n as usize, "{}", ctx);
+            for c in &choices {
+                prop_assert_eq!(&c["message"]["role"], "assistant", "{}", ctx);
+                prop_assert!(c["finish_reason"].is_string(), "{}", ctx);
+                let m = &c["message"];
+                prop_assert!(
+                    m["content"].is_string() || m["tool_calls"].is_array(),
+                    "{}",
+                    ctx
+                );
+            }
+            prop_assert!(v["usage"]["total_tokens"].is_u64(), "{}", ctx);
+        }
+        MESSAGES => {
+            prop_assert_eq!(&v["type"], "message", "{}", ctx);
+            prop_assert_eq!(&v["role"], "assistant", "{}", ctx);
+            prop_assert!(v["content"].is_array(), "{}", ctx);
+            prop_assert!(v["stop_reason"].is_string(), "{}", ctx);
+            prop_assert!(v["usage"]["output_tokens"].is_u64(), "{}", ctx);
+        }
+        _ => {
+            prop_assert_eq!(&v["object"], "response", "{}", ctx);
+            prop_assert!(
+                matches!(v["status"].as_str(), Some("completed" | "incomplete")),
+                "{}",
+                ctx
+            );
+            prop_assert!(
+                v["output"].as_array().is_some_and(|o| !o.is_empty()),
+                "{}",
+                ctx
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// Valid-shaped requests with random contents (text, roles, n, max_tokens, stream, tools):
+    /// generation, matching and rendering run on every case, and each answer holds its shape.
+    #[test]
+    fn valid_shaped_requests_get_well_formed_answers(req in arb_shaped_request()) {
+        let rt = runtime();
+        let r = rt.block_on(async {
+            let app = common::app().await;
+            common::call(&app, "POST", req.path, &[("x-tenant-id", "shop"), ("content-type", "application/json")], req.body.to_string()).await
+        });
+        check_shaped_answer(&req, &r)?;
+    }
+}
