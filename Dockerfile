@@ -37,7 +37,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/static-debian12:nonroot AS gateway
 COPY --from=builder /out/understudy-gateway /usr/local/bin/understudy-gateway
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/understudy-gateway"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS operator

@@ -209,12 +209,18 @@ pub async fn serve(
         })?;
         tracing::info!(listen = %addr, "metrics served on their own listener");
         let router = crate::routes::ops::metrics_router().with_state(app.clone());
-        let stop = stop_accepting.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(metrics_listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        // The same connection limits as the main listener, with a small cap of its own.
+        let metrics_limits = crate::conn::ConnLimits {
+            max_connections: limits.max_connections.min(64),
+            ..limits
+        };
+        tokio::spawn(crate::conn::serve(
+            metrics_listener,
+            router,
+            metrics_limits,
+            app.metrics.clone(),
+            stop_accepting.clone(),
+        ));
     }
     let server = tokio::spawn(crate::conn::serve(
         listener,

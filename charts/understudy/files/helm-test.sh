@@ -146,7 +146,7 @@ log "ok: POST /v1/chat/completions answered the scenario's text"
 request POST /v1/messages \
   -H "X-Tenant-ID: $TENANT" -H "x-api-key: $ADMIN_TOKEN" -H 'anthropic-version: 2023-06-01' \
   -H "X-Understudy-Config-Version: $VERSION" -H 'Content-Type: application/json' \
-  -d "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":256,\"messages\":[{\"role\":\"user\",\"content\":\"$QUESTION\"}]}"
+  -d "{\"model\":\"claude-sonnet-5-5\",\"max_tokens\":256,\"messages\":[{\"role\":\"user\",\"content\":\"$QUESTION\"}]}"
 expect_status "POST /v1/messages" 200
 expect_body "POST /v1/messages" "$ANSWER"
 log "ok: POST /v1/messages answered the scenario's text"
