@@ -37,6 +37,9 @@ struct State {
     born: HashMap<String, u64>,
     /// tenant → (the incarnation counted for, totals).
     stats: HashMap<String, (u64, StatsTotals)>,
+    /// When expired counters were last swept (at most once a second, so a large map is not
+    /// scanned per request).
+    last_sweep: Option<Instant>,
 }
 
 /// Bound on tenants with run-time counters before expired ones are swept.
@@ -95,7 +98,12 @@ impl MemoryStore {
     ) -> u64 {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.counters.len() > SWEEP_AT {
+        if st.counters.len() > SWEEP_AT
+            && st
+                .last_sweep
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            st.last_sweep = Some(now);
             st.counters.retain(|_, cs| {
                 cs.retain(|_, c| c.expires.is_none_or(|e| e > now));
                 !cs.is_empty()

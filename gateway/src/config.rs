@@ -99,7 +99,8 @@ pub struct ServeArgs {
     /// they stream.
     #[arg(long, env = "UNDERSTUDY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
-    /// A request body must arrive in full within this time (slow drips are cut: 400).
+    /// A request body must arrive in full within this time (slow drips are cut: 400); a response
+    /// write that waits this long for a client that stopped reading closes the connection.
     #[arg(long, env = "UNDERSTUDY_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
     /// Most open connections; past it new ones are closed at once. Also kept below the

@@ -8,6 +8,8 @@
 //!  hyper connection: a request head must arrive within --header-timeout of the connection
 //!  opening or going idle (so an idle keep-alive connection is closed too); a response being
 //!  streamed is exempt ─► request body: whole within --body-timeout (DeadlineBody)
+//!  ─► response: a write that waits --body-timeout for a client that stopped reading closes
+//!  the connection (StallIo)
 //! ```
 //!
 //! The slot count is `--max-connections`, kept below the open-file limit, which is raised to
@@ -23,8 +25,8 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +69,9 @@ pub const HTTP1_BUFFER_BYTES: usize = 64 * 1024;
 pub struct ConnLimits {
     /// A request head must arrive within this time of the connection opening or going idle.
     pub header_timeout: Duration,
+    /// A response write may wait this long for a client that stopped reading; then the
+    /// connection is closed (its slot and buffers freed).
+    pub write_stall: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
 }
@@ -89,19 +94,15 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: every client Understudy stands in for speaks it, and its header timer is
+    // the idle timer too (an HTTP/2 connection could sit idle forever, answering pings).
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         // What one connection may buffer for reading and writing (hyper's default is about
         // 408 KiB): request heads fit easily, and a stream nobody reads holds this much at most.
         .max_buf_size(HTTP1_BUFFER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.header_timeout))
-        .keep_alive_timeout(limits.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
@@ -131,10 +132,8 @@ pub async fn serve<S>(
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 service.clone().oneshot(req.map(Body::new))
             });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), hyper_service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(StallIo::new(tcp, limits.write_stall));
+        let conn = graceful.watch(builder.serve_connection(io, hyper_service));
         tokio::spawn(async move {
             let _ = conn.await;
             drop(slot);
@@ -144,10 +143,106 @@ pub async fn serve<S>(
     graceful.shutdown().await;
 }
 
+/// A socket whose writes fail once they have waited `limit` for the peer to read: a client that
+/// stops reading cannot hold its connection (and the response it is not reading) forever.
+struct StallIo<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed when a write first has to wait; disarmed by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallIo<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        StallIo {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write returned `Pending`: `Ready(err)` once the stall has lasted `limit`.
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for too long",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.stall(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.stall(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                this.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.stall(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// A request body that must arrive in full by a deadline: past it, reading fails (the route
 /// answers 400 in its shape). The timer is armed only while the body is actually waiting.
 pub struct DeadlineBody {
     inner: Body,
+    limit: Duration,
     deadline: Instant,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -162,6 +257,7 @@ impl DeadlineBody {
     pub fn new(inner: Body, limit: Duration) -> Self {
         DeadlineBody {
             inner,
+            limit,
             deadline: Instant::now() + limit,
             sleep: None,
         }
@@ -186,8 +282,7 @@ impl HttpBody for DeadlineBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        let limit = deadline.saturating_duration_since(Instant::now());
-                        Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(limit)))))
+                        Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(this.limit)))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -233,7 +328,10 @@ mod tests {
         });
         let body = DeadlineBody::new(Body::from_stream(drip), Duration::from_secs(5));
         let err = body.collect().await.expect_err("cut at the deadline");
-        assert!(err.to_string().contains("did not arrive"), "{err}");
+        assert!(
+            err.to_string().contains("did not arrive within 5s"),
+            "{err}"
+        );
         // A body that arrives in time is untouched.
         let body = DeadlineBody::new(Body::from("hello"), Duration::from_secs(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");

@@ -194,6 +194,7 @@ pub async fn serve(
     let open_files = crate::conn::raise_open_file_limit();
     let limits = crate::conn::ConnLimits {
         header_timeout: args.header_timeout,
+        write_stall: args.body_timeout,
         max_connections: crate::conn::connection_cap(args.max_connections, open_files),
     };
     tracing::info!(

@@ -191,7 +191,8 @@ impl SnapshotHandle {
         tenants: Vec<(TenantConfig, u64)>,
         keys: Vec<ApiKeyRecord>,
     ) -> Vec<String> {
-        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        // Digested before the lock (see `apply_put`); only the sync task replaces, so the
+        // snapshot read here is the one replaced (a read-through cached meanwhile is re-read).
         let cur = self.load();
         let tenants: imbl::HashMap<String, Arc<TenantRuntime>> = tenants
             .into_iter()
@@ -203,6 +204,8 @@ impl SnapshotHandle {
                 (runtime.config.tenant_id.clone(), runtime)
             })
             .collect();
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.load();
         let gone = cur
             .tenants
             .keys()
@@ -229,20 +232,20 @@ impl SnapshotHandle {
 
     /// Applies one tenant write. `version` becomes the snapshot version only if it is newer.
     pub fn apply_put(&self, config: TenantConfig, tenant_version: u64, global_version: u64) {
+        // Digesting (settings, the keyword automaton) happens before the lock: read-throughs on
+        // the request path take the same lock.
+        let runtime = Arc::new(TenantRuntime::new(config, tenant_version));
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.load();
         if cur
             .tenants
-            .get(&config.tenant_id)
+            .get(runtime.id())
             .is_some_and(|t| t.version > tenant_version)
         {
             return; // an older document than the one we serve
         }
         let mut next = cur.next(global_version);
-        next.tenants.insert(
-            config.tenant_id.clone(),
-            Arc::new(TenantRuntime::new(config, tenant_version)),
-        );
+        next.tenants.insert(runtime.id().to_string(), runtime);
         self.publish(next);
         self.touch();
     }
@@ -296,12 +299,16 @@ impl SnapshotHandle {
         tenant_version: u64,
         seen_version: u64,
     ) -> Arc<TenantRuntime> {
+        if let Some(t) = self.tenant(&config.tenant_id) {
+            return t;
+        }
+        // Digested before the lock (see `apply_put`).
+        let runtime = Arc::new(TenantRuntime::new(config, tenant_version));
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.load();
-        if let Some(t) = cur.tenants.get(&config.tenant_id) {
+        if let Some(t) = cur.tenants.get(runtime.id()) {
             return t.clone();
         }
-        let runtime = Arc::new(TenantRuntime::new(config, tenant_version));
         if cur.version == seen_version {
             let mut next = cur.next(seen_version);
             next.tenants

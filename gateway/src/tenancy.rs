@@ -22,6 +22,8 @@ use http::request::Parts;
 use understudy_crds::Visibility;
 use understudy_crds::model::Role;
 
+use understudy_core::StoreError;
+
 use crate::identity::{AuthError, Principal};
 use crate::snapshot::TenantRuntime;
 use crate::state::{App, AppState, PathTenant};
@@ -304,12 +306,19 @@ pub async fn find(app: &AppState, id: &str) -> Result<Option<Arc<TenantRuntime>>
             app.unknown.remember(id, seen, now);
             Ok(None)
         }
-        Err(e) => {
+        // A document this version cannot read is served as absent (the full sync skips it
+        // too), and never opens the breaker for everyone else.
+        Err(e @ StoreError::Corrupt(_)) => {
+            tracing::warn!(error = %e, tenant = id, "unreadable tenant document");
+            app.unknown.remember(id, seen, now);
+            Ok(None)
+        }
+        Err(e @ StoreError::Unavailable(_)) => {
             app.metrics.redis_error("read_through");
             tracing::debug!(error = %e, tenant = id, "read-through failed");
             app.unknown
                 .down_until_ms
-                .store(now + BREAKER_MS, Ordering::Relaxed);
+                .store(understudy_core::now_ms() + BREAKER_MS, Ordering::Relaxed);
             Err(TenancyError::StoreUnavailable)
         }
     }

@@ -384,3 +384,61 @@ async fn scenario_content_over_the_answer_limit_is_refused_by_validate_and_the_a
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("1048576"), "{msg}");
 }
+
+/// `understudy_open_streams{surface="llm"}` as the process reports it.
+async fn open_llm_streams(gw: &Gateway) -> Option<u64> {
+    let text = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("understudy_open_streams{surface=\"llm\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let big = "d".repeat(1024 * 1024 - 16);
+    // Paced (a tiny delay per event), so each stream is an open, gauged stream.
+    let dir = manifests(&[(
+        "a.yaml",
+        tenant(
+            "stuck",
+            "{stream_chunk_chars: 16, stream_chunk_delay_ms: 1}",
+            &big,
+        ),
+    )]);
+    let gw = Gateway::start(&["--manifests", &dir.arg(), "--body-timeout", "2s"])
+        .await
+        .unwrap();
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "big"}]})
+            .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-tenant-id: stuck\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        held.push(s);
+    }
+    let open = eventually(Duration::from_secs(10), || async {
+        (open_llm_streams(&gw).await? == 3).then_some(())
+    })
+    .await;
+    assert!(open.is_some(), "three streams open");
+    // They never read: once their socket buffers are full, each write waits; after the
+    // 2 s stall limit the connections are closed and the streams end.
+    let closed = eventually(Duration::from_secs(60), || async {
+        (open_llm_streams(&gw).await? == 0).then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "stalled streams are closed");
+    drop(held);
+}

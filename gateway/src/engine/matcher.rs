@@ -201,6 +201,16 @@ mod tests {
     }
 
     #[test]
+    fn the_automaton_counts_overlapping_keywords() {
+        let mut ks: Vec<String> = ["he", "she", "hers"].map(String::from).to_vec();
+        ks.extend((0..20).map(|i| format!("filler{i}")));
+        let owned = [ks, vec!["hers".to_string()]];
+        let m = Matcher::new(owned.iter());
+        assert!(m.nfa.is_some());
+        assert_eq!(m.scan("ushers").per_scenario, vec![3, 1]);
+    }
+
+    #[test]
     fn only_the_first_scan_bytes_are_read() {
         let m = m(&[&["needle"]]);
         let mut text = "x".repeat(MAX_SCAN_BYTES);

@@ -298,16 +298,17 @@ fn within_limits(
     Ok(())
 }
 
-/// Runs the mock model for a tenant and counts the request for status: no HTTP in sight.
+/// Runs the mock model for a tenant and, if the answer is within this gateway's limits, counts
+/// the request for status: no HTTP in sight.
 pub fn generate(
     app: &App,
     tenant: &TenantRuntime,
-    conv: &engine::Conversation,
-    max_tokens: Option<u64>,
-) -> engine::Answer {
-    let answer = engine::answer(tenant, conv, max_tokens);
+    prepared: &Prepared,
+) -> Result<engine::Answer, LlmError> {
+    let answer = engine::answer(tenant, &prepared.conv, prepared.max_tokens);
+    within_limits(app, prepared, &answer, tenant.settings.stream_chunk_chars)?;
     record_scenario(app, tenant, answer.scenario);
-    answer
+    Ok(answer)
 }
 
 /// The handler of a dialect's generation route.
@@ -357,15 +358,14 @@ async fn serve<D: Dialect>(
     let (prepared, answer) = if heavy {
         let (app, tenant) = (app.clone(), tenant.clone());
         off_runtime(move || {
-            let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+            let answer = generate(&app, &tenant, &prepared)?;
             Ok((prepared, answer))
         })
         .await?
     } else {
-        let answer = generate(&app, &tenant, &prepared.conv, prepared.max_tokens);
+        let answer = generate(&app, &tenant, &prepared)?;
         (prepared, answer)
     };
-    within_limits(&app, &prepared, &answer, tenant.settings.stream_chunk_chars)?;
     let resp = if prepared.stream {
         let plan = D::render_stream(&req, &answer, tenant.settings.stream_chunk_chars);
         sse::respond(&app, plan, &tenant.settings, &outcome)
