@@ -25,14 +25,7 @@ use understudy_gateway::snapshot::SnapshotHandle;
 use understudy_gateway::sync::{self, SyncHandle, SyncOptions};
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    understudy_e2e::rss_kib(std::process::id())
 }
 
 fn tenant(i: usize) -> TenantConfig {

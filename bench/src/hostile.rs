@@ -83,10 +83,6 @@ fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
     med(runs)
 }
 
-fn rss_kib(gw: &Gateway) -> u64 {
-    gw.rss_kib()
-}
-
 async fn stream_memory(streams: usize) -> anyhow::Result<(f64, f64)> {
     let dir = std::env::temp_dir().join(format!("understudy-hostile-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -107,7 +103,7 @@ async fn stream_memory(streams: usize) -> anyhow::Result<(f64, f64)> {
     // Baseline: the same number of connections, each with a finished request, idle.
     let idle_req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(&gw);
+    let before = gw.rss_kib();
     let mut idle = Vec::new();
     for _ in 0..streams {
         let mut s = TcpStream::connect(&addr)?;
@@ -115,10 +111,10 @@ async fn stream_memory(streams: usize) -> anyhow::Result<(f64, f64)> {
         idle.push(s);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_kib = rss_kib(&gw).saturating_sub(before) as f64 / streams as f64;
+    let idle_kib = gw.rss_kib().saturating_sub(before) as f64 / streams as f64;
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(&gw);
+    let before = gw.rss_kib();
     let mut held = Vec::new();
     for _ in 0..streams {
         let mut s = TcpStream::connect(&addr)?;
@@ -126,7 +122,7 @@ async fn stream_memory(streams: usize) -> anyhow::Result<(f64, f64)> {
         held.push(s);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stream_kib = rss_kib(&gw).saturating_sub(before) as f64 / streams as f64;
+    let stream_kib = gw.rss_kib().saturating_sub(before) as f64 / streams as f64;
     drop(held);
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);

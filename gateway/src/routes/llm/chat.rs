@@ -364,71 +364,32 @@ pub fn render_stream(
                 chunk_into(buf, &head, index, delta, finish);
             });
         };
+    let is_call = ans.call.is_some();
     for index in 0..n {
-        match &ans.call {
-            None => {
-                chunk(
-                    &mut plan,
-                    index,
-                    &|b| {
-                        b.extend_from_slice(
-                            b"{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
-                        )
-                    },
-                    None,
-                );
-                if index == 0 {
-                    plan.mark_content();
+        chunk(
+            &mut plan,
+            index,
+            &|b| match &ans.call {
+                None => b.extend_from_slice(
+                    b"{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+                ),
+                Some(ToolCall { name, .. }) => {
+                    b.extend_from_slice(b"{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"");
+                    b.extend_from_slice(ids.call_id.as_bytes());
+                    b.extend_from_slice(b"\",\"type\":\"function\",\"function\":{\"name\":");
+                    json_str(b, name);
+                    b.extend_from_slice(b",\"arguments\":\"\"}}]}");
                 }
-                let head = head.clone();
-                plan.push_pieces(None, content.clone(), per_piece, move |_, piece, b| {
-                    chunk_into(
-                        b,
-                        &head,
-                        index,
-                        &|b| {
-                            b.extend_from_slice(b"{\"content\":");
-                            json_str(b, piece);
-                            b.push(b'}');
-                        },
-                        None,
-                    )
-                });
-            }
-            Some(ToolCall { name, .. }) => {
-                chunk(
-                    &mut plan,
-                    index,
-                    &|b| {
-                        b.extend_from_slice(b"{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"");
-                        b.extend_from_slice(ids.call_id.as_bytes());
-                        b.extend_from_slice(b"\",\"type\":\"function\",\"function\":{\"name\":");
-                        json_str(b, name);
-                        b.extend_from_slice(b",\"arguments\":\"\"}}]}");
-                    },
-                    None,
-                );
-                if index == 0 {
-                    plan.mark_content();
-                }
-                let head = head.clone();
-                plan.push_pieces(None, content.clone(), per_piece, move |_, piece, b| {
-                    chunk_into(
-                        b,
-                        &head,
-                        index,
-                        &|b| {
-                            b.extend_from_slice(
-                                b"{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":",
-                            );
-                            json_str(b, piece);
-                            b.extend_from_slice(b"}}]}");
-                        },
-                        None,
-                    )
-                });
-            }
+            },
+            None,
+        );
+        if index == 0 {
+            plan.mark_content();
         }
+        let head = head.clone();
+        plan.push_pieces(None, content.clone(), per_piece, move |_, piece, b| {
+            chunk_into(b, &head, index, &|b| piece_delta(b, is_call, piece), None)
+        });
         chunk(
             &mut plan,
             index,
@@ -447,6 +408,19 @@ pub fn render_stream(
     }
     plan.push(None, "[DONE]");
     plan
+}
+
+/// The delta carrying one piece: text content, or a piece of a tool call's arguments.
+fn piece_delta(b: &mut Vec<u8>, call: bool, piece: &str) {
+    if call {
+        b.extend_from_slice(b"{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":");
+        json_str(b, piece);
+        b.extend_from_slice(b"}}]}");
+    } else {
+        b.extend_from_slice(b"{\"content\":");
+        json_str(b, piece);
+        b.push(b'}');
+    }
 }
 
 /// Writes a string as a JSON string.
