@@ -21,10 +21,12 @@ pub mod hub;
 pub mod memory;
 pub mod process;
 pub mod redis;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
 
 pub use hub::{Delivery, Hub, Subscription, Topic, TopicError};
+pub use sessions::{Session, SessionDoc, SessionEvent, SessionKind, SessionSignal, SessionStore};
 pub use store::{
     ConfigNotice, ConfigStore, Counter, Expect, FullConfig, NoticeKind, NoticeOp, RuntimeStore,
     StatsBatch, StatsStore, StatsTotals, StoreError, Stores, TenantStats,

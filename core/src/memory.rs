@@ -9,6 +9,9 @@ use async_trait::async_trait;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use crate::hub::{Hub, Topic};
+use crate::sessions::{
+    EventsRead, Session, SessionDoc, SessionEvent, SessionSignal, SessionStore, session_topic,
+};
 use crate::store::{
     ConfigNotice, ConfigStore, Counter, Expect, FullConfig, NoticeKind, NoticeOp, RuntimeStore,
     StatsBatch, StatsStore, StatsTotals, StoreError,
@@ -40,6 +43,20 @@ struct State {
     /// When expired counters were last swept (at most once a second, so a large map is not
     /// scanned per request).
     last_sweep: Option<Instant>,
+    /// (tenant, session id) → session.
+    sessions: HashMap<(String, String), MemSession>,
+    /// When expired sessions were last swept.
+    last_session_sweep: Option<Instant>,
+}
+
+/// One MCP session.
+struct MemSession {
+    doc: SessionDoc,
+    touched: Instant,
+    expires: Instant,
+    seq: u64,
+    tools: String,
+    log: std::collections::VecDeque<SessionEvent>,
 }
 
 /// Bound on tenants with run-time counters before expired ones are swept.
@@ -377,6 +394,146 @@ impl StatsStore for MemoryStore {
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         self.lock().stats.remove(tenant);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// A live session (expired ones are removed on sight; all expired ones at most once a second).
+    fn live_session<'a>(
+        st: &'a mut State,
+        tenant: &str,
+        id: &str,
+        now: Instant,
+    ) -> Option<&'a mut MemSession> {
+        if st
+            .last_session_sweep
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            st.last_session_sweep = Some(now);
+            st.sessions.retain(|_, s| s.expires > now);
+        }
+        let key = (tenant.to_string(), id.to_string());
+        if st.sessions.get(&key).is_some_and(|s| s.expires <= now) {
+            st.sessions.remove(&key);
+        }
+        st.sessions.get_mut(&key)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        doc: &SessionDoc,
+        tools: &str,
+        idle_ms: u64,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.lock().sessions.insert(
+            (tenant.to_string(), id.to_string()),
+            MemSession {
+                doc: doc.clone(),
+                touched: now,
+                expires: now + Duration::from_millis(idle_ms),
+                seq: 0,
+                tools: tools.to_string(),
+                log: Default::default(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn touch_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        idle_ms: u64,
+    ) -> Result<Option<Session>, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
+            return Ok(None);
+        };
+        if now.duration_since(s.touched) > Duration::from_millis(idle_ms / 10) {
+            s.touched = now;
+            s.expires = now + Duration::from_millis(idle_ms);
+        }
+        Ok(Some(Session {
+            doc: s.doc.clone(),
+            seq: s.seq,
+            tools: s.tools.clone(),
+        }))
+    }
+
+    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let existed = Self::live_session(&mut st, tenant, id, now).is_some();
+        st.sessions.remove(&(tenant.to_string(), id.to_string()));
+        if let Ok(topic) = session_topic(tenant, id) {
+            self.hub.publish_local(&topic, SessionSignal::End.encode());
+        }
+        Ok(existed)
+    }
+
+    async fn append_event(
+        &self,
+        tenant: &str,
+        id: &str,
+        data: &str,
+        keep: usize,
+        tools: Option<&str>,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
+            return Ok(None);
+        };
+        s.seq += 1;
+        if let Some(t) = tools {
+            s.tools = t.to_string();
+        }
+        let event = SessionEvent {
+            seq: s.seq,
+            data: data.to_string(),
+        };
+        s.log.push_back(event.clone());
+        while s.log.len() > keep.max(1) {
+            s.log.pop_front();
+        }
+        let seq = s.seq;
+        // Under the lock, so signals leave in sequence order.
+        if let Ok(topic) = session_topic(tenant, id) {
+            self.hub
+                .publish_local(&topic, SessionSignal::Event(event).encode());
+        }
+        Ok(Some(seq))
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &str,
+        id: &str,
+        after: u64,
+    ) -> Result<EventsRead, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
+            return Ok(EventsRead::default());
+        };
+        let first = s.log.front().map_or(s.seq + 1, |e| e.seq);
+        Ok(EventsRead {
+            events: s.log.iter().filter(|e| e.seq > after).cloned().collect(),
+            truncated: after + 1 < first && after < s.seq,
+            last: s.seq,
+        })
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.lock().sessions.retain(|(t, _), _| t != tenant);
         Ok(())
     }
 }

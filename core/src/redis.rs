@@ -15,6 +15,7 @@ use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
+use crate::sessions::{EventsRead, Session, SessionDoc, SessionEvent, SessionStore, session_topic};
 use crate::store::{
     ConfigStore, Counter, Expect, FullConfig, RuntimeStore, StatsBatch, StatsStore, StatsTotals,
     StoreError,
@@ -32,6 +33,10 @@ pub struct RedisStore {
     window_script: Script,
     put_key_script: Script,
     del_key_script: Script,
+    session_create: Script,
+    session_touch: Script,
+    session_end: Script,
+    session_append: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -164,6 +169,58 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// Creates a session (KEYS: record, index; ARGV: doc, now ms, idle ms, id, tools). The index
+/// (id → expiry) loses its expired entries and lives as long as its longest-lived session.
+const SESSION_CREATE_LUA: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 't', ARGV[2], 'seq', 0, 'tools', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"#;
+
+/// Reads a session and refreshes its expiry at most every tenth of it (KEYS: record, log, index;
+/// ARGV: now ms, idle ms, id). Returns {doc, seq, tools} or nil.
+const SESSION_TOUCH_LUA: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'doc', 't', 'seq', 'tools')
+if not r[1] then return false end
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+if now - tonumber(r[2] or '0') > idle / 10 then
+  redis.call('HSET', KEYS[1], 't', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], idle)
+  redis.call('PEXPIRE', KEYS[2], idle)
+  redis.call('ZADD', KEYS[3], now + idle, ARGV[3])
+  if redis.call('PTTL', KEYS[3]) < idle then redis.call('PEXPIRE', KEYS[3], idle) end
+end
+return {r[1], r[3] or '0', r[4] or ''}
+"#;
+
+/// Ends a session (KEYS: record, log, index; ARGV: id, topic).
+const SESSION_END_LUA: &str = r#"
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'x')
+return n
+"#;
+
+/// Appends an event and rings the doorbell (KEYS: record, log; ARGV: data, keep, topic, tools or
+/// ''). Returns the sequence, or -1 when the session does not exist.
+const SESSION_APPEND_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'tools', ARGV[4]) end
+redis.call('RPUSH', KEYS[2], n .. '\n' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('PUBLISH', ARGV[3], 'e' .. n .. '\n' .. ARGV[1])
+return n
+"#;
+
 impl RedisStore {
     /// Connects lazily: the gateway starts (not ready) while Redis is down and connects as soon
     /// as it can. Fails only on an invalid URL.
@@ -191,6 +248,10 @@ impl RedisStore {
             window_script: Script::new(WINDOW_LUA),
             put_key_script: Script::new(PUT_KEY_LUA),
             del_key_script: Script::new(DEL_KEY_LUA),
+            session_create: Script::new(SESSION_CREATE_LUA),
+            session_touch: Script::new(SESSION_TOUCH_LUA),
+            session_end: Script::new(SESSION_END_LUA),
+            session_append: Script::new(SESSION_APPEND_LUA),
         })
     }
 
@@ -552,5 +613,160 @@ impl StatsStore for RedisStore {
             .del::<_, ()>(&[keys::tenant_stats(tenant), keys::scenario_stats(tenant)])
             .await
             .map_err(unavailable)
+    }
+}
+
+fn topic_of(tenant: &str, id: &str) -> Result<String, StoreError> {
+    session_topic(tenant, id)
+        .map(|t| t.as_str().to_string())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        doc: &SessionDoc,
+        tools: &str,
+        idle_ms: u64,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: i64 = self
+            .session_create
+            .key(keys::mcp_session(tenant, id))
+            .key(keys::mcp_sessions(tenant))
+            .arg(doc)
+            .arg(crate::now_ms())
+            .arg(idle_ms.max(1))
+            .arg(id)
+            .arg(tools)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn touch_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        idle_ms: u64,
+    ) -> Result<Option<Session>, StoreError> {
+        let got: Option<(String, String, String)> = self
+            .session_touch
+            .key(keys::mcp_session(tenant, id))
+            .key(keys::mcp_session_log(tenant, id))
+            .key(keys::mcp_sessions(tenant))
+            .arg(crate::now_ms())
+            .arg(idle_ms.max(1))
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some((doc, seq, tools)) = got else {
+            return Ok(None);
+        };
+        let doc: SessionDoc =
+            serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(Session {
+            doc,
+            seq: seq.parse().unwrap_or(0),
+            tools,
+        }))
+    }
+
+    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .session_end
+            .key(keys::mcp_session(tenant, id))
+            .key(keys::mcp_session_log(tenant, id))
+            .key(keys::mcp_sessions(tenant))
+            .arg(id)
+            .arg(topic_of(tenant, id)?)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn append_event(
+        &self,
+        tenant: &str,
+        id: &str,
+        data: &str,
+        keep: usize,
+        tools: Option<&str>,
+    ) -> Result<Option<u64>, StoreError> {
+        let n: i64 = self
+            .session_append
+            .key(keys::mcp_session(tenant, id))
+            .key(keys::mcp_session_log(tenant, id))
+            .arg(data)
+            .arg(keep.max(1))
+            .arg(topic_of(tenant, id)?)
+            .arg(tools.unwrap_or(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((n > 0).then_some(n as u64))
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &str,
+        id: &str,
+        after: u64,
+    ) -> Result<EventsRead, StoreError> {
+        let (raw, last): (Vec<String>, Option<u64>) = redis::pipe()
+            .lrange(keys::mcp_session_log(tenant, id), 0, -1)
+            .hget(keys::mcp_session(tenant, id), "seq")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let last = last.unwrap_or(0);
+        let kept: Vec<SessionEvent> = raw
+            .into_iter()
+            .filter_map(|line| {
+                let (seq, data) = line.split_once('\n')?;
+                Some(SessionEvent {
+                    seq: seq.parse().ok()?,
+                    data: data.to_string(),
+                })
+            })
+            .collect();
+        let first = kept.first().map_or(last + 1, |e| e.seq);
+        Ok(EventsRead {
+            events: kept.into_iter().filter(|e| e.seq > after).collect(),
+            truncated: after + 1 < first && after < last,
+            last,
+        })
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        let index = keys::mcp_sessions(tenant);
+        let ids: Vec<String> = self
+            .conn()
+            .zrange(&index, 0, -1)
+            .await
+            .map_err(unavailable)?;
+        let mut names: Vec<String> = ids
+            .iter()
+            .flat_map(|id| {
+                [
+                    keys::mcp_session(tenant, id),
+                    keys::mcp_session_log(tenant, id),
+                ]
+            })
+            .collect();
+        names.push(index);
+        for chunk in names.chunks(512) {
+            self.conn()
+                .del::<_, ()>(chunk.to_vec())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 }

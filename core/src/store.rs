@@ -319,6 +319,8 @@ pub struct Stores {
     pub runtime: Arc<dyn RuntimeStore>,
     /// Traffic counters for status.
     pub stats: Arc<dyn StatsStore>,
+    /// MCP sessions and their stream logs.
+    pub sessions: Arc<dyn crate::sessions::SessionStore>,
     /// Pub/sub: configuration notices and, later, every surface's fan-out.
     pub hub: Hub,
     backend: &'static str,
@@ -332,7 +334,8 @@ impl Stores {
         Stores {
             config: store.clone(),
             runtime: store.clone(),
-            stats: store,
+            stats: store.clone(),
+            sessions: store,
             hub,
             backend: "memory",
         }
@@ -346,7 +349,8 @@ impl Stores {
         Ok(Stores {
             config: store.clone(),
             runtime: store.clone(),
-            stats: store,
+            stats: store.clone(),
+            sessions: store,
             hub,
             backend: "redis",
         })
@@ -358,12 +362,13 @@ impl Stores {
     }
 
     /// Deletes everything a tenant owns besides its configuration document: run-time counters
-    /// and traffic counters (and, as their stores land, sessions, calls and channels). The one
+    /// traffic counters and MCP sessions (and, as their stores land, calls and channels). The one
     /// cleanup used by the public API, the operator and the manifest seeder. Every part is
     /// attempted; the first error is returned.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let runtime = self.runtime.purge_tenant(tenant).await;
         let stats = self.stats.purge_tenant(tenant).await;
-        runtime.and(stats)
+        let sessions = self.sessions.purge_tenant(tenant).await;
+        runtime.and(stats).and(sessions)
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use understudy_core::{
-    ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, StatsBatch,
-    Stores, TenantStats, Topic,
+    ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, SessionDoc,
+    SessionKind, SessionSignal, StatsBatch, Stores, TenantStats, Topic,
 };
 use understudy_crds::model::{ApiKeyRecord, Role};
 use understudy_crds::model::{ConfigSource, TenantConfig};
@@ -508,6 +508,136 @@ async fn an_emptied_redis_gets_no_counters_back() {
     assert_eq!(server.cli(&["KEYS", "us:stats:gone:*"]).unwrap(), "");
 }
 
+// --- MCP sessions ------------------------------------------------------------------------------
+
+fn doc() -> SessionDoc {
+    SessionDoc {
+        kind: SessionKind::Streamable,
+        protocol_version: Some("2025-06-18".into()),
+        created_ms: 1,
+    }
+}
+
+async fn sessions_are_created_touched_and_ended(s: Stores) {
+    let st = &s.sessions;
+    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
+    st.create_session("t", "s1", &doc(), "fp1", 60_000)
+        .await
+        .unwrap();
+    let got = st.touch_session("t", "s1", 60_000).await.unwrap().unwrap();
+    assert_eq!(got.doc, doc());
+    assert_eq!((got.seq, got.tools.as_str()), (0, "fp1"));
+    // Sessions are per tenant: the same id under another tenant is unknown.
+    assert_eq!(st.touch_session("u", "s1", 60_000).await.unwrap(), None);
+    let topic = understudy_core::sessions::session_topic("t", "s1").unwrap();
+    let mut sub = s.hub.subscribe(&topic).await;
+    assert!(st.end_session("t", "s1").await.unwrap());
+    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
+    assert!(!st.end_session("t", "s1").await.unwrap());
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Delivery::Message(SessionSignal::End.encode()));
+}
+
+async fn idle_sessions_expire_and_use_keeps_them(s: Stores) {
+    let st = &s.sessions;
+    st.create_session("t", "idle", &doc(), "", 400)
+        .await
+        .unwrap();
+    st.create_session("t", "busy", &doc(), "", 400)
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(st.touch_session("t", "busy", 400).await.unwrap().is_some());
+    }
+    assert_eq!(st.touch_session("t", "idle", 400).await.unwrap(), None);
+    assert!(st.touch_session("t", "busy", 400).await.unwrap().is_some());
+}
+
+async fn events_are_logged_bounded_and_rung(s: Stores) {
+    let st = &s.sessions;
+    let topic = understudy_core::sessions::session_topic("t", "s").unwrap();
+    assert_eq!(
+        st.append_event("t", "s", "{}", 4, None).await.unwrap(),
+        None,
+        "no session, no event"
+    );
+    st.create_session("t", "s", &doc(), "a", 60_000)
+        .await
+        .unwrap();
+    let mut sub = s.hub.subscribe(&topic).await;
+    for i in 1..=6u64 {
+        let data = format!("{{\"n\":{i}}}");
+        let tools = (i == 6).then_some("b");
+        assert_eq!(
+            st.append_event("t", "s", &data, 4, tools).await.unwrap(),
+            Some(i)
+        );
+    }
+    for i in 1..=6u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let Delivery::Message(b) = got else {
+            panic!("gap")
+        };
+        match SessionSignal::decode(&b).unwrap() {
+            SessionSignal::Event(e) => assert_eq!((e.seq, e.data), (i, format!("{{\"n\":{i}}}"))),
+            SessionSignal::End => panic!("end"),
+        }
+    }
+    // Only the last 4 are kept: a reader after 0 or 1 missed some, a reader after 2 did not.
+    let r = st.events_after("t", "s", 0).await.unwrap();
+    assert_eq!(
+        r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6]
+    );
+    assert!(r.truncated);
+    assert_eq!(r.last, 6);
+    assert!(st.events_after("t", "s", 1).await.unwrap().truncated);
+    let r = st.events_after("t", "s", 2).await.unwrap();
+    assert!(!r.truncated);
+    assert_eq!(r.events.len(), 4);
+    let r = st.events_after("t", "s", 6).await.unwrap();
+    assert!(r.events.is_empty() && !r.truncated);
+    // A sequence above the last is unknown: nothing after it, and the caller can tell.
+    let r = st.events_after("t", "s", 99).await.unwrap();
+    assert!(r.events.is_empty() && r.last == 6);
+    let got = st.touch_session("t", "s", 60_000).await.unwrap().unwrap();
+    assert_eq!((got.seq, got.tools.as_str()), (6, "b"));
+}
+
+async fn purge_deletes_every_session_of_a_tenant(s: Stores) {
+    let st = &s.sessions;
+    for id in ["a", "b", "c"] {
+        st.create_session("t", id, &doc(), "", 60_000)
+            .await
+            .unwrap();
+        st.append_event("t", id, "{}", 8, None).await.unwrap();
+    }
+    st.create_session("other", "a", &doc(), "", 60_000)
+        .await
+        .unwrap();
+    st.purge_tenant("t").await.unwrap();
+    for id in ["a", "b", "c"] {
+        assert_eq!(st.touch_session("t", id, 60_000).await.unwrap(), None);
+        assert!(st.events_after("t", id, 0).await.unwrap().events.is_empty());
+    }
+    assert!(
+        st.touch_session("other", "a", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Stores::purge_tenant includes sessions.
+    s.purge_tenant("other").await.unwrap();
+    assert_eq!(st.touch_session("other", "a", 60_000).await.unwrap(), None);
+}
+
 macro_rules! contract {
     ($suite:ident: $($name:ident),* $(,)?) => {
         mod $suite {
@@ -566,4 +696,11 @@ contract!(stats:
     stats_of_deleted_tenants_are_purged_and_not_recreated,
     counts_served_by_an_earlier_incarnation_never_reach_a_new_one,
     totals_of_an_earlier_incarnation_are_not_read,
+);
+
+contract!(sessions:
+    sessions_are_created_touched_and_ended,
+    idle_sessions_expire_and_use_keeps_them,
+    events_are_logged_bounded_and_rung,
+    purge_deletes_every_session_of_a_tenant,
 );

@@ -57,3 +57,21 @@ pub fn scenario_stats(tenant: &str) -> String {
 
 /// Hash key name → JSON [`crate::model::ApiKeyRecord`] (hashed keys only, never plaintext).
 pub const API_KEYS: &str = "us:keys";
+
+/// Hash of one MCP session (`doc`: its JSON record, `t`: Unix ms of the last refresh, `seq`: the
+/// last event's sequence, `tools`: the tool-listing fingerprint its client was told about),
+/// expiring after its idle time.
+pub fn mcp_session(tenant: &str, id: &str) -> String {
+    format!("us:mcp:{tenant}:s:{id}")
+}
+
+/// List of an MCP session's last stream events (`<seq>\n<json>`), expiring with the session.
+pub fn mcp_session_log(tenant: &str, id: &str) -> String {
+    format!("us:mcp:{tenant}:s:{id}:log")
+}
+
+/// Sorted set session id → expiry (Unix ms) of a tenant's MCP sessions: a purge deletes them by
+/// name, without scanning the keyspace.
+pub fn mcp_sessions(tenant: &str) -> String {
+    format!("us:mcp:{tenant}:sessions")
+}
