@@ -468,6 +468,21 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn set_session_version(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
+            return Ok(false);
+        };
+        s.doc.protocol_version = Some(version.to_string());
+        Ok(true)
+    }
+
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();

@@ -677,6 +677,33 @@ impl SessionStore for RedisStore {
         }))
     }
 
+    async fn set_session_version(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<bool, StoreError> {
+        let key = keys::mcp_session(tenant, id);
+        let doc: Option<String> = self.conn().hget(&key, "doc").await.map_err(unavailable)?;
+        let Some(doc) = doc else {
+            return Ok(false);
+        };
+        let mut doc: SessionDoc =
+            serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        doc.protocol_version = Some(version.to_string());
+        let doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Only while the session exists (HSET on a missing key would bring it back, unexpiring).
+        let n: i64 = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'doc', ARGV[1]) return 1 end return 0",
+        )
+        .key(&key)
+        .arg(doc)
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let n: i64 = self
             .session_end

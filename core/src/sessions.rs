@@ -154,6 +154,14 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &str,
         idle_ms: u64,
     ) -> Result<Option<Session>, StoreError>;
+    /// Records the protocol revision a session negotiated (`initialize` on a session opened
+    /// before it). `false`: the session does not exist.
+    async fn set_session_version(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<bool, StoreError>;
     /// Ends a session: its record and log are deleted and [`SessionSignal::End`] goes to its
     /// topic. `false`: it did not exist.
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;

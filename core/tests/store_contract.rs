@@ -529,11 +529,29 @@ async fn sessions_are_created_touched_and_ended(s: Stores) {
     assert_eq!((got.seq, got.tools.as_str()), (0, "fp1"));
     // Sessions are per tenant: the same id under another tenant is unknown.
     assert_eq!(st.touch_session("u", "s1", 60_000).await.unwrap(), None);
+    assert!(
+        st.set_session_version("t", "s1", "2025-11-25")
+            .await
+            .unwrap()
+    );
+    let got = st.touch_session("t", "s1", 60_000).await.unwrap().unwrap();
+    assert_eq!(got.doc.protocol_version.as_deref(), Some("2025-11-25"));
+    assert!(
+        !st.set_session_version("u", "s1", "2025-11-25")
+            .await
+            .unwrap()
+    );
     let topic = understudy_core::sessions::session_topic("t", "s1").unwrap();
     let mut sub = s.hub.subscribe(&topic).await;
     assert!(st.end_session("t", "s1").await.unwrap());
     assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
     assert!(!st.end_session("t", "s1").await.unwrap());
+    assert!(
+        !st.set_session_version("t", "s1", "2025-11-25")
+            .await
+            .unwrap()
+    );
+    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
     let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► surfaces
-//!               llm · public · admin · ops · openapi        └─ unknown path: the owning
+//!               llm · mcp · public · admin · ops · openapi        └─ unknown path: the owning
 //!                                                              surface's own 404
 //! ```
 
@@ -25,6 +25,7 @@ use crate::surface::{Reject, Surface, envelope_reject};
 pub fn surfaces() -> Vec<Surface> {
     vec![
         routes::llm::surface(),
+        routes::mcp::surface(),
         routes::public::surface(),
         routes::admin::surface(),
         routes::ops::surface(),

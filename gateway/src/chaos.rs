@@ -68,6 +68,22 @@ impl Outcome {
     }
 }
 
+/// A body that fails before its first byte: the connection closes without a response
+/// (`stream_cut` on a non-streamed answer, for every surface).
+pub fn aborted_body() -> axum::body::Body {
+    axum::body::Body::from_stream(futures::stream::once(async {
+        Err::<bytes::Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "connection closed by chaos profile",
+        ))
+    }))
+}
+
+/// A response whose body is [`aborted_body`].
+pub fn aborted() -> axum::response::Response {
+    axum::response::Response::new(aborted_body())
+}
+
 /// How long counting stays per-process after the shared store failed once.
 const LOCAL_FALLBACK_MS: u64 = 5_000;
 

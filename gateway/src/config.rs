@@ -111,6 +111,14 @@ pub struct ServeArgs {
     /// cannot read other tenants' ids and traffic).
     #[arg(long, env = "UNDERSTUDY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Origins allowed to use MCP, comma-separated, besides the request's own host (`*` for
+    /// any). A browser request from any other Origin gets 403 (DNS-rebinding protection);
+    /// requests without an Origin (every non-browser client) are not affected.
+    #[arg(long, env = "UNDERSTUDY_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
+    /// How long a streamable HTTP MCP session lives after its last request.
+    #[arg(long, env = "UNDERSTUDY_MCP_SESSION_IDLE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub mcp_session_idle: Duration,
 }
 
 impl ServeArgs {
@@ -132,6 +140,11 @@ impl ServeArgs {
         if self.max_stream_events < 16 {
             return Err(
                 "--max-stream-events (UNDERSTUDY_MAX_STREAM_EVENTS) must be at least 16".into(),
+            );
+        }
+        if self.mcp_session_idle < Duration::from_secs(1) {
+            return Err(
+                "--mcp-session-idle (UNDERSTUDY_MCP_SESSION_IDLE) must be at least 1s".into(),
             );
         }
         if self.max_connections < 1 {

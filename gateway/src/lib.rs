@@ -13,12 +13,14 @@
 
 pub mod api;
 pub mod app;
+pub mod body;
 pub mod chaos;
 pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod identity;
 pub mod manifests;
+pub mod mcp;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -26,6 +26,7 @@ pub struct Metrics {
     redis_errors: IntCounterVec,
     open_streams: IntGaugeVec,
     connections_refused: IntCounterVec,
+    mcp_messages: IntCounterVec,
     /// The configuration version this process serves.
     pub config_version: IntGauge,
     /// Tenants in this process's snapshot.
@@ -113,6 +114,14 @@ impl Metrics {
             ),
             &["reason"],
         ));
+        let mcp_messages = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_mcp_messages_total",
+                "MCP requests and notifications by method (known methods; the rest `other`), \
+                 transport (message, sse, streamable, stateless) and protocol revision",
+            ),
+            &["method", "transport", "revision"],
+        ));
         let config_version = must(IntGauge::new(
             "understudy_config_version",
             "Configuration version served",
@@ -133,6 +142,7 @@ impl Metrics {
             Box::new(redis_errors.clone()),
             Box::new(open_streams.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(mcp_messages.clone()),
             Box::new(config_version.clone()),
             Box::new(tenants.clone()),
             Box::new(stats_flush_errors.clone()),
@@ -148,6 +158,7 @@ impl Metrics {
             redis_errors,
             open_streams,
             connections_refused,
+            mcp_messages,
             config_version,
             tenants,
             stats_flush_errors,
@@ -223,6 +234,13 @@ impl Metrics {
         let tenant = self.tenant_label(tenant);
         self.chaos
             .with_label_values(&[surface_label(surface), profile, tenant])
+            .inc();
+    }
+
+    /// Counts one MCP message (`method` from a fixed set, see `mcp::dispatch::method_label`).
+    pub fn mcp_message(&self, method: &str, transport: &str, revision: &str) {
+        self.mcp_messages
+            .with_label_values(&[method, transport, revision])
             .inc();
     }
 

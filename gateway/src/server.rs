@@ -143,6 +143,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         max_stream_events: args.max_stream_events,
         body_timeout: args.body_timeout,
         separate_metrics: args.metrics_listen.is_some(),
+        mcp_allowed_origins: args
+            .mcp_allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
+        mcp_session_idle: args.mcp_session_idle,
     };
     let mut wiring = Wiring::new(stores, options);
     wiring.sync.resync = args.resync_interval;

@@ -31,6 +31,8 @@ pub struct TenantRuntime {
     pub settings: Settings,
     /// Every keyword compiled into one automaton: matching is one pass over the text.
     pub matcher: crate::engine::matcher::Matcher,
+    /// The tenant's tools (MCP, hosted, execute).
+    pub tools: crate::engine::tools::Tools,
 }
 
 impl TenantRuntime {
@@ -39,11 +41,13 @@ impl TenantRuntime {
         let settings = Settings::from_value(&config.settings);
         let matcher =
             crate::engine::matcher::Matcher::new(config.scenarios.iter().map(|s| &s.spec.keywords));
+        let tools = crate::engine::tools::Tools::new(&config.scenarios);
         TenantRuntime {
             config,
             version,
             settings,
             matcher,
+            tools,
         }
     }
 
@@ -142,6 +146,11 @@ impl SnapshotHandle {
             synced: AtomicBool::new(false),
             last_contact_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Receives the version each time a change is applied.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version_tx.subscribe()
     }
 
     /// The current snapshot.

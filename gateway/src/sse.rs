@@ -181,6 +181,19 @@ impl Sender {
             .map_err(|_| SendError::Closed)
     }
 
+    /// Queues a comment line (`: text`), which clients ignore: notes for whoever reads the raw
+    /// stream (e.g. "events were dropped; replaying from …").
+    pub async fn comment(&self, text: &str) -> Result<(), SendError> {
+        let mut buf = Vec::with_capacity(text.len() + 4);
+        buf.extend_from_slice(b": ");
+        push_line(&mut buf, text);
+        buf.push(b'\n');
+        self.tx
+            .send(Bytes::from(buf))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
     /// Queues an event if there is room.
     pub fn try_send(&self, event: &Event<'_>) -> Result<(), SendError> {
         self.tx.try_send(event.encode()).map_err(|e| match e {

@@ -36,6 +36,10 @@ pub struct Options {
     pub body_timeout: std::time::Duration,
     /// Whether `/metrics` is served on its own listener (then the main one answers 404).
     pub separate_metrics: bool,
+    /// Origins allowed to use MCP besides the request's own host (`*`: any).
+    pub mcp_allowed_origins: Vec<String>,
+    /// How long a streamable MCP session lives after its last use.
+    pub mcp_session_idle: std::time::Duration,
 }
 
 impl Default for Options {
@@ -51,6 +55,8 @@ impl Default for Options {
             max_stream_events: 100_000,
             body_timeout: std::time::Duration::from_secs(30),
             separate_metrics: false,
+            mcp_allowed_origins: Vec::new(),
+            mcp_session_idle: std::time::Duration::from_secs(30 * 60),
         }
     }
 }

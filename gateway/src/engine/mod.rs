@@ -15,6 +15,7 @@ pub mod embed;
 pub mod matcher;
 pub mod settings;
 pub mod tokens;
+pub mod tools;
 
 use serde_json::Value;
 

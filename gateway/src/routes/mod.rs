@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod llm;
+pub mod mcp;
 pub mod openapi;
 pub mod ops;
 pub mod public;

@@ -25,7 +25,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use understudy_crds::Surface as ChaosSurface;
 
@@ -121,28 +120,12 @@ pub async fn tenant(app: &App, parts: &Parts) -> Result<Arc<TenantRuntime>, LlmE
 
 /// Reads the body within the limit: over it → 413 (checked on Content-Length first).
 pub async fn body(app: &App, parts: &Parts, body: Body) -> Result<Bytes, LlmError> {
-    let limit = app.options.max_body_bytes;
-    if let Some(len) = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        && len.parse::<u64>().is_ok_and(|l| l > limit as u64)
-    {
-        return Err(LlmError::too_large(limit));
-    }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(LlmError::too_large(limit))
-        }
-        Err(e) => Err(LlmError::invalid(
-            format!("Could not read the request body: {e}"),
-            None,
-        )),
-    }
+    crate::body::read(parts, body, app.options.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge(limit) => LlmError::too_large(limit),
+            crate::body::BodyError::Unreadable(_) => LlmError::invalid(e.message(), None),
+        })
 }
 
 /// Parses JSON into `T`, naming the offending field on failure.

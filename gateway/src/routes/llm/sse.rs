@@ -396,12 +396,7 @@ pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) 
 /// stream_cut closes the connection before a response, malformed_stream sends invalid JSON.
 pub fn respond_json(body: Vec<u8>, chaos: &Outcome) -> Response {
     let body = match chaos.fault {
-        Some(Fault::StreamCut(_)) => Body::from_stream(futures::stream::once(async {
-            Err::<Bytes, _>(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "connection closed by chaos profile",
-            ))
-        })),
+        Some(Fault::StreamCut(_)) => crate::chaos::aborted_body(),
         Some(Fault::Malformed(_)) => {
             let text = String::from_utf8_lossy(&body).into_owned();
             Body::from(corrupt(&text))

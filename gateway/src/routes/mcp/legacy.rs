@@ -1,0 +1,224 @@
+//! The legacy HTTP+SSE transport (SPEC §4.1, §4.2): `GET /mcp/sse` opens a session and its
+//! stream; `POST /mcp/message?sessionId=…` answers 202 and puts the reply on that stream, from
+//! whichever process the POST reaches. Without `sessionId`, `POST /mcp/message` is plain
+//! JSON-RPC over HTTP (revision 2025-03-26), answered as JSON or as one SSE event.
+//!
+//! A legacy session lives as long as its stream: the process holding the stream keeps its
+//! record alive; if that process dies the record expires within [`LEGACY_IDLE`] and POSTs get
+//! 404 (the transport has no resumption).
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::Value;
+use understudy_core::sessions::{SessionDoc, SessionKind, new_session_id, valid_session_id};
+
+use super::{
+    SESSION_LOG, accepted, accepts_sse, admit, json_response, labelled, read_body, rpc_error,
+    sse_response, with_faults,
+};
+use crate::mcp::jsonrpc::{self, INVALID_REQUEST, SERVER_ERROR};
+use crate::mcp::{BodyReply, Ctx, Revision, Transport};
+use crate::state::{App, PathTenant};
+
+/// How long a legacy session outlives its stream's last refresh.
+pub const LEGACY_IDLE: Duration = Duration::from_secs(60);
+
+const SESSION_NOT_FOUND: i64 = -32001;
+
+fn unavailable() -> Response {
+    rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        SERVER_ERROR,
+        "The session store is unreachable; retry shortly",
+    )
+}
+
+/// `GET /mcp/sse`.
+pub async fn open(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (tenant, outcome) = match admit(&app, &parts).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let id = new_session_id();
+    let doc = SessionDoc {
+        kind: SessionKind::Legacy,
+        protocol_version: None,
+        created_ms: understudy_core::now_ms(),
+    };
+    let idle = LEGACY_IDLE.as_millis() as u64;
+    if let Err(e) = app
+        .stores
+        .sessions
+        .create_session(tenant.id(), &id, &doc, &tenant.tools.fingerprint, idle)
+        .await
+    {
+        app.metrics.redis_error("mcp_session");
+        tracing::debug!(error = %e, "legacy session create failed");
+        return labelled(unavailable(), &tenant);
+    }
+    let prefix = match parts.extensions.get::<PathTenant>() {
+        Some(p) => format!("/t/{}", p.0),
+        None => String::new(),
+    };
+    let endpoint = format!("{prefix}/mcp/message?sessionId={id}");
+    let resp = super::stream::follow(
+        &app,
+        &tenant,
+        id,
+        None,
+        Some(("endpoint".to_string(), endpoint)),
+        idle,
+    );
+    labelled(with_faults(resp, &outcome), &tenant)
+}
+
+/// The `sessionId` (or `session_id`) query parameter, as sent (session ids need no decoding:
+/// anything outside `[A-Za-z0-9_-]` is an unknown session anyway).
+fn session_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "sessionId" || *k == "session_id")
+        .map(|(_, v)| v.to_string())
+}
+
+/// `POST /mcp/message`.
+pub async fn message(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (tenant, outcome) = match admit(&app, &parts).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let bytes = match read_body(&app, &parts, body).await {
+        Ok(b) => b,
+        Err(r) => return labelled(r, &tenant),
+    };
+    let parsed = match jsonrpc::parse(&bytes) {
+        Ok(b) => b,
+        Err(e) => return labelled(json_response(StatusCode::BAD_REQUEST, &e), &tenant),
+    };
+    let resp = match session_param(parts.uri.query()) {
+        Some(sid) => relay(&app, &tenant, &sid, parsed).await,
+        None => {
+            let ctx = Ctx {
+                app: &app,
+                tenant: &tenant,
+                revision: Revision::DEFAULT_HTTP,
+                transport: Transport::Message,
+            };
+            match crate::mcp::dispatch::handle_body(&ctx, parsed) {
+                BodyReply::Accepted => accepted(),
+                BodyReply::One(r) => {
+                    let status = match r.error_code() {
+                        Some(jsonrpc::PARSE_ERROR) | Some(INVALID_REQUEST) => {
+                            StatusCode::BAD_REQUEST
+                        }
+                        _ => StatusCode::OK,
+                    };
+                    if status == StatusCode::OK && accepts_sse(&parts.headers) {
+                        sse_response(&r.body)
+                    } else {
+                        json_response(status, &r.body)
+                    }
+                }
+                BodyReply::Batch(items) => json_response(StatusCode::OK, &Value::Array(items)),
+            }
+        }
+    };
+    labelled(with_faults(resp, &outcome), &tenant)
+}
+
+/// A POST of a legacy session: dispatched here, the replies appended to the session's log
+/// (whose holder streams them), 202.
+async fn relay(
+    app: &App,
+    tenant: &std::sync::Arc<crate::snapshot::TenantRuntime>,
+    sid: &str,
+    body: jsonrpc::Body,
+) -> Response {
+    let not_found = || {
+        rpc_error(
+            StatusCode::NOT_FOUND,
+            SESSION_NOT_FOUND,
+            "Session not found: its SSE stream is closed (legacy sessions end with their stream); open GET /mcp/sse again",
+        )
+    };
+    if !valid_session_id(sid) {
+        return not_found();
+    }
+    let idle = LEGACY_IDLE.as_millis() as u64;
+    let sessions = &app.stores.sessions;
+    let session = match sessions.touch_session(tenant.id(), sid, idle).await {
+        Ok(Some(s)) if s.doc.kind == SessionKind::Legacy => s,
+        Ok(_) => return not_found(),
+        Err(e) => {
+            app.metrics.redis_error("mcp_session");
+            tracing::debug!(error = %e, "legacy session lookup failed");
+            return unavailable();
+        }
+    };
+    let revision = session
+        .doc
+        .protocol_version
+        .as_deref()
+        .and_then(Revision::parse)
+        .unwrap_or(Revision::V2024_11_05);
+    let ctx = Ctx {
+        app,
+        tenant,
+        revision,
+        transport: Transport::Sse,
+    };
+    let replies = match crate::mcp::dispatch::handle_body(&ctx, body) {
+        BodyReply::Accepted => return accepted_text(),
+        BodyReply::One(r) => {
+            if let Some(v) = r.negotiated {
+                let _ = sessions
+                    .set_session_version(tenant.id(), sid, v.as_str())
+                    .await;
+            }
+            vec![r.body]
+        }
+        BodyReply::Batch(items) => vec![Value::Array(items)],
+    };
+    for reply in replies {
+        match sessions
+            .append_event(tenant.id(), sid, &reply.to_string(), SESSION_LOG, None)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => return not_found(),
+            Err(e) => {
+                app.metrics.redis_error("mcp_session_log");
+                tracing::debug!(error = %e, "legacy reply not relayed");
+                return unavailable();
+            }
+        }
+    }
+    accepted_text()
+}
+
+/// 202 with the body the reference servers send.
+fn accepted_text() -> Response {
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_parameter_names() {
+        assert_eq!(session_param(Some("sessionId=abc")).as_deref(), Some("abc"));
+        assert_eq!(
+            session_param(Some("x=1&session_id=d")).as_deref(),
+            Some("d")
+        );
+        assert_eq!(session_param(Some("x=1")), None);
+        assert_eq!(session_param(None), None);
+    }
+}
