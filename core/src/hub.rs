@@ -338,12 +338,20 @@ impl Hub {
     /// unreachable it returns anyway, and the receiver gets [`Delivery::Gap`] once the
     /// subscription is live.
     pub async fn subscribe(&self, topic: &Topic) -> Subscription {
+        self.subscribe_with_capacity(topic, self.inner.capacity)
+            .await
+    }
+
+    /// [`Hub::subscribe`], buffering `capacity` messages for the topic if this subscription
+    /// creates it (a topic with one reader that re-reads its record on a gap, such as an MCP
+    /// session's, needs few: each buffered slot costs memory per topic).
+    pub async fn subscribe_with_capacity(&self, topic: &Topic, capacity: usize) -> Subscription {
         let (rx, entry) = {
             let mut topics = self.inner.lock();
             match topics.get(topic.as_str()) {
                 Some(entry) => (entry.tx.subscribe(), entry.clone()),
                 None => {
-                    let (tx, rx) = broadcast::channel(self.inner.capacity);
+                    let (tx, rx) = broadcast::channel(capacity.max(1));
                     let entry = Arc::new(Entry {
                         tx,
                         live: watch::Sender::new(self.inner.redis.is_none()),

@@ -170,12 +170,15 @@ pub fn handle(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
             None
         }
         Message::Request { id, method, params } => {
+            let reply = request(ctx, &id, &method, params.as_ref());
+            // `initialize` is counted under the revision it negotiated.
+            let revision = reply.negotiated.unwrap_or(ctx.revision);
             ctx.app.metrics.mcp_message(
                 method_label(&method),
                 ctx.transport.label(),
-                ctx.revision.as_str(),
+                revision.as_str(),
             );
-            Some(request(ctx, &id, &method, params.as_ref()))
+            Some(reply)
         }
     }
 }

@@ -27,6 +27,10 @@ use crate::state::App;
 /// Events buffered per stream before the follower waits for the client.
 const STREAM_BUFFER: usize = 32;
 
+/// Signals buffered on a session's hub topic: past them the follower is told of a gap and
+/// re-reads the log, so a small buffer loses nothing and keeps idle sessions light.
+const TOPIC_BUFFER: usize = 16;
+
 /// The list_changed notification.
 fn list_changed() -> String {
     jsonrpc::notification("notifications/tools/list_changed", None).to_string()
@@ -132,7 +136,12 @@ impl Follower {
             Err(_) => return,
         };
         // Subscribed before reading, so nothing appended in between is missed.
-        let mut sub = self.app.stores.hub.subscribe(&topic).await;
+        let mut sub = self
+            .app
+            .stores
+            .hub
+            .subscribe_with_capacity(&topic, TOPIC_BUFFER)
+            .await;
         if let Some((event, data)) = &first
             && self
                 .tx
