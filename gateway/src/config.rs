@@ -111,9 +111,10 @@ pub struct ServeArgs {
     /// cannot read other tenants' ids and traffic).
     #[arg(long, env = "UNDERSTUDY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Origins allowed to use MCP, comma-separated, besides the request's own host (`*` for
-    /// any). A browser request from any other Origin gets 403 (DNS-rebinding protection);
-    /// requests without an Origin (every non-browser client) are not affected.
+    /// Origins allowed to use MCP, comma-separated (`*` for any), besides the gateway's own
+    /// (`--public-url`'s, or a loopback `Host`'s). A browser request from any other Origin gets
+    /// 403 (DNS-rebinding protection); requests without an Origin (every non-browser client)
+    /// are not affected.
     #[arg(long, env = "UNDERSTUDY_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub mcp_allowed_origins: Vec<String>,
     /// How long a streamable HTTP MCP session lives after its last request.

@@ -186,7 +186,9 @@ fn tenancy_refusal(app: &App, headers: &HeaderMap, e: TenancyError) -> Response 
 }
 
 /// Whether the request's `Origin` may use MCP (DNS-rebinding protection): no `Origin` (not a
-/// browser), the request's own host, or one of `--mcp-allowed-origins` (`*` allows any).
+/// browser); one of `--mcp-allowed-origins` (`*` allows any); or the gateway's own origin —
+/// `--public-url`'s, or the request's `Host` when it is a loopback name. A rebinding page sends
+/// a `Host` equal to its own `Origin`, so a non-loopback `Host` alone never vouches for itself.
 fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -194,6 +196,7 @@ fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
+    let origin = origin.trim_end_matches('/');
     let allowed = &app.options.mcp_allowed_origins;
     if allowed
         .iter()
@@ -201,11 +204,29 @@ fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
     {
         return true;
     }
+    if let Some(public) = &app.options.public_url
+        && public.trim_end_matches('/').eq_ignore_ascii_case(origin)
+    {
+        return true;
+    }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    match (host, origin_host) {
+        (Some(h), Some(o)) => h.eq_ignore_ascii_case(o) && loopback(h),
+        _ => false,
+    }
+}
+
+/// Whether `host` (with or without a port) names this machine's loopback interface.
+fn loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What every MCP request goes through before its body: the Origin check, tenancy and chaos
