@@ -304,10 +304,10 @@ async fn validation_errors_follow_the_negotiated_revision() {
     );
     let (_, res) = call_tool("2025-11-25", json!({"city": "Oslo"})).await;
     assert_eq!(res["result"]["structuredContent"], json!({"t": 21}));
-    // Before 2025-06-18: no outputSchema, no structuredContent.
+    // Before 2025-06-18: no outputSchema listed; structuredContent is sent anyway (SPEC §4).
     let (tool, res) = call_tool("2025-03-26", json!({"city": "Oslo"})).await;
     assert!(tool.get("outputSchema").is_none());
-    assert!(res["result"].get("structuredContent").is_none());
+    assert_eq!(res["result"]["structuredContent"], json!({"t": 21}));
     assert_eq!(res["result"]["content"][0]["text"], r#"{"t":21}"#);
 }
 

@@ -82,14 +82,14 @@ function assertTools(tools) {
   assert.deepEqual(byName.get_weather.inputSchema.properties, { city: { type: "string" } });
 }
 
-/** toolData as JSON text, and as structuredContent from 2025-06-18 (the revision that added it). */
+/** toolData as JSON text, and as structuredContent in every revision (SPEC §4; the field arrived
+ * in 2025-06-18 and clients of earlier revisions keep or ignore it). */
 function assertToolResult(result, data, negotiated) {
   assert.equal(result.isError, false);
   assert.equal(result.content.length, 1);
   assert.equal(result.content[0].type, "text");
   assert.deepEqual(JSON.parse(result.content[0].text), data);
-  if (negotiated >= "2025-06-18") assert.deepEqual(result.structuredContent, data);
-  else assert.equal(result.structuredContent, undefined, `no structuredContent in ${negotiated}`);
+  assert.deepEqual(result.structuredContent, data, `structuredContent in ${negotiated}`);
 }
 
 /** A schema violation: from 2025-11-25 a tool result with isError; before it, error -32602. */

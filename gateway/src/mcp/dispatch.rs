@@ -410,19 +410,14 @@ fn call(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
                 ))
             }
         }
-        Call::Answer {
-            scenario,
-            mut result,
-        } => {
+        Call::Answer { scenario, result } => {
             ctx.app.stats.record(
                 tenant,
                 Some(Some(tenant.config.scenarios[scenario].id.as_str())),
             );
-            if !ctx.revision.structured_output()
-                && let Value::Object(o) = &mut result
-            {
-                o.remove("structuredContent");
-            }
+            // `structuredContent` goes to every revision (SPEC §4): clients of revisions before
+            // 2025-06-18 ignore the extra field; plain JSON-RPC callers of `/mcp/message` (which
+            // speaks 2025-03-26) read it.
             ok(ctx, id, result, false)
         }
     }

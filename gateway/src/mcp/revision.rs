@@ -69,7 +69,7 @@ impl Revision {
         self == Revision::V2025_03_26
     }
 
-    /// Whether tools may carry `outputSchema` and results `structuredContent`.
+    /// Whether tools are listed with their `outputSchema`.
     pub fn structured_output(self) -> bool {
         self >= Revision::V2025_06_18
     }
