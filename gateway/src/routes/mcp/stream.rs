@@ -196,23 +196,28 @@ impl Follower {
         refresh.tick().await;
         loop {
             tokio::select! {
-                d = sub.recv() => match d {
-                    None => return,
-                    Some(Delivery::Gap) => {
-                        if !self.catch_up().await { return; }
+                d = sub.recv() => {
+                    let signal = match d {
+                        None => return,
+                        Some(Delivery::Gap) => None,
+                        Some(Delivery::Message(b)) => match SessionSignal::decode(&b) {
+                            Some(SessionSignal::End) => return,
+                            Some(SessionSignal::Event(e)) => Some(e),
+                            None => continue,
+                        },
+                    };
+                    let live = match signal {
+                        // The next event: sent as it came.
+                        Some(e) if e.seq == self.cursor + 1 => self.send(&e).await,
+                        // Already sent (read from the log before its signal arrived).
+                        Some(e) if e.seq <= self.cursor => true,
+                        // A gap, or a jump past the next event: the log has what was missed.
+                        _ => self.catch_up().await,
+                    };
+                    if !live {
+                        return;
                     }
-                    Some(Delivery::Message(b)) => match SessionSignal::decode(&b) {
-                        Some(SessionSignal::End) => return,
-                        Some(SessionSignal::Event(e)) if e.seq == self.cursor + 1 => {
-                            if !self.send(&e).await { return; }
-                        }
-                        Some(SessionSignal::Event(e)) if e.seq <= self.cursor => {}
-                        Some(SessionSignal::Event(_)) => {
-                            if !self.catch_up().await { return; }
-                        }
-                        None => {}
-                    },
-                },
+                }
                 changed = versions.changed() => {
                     if changed.is_err() || !self.check_tools(&mut told).await {
                         return;
