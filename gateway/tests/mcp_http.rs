@@ -572,3 +572,81 @@ async fn chaos_answers_with_the_status_and_a_json_rpc_body() {
         "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
     );
 }
+
+#[tokio::test]
+async fn a_key_of_one_tenant_never_reaches_another_tenants_tools_or_sessions() {
+    let app = app().await;
+    let alice = mint(&app, "alice-scoped", "alice", "editor", None).await;
+    let bob = mint(&app, "bob-key", "bob", "editor", None).await;
+    for (key, tenant, tool) in [(&alice, "alices", "alice_tool"), (&bob, "bobs", "bob_tool")] {
+        let r = common::json(
+            &app,
+            "POST",
+            "/public/tenants",
+            Some(key),
+            json!({"tenant_id": tenant}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = common::json(
+            &app,
+            "POST",
+            &format!("/public/tenants/{tenant}/scenarios"),
+            Some(key),
+            json!({"tool_name": tool, "tool_description": "secret", "tool_data": {"owner": tenant}}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let a = format!("Bearer {alice}");
+    let b = format!("Bearer {bob}");
+    let post = |tenant: &'static str, auth: String, sid: Option<String>, body: Value| {
+        let app = app.clone();
+        async move {
+            let mut h = vec![
+                ("x-tenant-id", tenant),
+                JSON,
+                ("authorization", auth.as_str()),
+            ];
+            if let Some(s) = &sid {
+                h.push(("mcp-session-id", s.as_str()));
+            }
+            call(&app, "POST", "/mcp", &h, body.to_string()).await
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let r = post("alices", a.clone(), None, init.clone()).await;
+    let alice_sid = r.headers["mcp-session-id"].to_str().unwrap().to_string();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let steal =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "bob_tool"}});
+    // Alice's key on Bob's tenant: refused before anything is dispatched.
+    let r = post("bobs", a.clone(), None, init.clone()).await;
+    assert_eq!(r.status, 403);
+    // Bob's own session cannot reach Alice's session or tools, whatever ids it sends.
+    let r = post("bobs", b.clone(), Some(alice_sid.clone()), list.clone()).await;
+    assert_eq!(r.status, 404);
+    let r = post("alices", b.clone(), Some(alice_sid.clone()), list.clone()).await;
+    assert_eq!(r.status, 403);
+    // In Alice's session, Bob's tool does not exist.
+    let r = post("alices", a.clone(), Some(alice_sid.clone()), steal).await;
+    assert_eq!(code(&r), -32602);
+    let r = post("alices", a.clone(), Some(alice_sid.clone()), list).await;
+    let names: Vec<Value> = r.json()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("alice_tool")]);
+    // The legacy transport: Alice's session id posted for Bob's tenant is unknown there.
+    let r = call(
+        &app,
+        "POST",
+        &format!("/mcp/message?sessionId={alice_sid}"),
+        &[("x-tenant-id", "bobs"), JSON, ("authorization", b.as_str())],
+        json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
