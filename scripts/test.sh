@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the tests need (redis-server, a Python venv with the official SDKs, the
-# JavaScript SDKs from npm) and runs every check: no file refers to a path outside the
-# repository (tests/repo_paths.py), formatting, clippy, unit + Redis-backed + multi-process tests
-# (cargo), CRD staleness, the JavaScript SDK smoke tests, the Helm chart checks (tests/chart),
-# and the end-to-end suite with the official openai and anthropic Python SDKs (pytest).
+# Installs what the tests need (redis-server, Python venvs with the official SDKs, the
+# JavaScript SDKs and MCP tooling from npm) and runs every check: no file refers to a path
+# outside the repository (tests/repo_paths.py), formatting, clippy, unit + Redis-backed +
+# multi-process tests (cargo), CRD staleness, the JavaScript SDK smoke tests, MCP with the
+# TypeScript SDK, the Inspector CLI and the conformance suite (tests/mcp-node), the Helm chart
+# checks (tests/chart), MCP with the Python SDK 2.x and 1.x (tests/mcp), and the end-to-end
+# suite with the official openai and anthropic Python SDKs (tests/sdk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,12 @@ step "python venv with the official SDKs"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
 
+step "python venvs with the official MCP SDK, one per major version (2.x and 1.x)"
+for major in 2 1; do
+  if [ ! -x ".venv-mcp$major/bin/python" ]; then python3 -m venv ".venv-mcp$major"; fi
+  ".venv-mcp$major/bin/pip" install -q --disable-pip-version-check -r "tests/mcp/requirements-mcp$major.txt"
+done
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -43,16 +51,29 @@ export UNDERSTUDY_BIN="$PWD/target/debug/understudy-gateway"
 step "the official JavaScript SDKs (openai, @anthropic-ai/sdk; node --test)"
 (cd tests/ts && npm ci --no-audit --no-fund --loglevel=error && timeout 300 npm test --silent)
 
+step "MCP with the official Node tooling (TypeScript SDK, MCP Inspector CLI, conformance suite; Node 22 from npm)"
+(cd tests/mcp-node && npm ci --no-audit --no-fund --loglevel=error && timeout 600 npm test --silent)
+
 step "helm chart: lint, render, validate"
 # Its own venv (.venv-helm, Python >= 3.12 for helm-sdkpy); validates against the oldest and
 # the newest Kubernetes version checked (kubernetes-validate's schemas); runs files/helm-test.sh
 # against $UNDERSTUDY_BIN, exported above.
 timeout 600 python3 tests/chart/check.py
 
+# pytest exits 5 when it collected nothing: a suite that silently vanished is a failure.
+pytest_suite() {
+  local python=$1; shift
+  set +e
+  timeout 900 "$python" -m pytest "$@" -q -p no:cacheprovider
+  local rc=$?
+  set -e
+  if [ "$rc" = 5 ]; then echo "pytest collected no tests: $*" >&2; return 1; fi
+  return "$rc"
+}
+
+step "MCP with the official Python SDK 2.x, then 1.x (pytest)"
+pytest_suite .venv-mcp2/bin/python tests/mcp
+pytest_suite .venv-mcp1/bin/python tests/mcp
+
 step "end-to-end with the official Python SDKs (pytest)"
-set +e
-timeout 900 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
-rc=$?
-set -e
-if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
-exit "$rc"
+pytest_suite .venv/bin/python tests/sdk

@@ -61,6 +61,7 @@ pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
 }
 
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
+    let read = req.extensions().get::<crate::conn::BodyRead>().cloned();
     let guard = RequestTimer {
         app,
         route: req.extensions().get::<MatchedPath>().cloned(),
@@ -69,7 +70,8 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
         status: None,
         tenant: None,
     };
-    finish(guard, next.run(req).await)
+    let resp = crate::conn::close_if_unread(read, next.run(req).await);
+    finish(guard, resp)
 }
 
 fn finish(mut guard: RequestTimer, resp: Response) -> Response {

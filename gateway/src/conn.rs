@@ -245,6 +245,25 @@ pub struct DeadlineBody {
     limit: Duration,
     deadline: Instant,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    read: BodyRead,
+}
+
+/// Whether a request's body was read to its end. A response sent before that (an early refusal:
+/// unknown tenant, credentials, chaos, an oversized body) is marked `Connection: close`: the
+/// unread rest would otherwise be taken for the next request, so the server closes the
+/// connection, and the client must know before it sends another request on it.
+#[derive(Debug, Clone, Default)]
+pub struct BodyRead(Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyRead {
+    /// Whether the body was read to its end.
+    pub fn done(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Why a body read failed.
@@ -260,6 +279,7 @@ impl DeadlineBody {
             limit,
             deadline: Instant::now() + limit,
             sleep: None,
+            read: BodyRead::default(),
         }
     }
 }
@@ -274,7 +294,16 @@ impl HttpBody for DeadlineBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame),
+            Poll::Ready(None) => {
+                this.read.set();
+                Poll::Ready(None)
+            }
+            Poll::Ready(frame) => {
+                if this.inner.is_end_stream() {
+                    this.read.set();
+                }
+                Poll::Ready(frame)
+            }
             Poll::Pending => {
                 let deadline = this.deadline;
                 let sleep = this
@@ -299,12 +328,30 @@ impl HttpBody for DeadlineBody {
     }
 }
 
-/// Puts a deadline on requests that carry a body (those without one are left as they are).
+/// Puts a deadline on requests that carry a body (those without one are left as they are), and
+/// a [`BodyRead`] in their extensions.
 pub fn with_body_deadline(req: http::Request<Body>, limit: Duration) -> http::Request<Body> {
     if req.body().is_end_stream() {
         return req;
     }
-    req.map(|b| Body::new(DeadlineBody::new(b, limit)))
+    let (mut parts, body) = req.into_parts();
+    let body = DeadlineBody::new(body, limit);
+    parts.extensions.insert(body.read.clone());
+    http::Request::from_parts(parts, Body::new(body))
+}
+
+/// Marks a response `Connection: close` when its request's body was not read to the end.
+pub fn close_if_unread(
+    read: Option<BodyRead>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    if read.is_some_and(|r| !r.done()) {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 #[cfg(test)]

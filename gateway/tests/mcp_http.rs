@@ -650,3 +650,20 @@ async fn a_key_of_one_tenant_never_reaches_another_tenants_tools_or_sessions() {
     .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_closes_the_connection() {
+    let app = app().await;
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    // Refused before the body is read (unknown tenant, chaos): the client is told the
+    // connection closes, so it does not send its next request on it.
+    for tenant in ["no_such_tenant", "down"] {
+        let r = message(&app, tenant, ping).await;
+        assert!(r.status.is_client_error() || r.status.is_server_error());
+        assert_eq!(r.headers["connection"], "close", "{tenant}");
+    }
+    // Answered after reading the body: the connection stays open.
+    let r = message(&app, "shop", ping).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("connection").is_none());
+}
