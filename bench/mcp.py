@@ -15,10 +15,10 @@ opens N legacy SSE sessions (`GET /mcp/sse`) on one process and reports the resi
 each costs. Needs wrk, taskset and redis-server.
 """
 
-import argparse, asyncio, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, asyncio, json, os, resource, statistics, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, TICKS, cpu_ticks, free_port, rss_kib, start, wait_ready, wrk  # noqa: E402
+from run import TICKS, binaries, cpu_ticks, free_port, gateways, rss_kib, start, stop, wait_ready, wrk  # noqa: E402
 
 TENANT = """apiVersion: understudy.dev/v1alpha1
 kind: Tenant
@@ -104,35 +104,13 @@ def main():
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset", "redis-server"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is required (apt-get install wrk util-linux redis-server)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.sessions + 512)), hard))
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "understudy-gateway", "-p", "understudy-bench"],
-                       cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    gw_bin = os.path.join(target, "release", "understudy-gateway")
-    ceiling_bin = os.path.join(target, "release", "ceiling")
+    gw_bin, ceiling_bin = binaries(args.no_build)
     procs = []
     tmp = tempfile.mkdtemp(prefix="understudy-mcp-bench-")
     try:
-        manifests = os.path.join(tmp, "manifests")
-        os.makedirs(manifests)
-        with open(os.path.join(manifests, "bench.yaml"), "w") as f:
-            f.write(TENANT)
-        redis_port = free_port()
-        procs.append(subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(redis_port), "--bind",
-                                       "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL))
-        servers = {}
-        for name, extra in (("embedded", []), ("shared", ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"])):
-            port = free_port()
-            p = start([gw_bin, "--listen", f"127.0.0.1:{port}", "--manifests", manifests, "--log-format", "json"]
-                      + extra, env=dict(os.environ, RUST_LOG="warn"))
-            procs.append(p)
-            wait_ready(f"http://127.0.0.1:{port}/readyz")
-            servers[name] = (p, port)
+        servers, _ = gateways(gw_bin, tmp, TENANT, procs)
         emb = servers["embedded"][1]
         answer, _ = post(f"http://127.0.0.1:{emb}/mcp/message", CALL, {"X-Tenant-ID": "bench"})
         assert b'"isError":false' in answer, answer
@@ -197,14 +175,7 @@ def main():
             print(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} | {(after - before) / args.sessions:.1f} |")
             time.sleep(1)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":

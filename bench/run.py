@@ -149,40 +149,61 @@ def start(cmd, **kw):
     return subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
 
+def binaries(no_build):
+    """Checks the tools, builds the release binaries (unless told not to); returns (gateway, ceiling)."""
+    for tool in ("wrk", "taskset", "redis-server"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is required (apt-get install wrk util-linux redis-server)")
+    if not no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "understudy-gateway", "-p", "understudy-bench"],
+                       cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "understudy-gateway"), os.path.join(target, "release", "ceiling")
+
+
+def gateways(gw_bin, tmp, tenant_yaml, procs, extra_args=()):
+    """A redis-server (on core 1) and the gateway in embedded and shared mode on `tenant_yaml`
+    (on core 0); returns {"embedded": (proc, port), "shared": (proc, port)} and Redis's port."""
+    manifests = os.path.join(tmp, "manifests")
+    os.makedirs(manifests)
+    with open(os.path.join(manifests, "bench.yaml"), "w") as f:
+        f.write(tenant_yaml)
+    redis_port = free_port()
+    procs.append(subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL))
+    servers = {}
+    for name, extra in (("embedded", []), ("shared", ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"])):
+        port = free_port()
+        p = start([gw_bin, "--listen", f"127.0.0.1:{port}", "--manifests", manifests, "--log-format", "json"]
+                  + list(extra_args) + extra, env=dict(os.environ, RUST_LOG="warn"))
+        procs.append(p)
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        servers[name] = (p, port)
+    return servers, redis_port
+
+
+def stop(procs, tmp):
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset", "redis-server"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is required (apt-get install wrk util-linux redis-server)")
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "understudy-gateway", "-p", "understudy-bench"],
-                       cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    gw_bin = os.path.join(target, "release", "understudy-gateway")
-    ceiling_bin = os.path.join(target, "release", "ceiling")
+    gw_bin, ceiling_bin = binaries(args.no_build)
     procs = []
     tmp = tempfile.mkdtemp(prefix="understudy-bench-")
     try:
-        manifests = os.path.join(tmp, "manifests")
-        os.makedirs(manifests)
-        with open(os.path.join(manifests, "bench.yaml"), "w") as f:
-            f.write(TENANT)
-        redis_port = free_port()
-        procs.append(subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                       "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL))
-        servers = {}
-        for name, extra in (("embedded", []), ("shared", ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"])):
-            port = free_port()
-            p = start([gw_bin, "--listen", f"127.0.0.1:{port}", "--manifests", manifests, "--log-format", "json",
-                       "--admin-token", ADMIN] + extra,
-                      env=dict(os.environ, RUST_LOG="warn"))
-            procs.append(p)
-            wait_ready(f"http://127.0.0.1:{port}/readyz")
-            servers[name] = (p, port)
+        servers, redis_port = gateways(gw_bin, tmp, TENANT, procs, ["--admin-token", ADMIN])
         emb_port = servers["embedded"][1]
         plain = fetch(f"http://127.0.0.1:{emb_port}/v1/chat/completions", False)
         stream = fetch(f"http://127.0.0.1:{emb_port}/v1/chat/completions", True)
@@ -281,14 +302,7 @@ def main():
         print(f"\nstart-up to ready with 1,000 scenarios (embedded): {statistics.median(times):.0f} ms (median of 3); "
               f"idle RSS {statistics.median(rss):.1f} MiB")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 // The official MCP conformance suite (@modelcontextprotocol/conformance), every server scenario,
-// against tenant `conformance` (examples/conformance.yaml) on a gateway started by run.mjs
-// (MCP_GW_CONFORMANCE) with the MCP Origin check on. The suite's own pass counts are not
+// against tenant `conformance` (examples/conformance.yaml) on two gateway processes sharing
+// Redis behind run.mjs's round-robin proxy (MCP_GW_CONFORMANCE), with the MCP Origin check on. The suite's own pass counts are not
 // trusted (a scenario can "pass" with nothing checked): each scenario's checks.json is read, and
 // every check that failed must be listed in EXPECTED_FAILURES below, and every check listed
 // there must still fail, so that the list stays honest.
@@ -47,8 +47,8 @@ const EXPECTED_FAILURES = {
   "prompts-get-with-args": ["prompts-get-with-args"],
   "prompts-get-embedded-resource": ["prompts-get-embedded-resource"],
   "prompts-get-with-image": ["prompts-get-with-image"],
-  // dns-rebinding-protection is expected to pass: run.mjs starts this gateway with
-  // --mcp-allowed-origins set to its own 127.0.0.1 and localhost origins.
+  // dns-rebinding-protection is expected to pass: a loopback Host vouches for its own Origin,
+  // any other Host does not (a rebinding page's Host is its own Origin).
 };
 
 function run(args, timeout) {

@@ -106,3 +106,46 @@ export function env(name) {
   if (!v) throw new Error(`${name} is not set: run the suite with \`npm test\` (run.mjs), which starts the gateways`);
   return v;
 }
+
+/**
+ * A round-robin reverse proxy on a free port: each HTTP request (not each connection) goes to
+ * the next of `upstreams` in turn, headers (Host included) and bodies streamed through both
+ * ways, so an SSE response flows as the gateway writes it. Returns its base URL and its tally
+ * of requests per upstream.
+ */
+export async function startRoundRobin(name, upstreams) {
+  const { createServer: createHttpServer, request } = await import("node:http");
+  const targets = upstreams.map((u) => new URL(u));
+  const tally = targets.map(() => 0);
+  let next = 0;
+  const server = createHttpServer((req, res) => {
+    const i = next;
+    next = (next + 1) % targets.length;
+    tally[i] += 1;
+    const t = targets[i];
+    const up = request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        res.flushHeaders();
+        upRes.pipe(res);
+      });
+    up.on("error", (e) => {
+      if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
+      res.end(`proxy ${name}: ${e.message}`);
+    });
+    res.on("close", () => up.destroy());
+    req.pipe(up);
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const entry = { name, exited: null, tail: () => "" };
+  entry.child = {
+    kill: () => {
+      server.closeAllConnections();
+      server.close();
+      entry.exited = { code: 0 };
+    },
+  };
+  children.push(entry);
+  return { base: `http://127.0.0.1:${port}`, tally };
+}

@@ -1,6 +1,7 @@
 // The MCP Inspector CLI (@modelcontextprotocol/inspector 2.x, `mcp-inspector --cli`) against
 // the gateway's tenant `support`: tools/list and tools/call over streamable HTTP (/mcp) and
-// legacy SSE (/mcp/sse), asserting on its JSON output. Started by run.mjs (MCP_GW_A).
+// legacy SSE (/mcp/sse), asserting on its JSON output, through run.mjs's round-robin proxy over
+// gateways A and B (MCP_GW_AB): consecutive requests land on different processes.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -10,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { env } from "./harness.mjs";
 
-const A = env("MCP_GW_A");
+const A = env("MCP_GW_AB");
 const require = createRequire(import.meta.url);
 const inspector = path.join(path.dirname(require.resolve("@modelcontextprotocol/inspector/package.json")),
   "clients", "launcher", "build", "index.js");
