@@ -61,7 +61,6 @@ pub fn rewrite_tenant_prefix(mut req: Request) -> Request {
 }
 
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
-    let read = req.extensions().get::<crate::conn::BodyRead>().cloned();
     let guard = RequestTimer {
         app,
         route: req.extensions().get::<MatchedPath>().cloned(),
@@ -70,8 +69,7 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
         status: None,
         tenant: None,
     };
-    let resp = crate::conn::close_if_unread(read, next.run(req).await);
-    finish(guard, resp)
+    finish(guard, next.run(req).await)
 }
 
 fn finish(mut guard: RequestTimer, resp: Response) -> Response {
@@ -295,7 +293,8 @@ pub fn app(state: App) -> Router {
 }
 
 /// The full service handed to the server: the tenant-prefix rewrite and the request-body
-/// deadline (`--body-timeout`) in front of [`app`].
+/// deadline (`--body-timeout`) in front of [`app`]; a response sent before its request's body
+/// was read to the end is marked `Connection: close` ([`crate::conn::close_if_unread`]).
 pub fn service(
     state: App,
 ) -> impl tower::Service<
@@ -306,10 +305,15 @@ pub fn service(
 > + Clone
 + Send
 + 'static {
+    use tower::ServiceExt;
     let limit = state.options.body_timeout;
-    tower::ServiceBuilder::new()
-        .map_request(move |req: Request| {
-            crate::conn::with_body_deadline(rewrite_tenant_prefix(req), limit)
-        })
-        .service(app(state))
+    let router = app(state);
+    tower::service_fn(move |req: Request| {
+        let (req, read) = crate::conn::with_body_deadline(rewrite_tenant_prefix(req), limit);
+        let call = router.clone().oneshot(req);
+        async move {
+            let resp = call.await?;
+            Ok(crate::conn::close_if_unread(read, resp))
+        }
+    })
 }

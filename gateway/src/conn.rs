@@ -329,15 +329,21 @@ impl HttpBody for DeadlineBody {
 }
 
 /// Puts a deadline on requests that carry a body (those without one are left as they are), and
-/// a [`BodyRead`] in their extensions.
-pub fn with_body_deadline(req: http::Request<Body>, limit: Duration) -> http::Request<Body> {
+/// returns what tells whether it was read to its end.
+pub fn with_body_deadline(
+    req: http::Request<Body>,
+    limit: Duration,
+) -> (http::Request<Body>, Option<BodyRead>) {
     if req.body().is_end_stream() {
-        return req;
+        return (req, None);
     }
-    let (mut parts, body) = req.into_parts();
-    let body = DeadlineBody::new(body, limit);
-    parts.extensions.insert(body.read.clone());
-    http::Request::from_parts(parts, Body::new(body))
+    let mut read = None;
+    let req = req.map(|b| {
+        let body = DeadlineBody::new(b, limit);
+        read = Some(body.read.clone());
+        Body::new(body)
+    });
+    (req, read)
 }
 
 /// Marks a response `Connection: close` when its request's body was not read to the end.
