@@ -279,10 +279,12 @@ def gateway(r: Rendered) -> list[str]:
         "UNDERSTUDY_DRAIN_GRACE": f"{values['drainGraceSeconds']}s",
         "UNDERSTUDY_DRAIN_TIMEOUT": f"{values['drainTimeoutSeconds']}s",
         "UNDERSTUDY_AUDIT_RETENTION": values["auditRetention"],
+        "UNDERSTUDY_MCP_SESSION_IDLE": values["mcp"]["sessionIdle"],
         **{name: str(values["limits"][key]) for key, name in GATEWAY_LIMITS_ENV.items()},
     }
     optional = {
         "UNDERSTUDY_PUBLIC_URL": values["publicUrl"],
+        "UNDERSTUDY_MCP_ALLOWED_ORIGINS": values["mcp"]["allowedOrigins"],
         "UNDERSTUDY_OIDC_ISSUER": oidc["issuer"],
         "UNDERSTUDY_OIDC_CLIENT_ID": oidc["clientId"],
         "UNDERSTUDY_OIDC_ROLE_CLAIM": oidc["roleClaim"],
