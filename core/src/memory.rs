@@ -10,7 +10,8 @@ use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use crate::hub::{Hub, Topic};
 use crate::sessions::{
-    EventsRead, Session, SessionDoc, SessionEvent, SessionSignal, SessionStore, session_topic,
+    Appended, EventsRead, Session, SessionDoc, SessionEvent, SessionSignal, SessionStore,
+    session_topic,
 };
 use crate::store::{
     ConfigNotice, ConfigStore, Counter, Expect, FullConfig, NoticeKind, NoticeOp, RuntimeStore,
@@ -43,19 +44,20 @@ struct State {
     /// When expired counters were last swept (at most once a second, so a large map is not
     /// scanned per request).
     last_sweep: Option<Instant>,
-    /// (tenant, session id) → session.
-    sessions: HashMap<(String, String), MemSession>,
-    /// When expired sessions were last swept.
-    last_session_sweep: Option<Instant>,
+    /// tenant → session id → session (a tenant's expired sessions are swept when it creates
+    /// one, so a tenant holds at most its cap).
+    sessions: HashMap<String, HashMap<String, MemSession>>,
 }
 
 /// One MCP session.
 struct MemSession {
     doc: SessionDoc,
+    idle: Duration,
     touched: Instant,
     expires: Instant,
     seq: u64,
     tools: String,
+    holder: String,
     log: std::collections::VecDeque<SessionEvent>,
 }
 
@@ -399,25 +401,24 @@ impl StatsStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A live session (expired ones are removed on sight; all expired ones at most once a second).
+    /// A live session (an expired one is removed on sight).
     fn live_session<'a>(
         st: &'a mut State,
         tenant: &str,
         id: &str,
         now: Instant,
     ) -> Option<&'a mut MemSession> {
-        if st
-            .last_session_sweep
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            st.last_session_sweep = Some(now);
-            st.sessions.retain(|_, s| s.expires > now);
+        let sessions = st.sessions.get_mut(tenant)?;
+        if sessions.get(id).is_some_and(|s| s.expires <= now) {
+            sessions.remove(id);
         }
-        let key = (tenant.to_string(), id.to_string());
-        if st.sessions.get(&key).is_some_and(|s| s.expires <= now) {
-            st.sessions.remove(&key);
+        sessions.get_mut(id)
+    }
+
+    fn signal(&self, tenant: &str, id: &str, signal: SessionSignal) {
+        if let Ok(topic) = session_topic(tenant, id) {
+            self.hub.publish_local(&topic, signal.encode());
         }
-        st.sessions.get_mut(&key)
     }
 }
 
@@ -430,41 +431,47 @@ impl SessionStore for MemoryStore {
         doc: &SessionDoc,
         tools: &str,
         idle_ms: u64,
-    ) -> Result<(), StoreError> {
+        max: usize,
+    ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        self.lock().sessions.insert(
-            (tenant.to_string(), id.to_string()),
+        let mut st = self.lock();
+        let sessions = st.sessions.entry(tenant.to_string()).or_default();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= max && !sessions.contains_key(id) {
+            return Ok(false);
+        }
+        let idle = Duration::from_millis(idle_ms);
+        sessions.insert(
+            id.to_string(),
             MemSession {
                 doc: doc.clone(),
+                idle,
                 touched: now,
-                expires: now + Duration::from_millis(idle_ms),
+                expires: now + idle,
                 seq: 0,
                 tools: tools.to_string(),
+                holder: String::new(),
                 log: Default::default(),
             },
         );
-        Ok(())
+        Ok(true)
     }
 
-    async fn touch_session(
-        &self,
-        tenant: &str,
-        id: &str,
-        idle_ms: u64,
-    ) -> Result<Option<Session>, StoreError> {
+    async fn touch_session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
         let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
             return Ok(None);
         };
-        if now.duration_since(s.touched) > Duration::from_millis(idle_ms / 10) {
+        if now.duration_since(s.touched) > s.idle / 10 {
             s.touched = now;
-            s.expires = now + Duration::from_millis(idle_ms);
+            s.expires = now + s.idle;
         }
         Ok(Some(Session {
             doc: s.doc.clone(),
             seq: s.seq,
             tools: s.tools.clone(),
+            holder: s.holder.clone(),
         }))
     }
 
@@ -483,14 +490,25 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn claim_stream(&self, tenant: &str, id: &str, holder: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
+            return Ok(false);
+        };
+        s.holder = holder.to_string();
+        self.signal(tenant, id, SessionSignal::Claimed(holder.to_string()));
+        Ok(true)
+    }
+
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
         let existed = Self::live_session(&mut st, tenant, id, now).is_some();
-        st.sessions.remove(&(tenant.to_string(), id.to_string()));
-        if let Ok(topic) = session_topic(tenant, id) {
-            self.hub.publish_local(&topic, SessionSignal::End.encode());
+        if let Some(sessions) = st.sessions.get_mut(tenant) {
+            sessions.remove(id);
         }
+        self.signal(tenant, id, SessionSignal::End);
         Ok(existed)
     }
 
@@ -501,16 +519,19 @@ impl SessionStore for MemoryStore {
         data: &str,
         keep: usize,
         tools: Option<&str>,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
         let Some(s) = Self::live_session(&mut st, tenant, id, now) else {
-            return Ok(None);
+            return Ok(Appended::NoSession);
         };
-        s.seq += 1;
         if let Some(t) = tools {
+            if s.tools == t {
+                return Ok(Appended::AlreadyTold);
+            }
             s.tools = t.to_string();
         }
+        s.seq += 1;
         let event = SessionEvent {
             seq: s.seq,
             data: data.to_string(),
@@ -521,11 +542,8 @@ impl SessionStore for MemoryStore {
         }
         let seq = s.seq;
         // Under the lock, so signals leave in sequence order.
-        if let Ok(topic) = session_topic(tenant, id) {
-            self.hub
-                .publish_local(&topic, SessionSignal::Event(event).encode());
-        }
-        Ok(Some(seq))
+        self.signal(tenant, id, SessionSignal::for_event(event));
+        Ok(Appended::Event(seq))
     }
 
     async fn events_after(
@@ -541,14 +559,16 @@ impl SessionStore for MemoryStore {
         };
         let first = s.log.front().map_or(s.seq + 1, |e| e.seq);
         Ok(EventsRead {
+            exists: true,
             events: s.log.iter().filter(|e| e.seq > after).cloned().collect(),
             truncated: after + 1 < first && after < s.seq,
             last: s.seq,
+            holder: s.holder.clone(),
         })
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
-        self.lock().sessions.retain(|(t, _), _| t != tenant);
+        self.lock().sessions.remove(tenant);
         Ok(())
     }
 }

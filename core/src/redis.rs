@@ -15,7 +15,10 @@ use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
-use crate::sessions::{EventsRead, Session, SessionDoc, SessionEvent, SessionStore, session_topic};
+use crate::sessions::{
+    Appended, EventsRead, SIGNAL_DATA_MAX, Session, SessionDoc, SessionEvent, SessionStore,
+    session_topic,
+};
 use crate::store::{
     ConfigStore, Counter, Expect, FullConfig, RuntimeStore, StatsBatch, StatsStore, StatsTotals,
     StoreError,
@@ -36,6 +39,7 @@ pub struct RedisStore {
     session_create: Script,
     session_touch: Script,
     session_end: Script,
+    session_claim: Script,
     session_append: Script,
 }
 
@@ -169,33 +173,37 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// Creates a session (KEYS: record, index; ARGV: doc, now ms, idle ms, id, tools). The index
-/// (id → expiry) loses its expired entries and lives as long as its longest-lived session.
+/// Creates a session unless the tenant holds `max` live ones (KEYS: record, index; ARGV: doc,
+/// now ms, idle ms, id, tools, max). The index (id → expiry) loses its expired entries first and
+/// lives as long as its longest-lived session. Returns 1, or 0 when full.
 const SESSION_CREATE_LUA: &str = r#"
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 't', ARGV[2], 'seq', 0, 'tools', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) and not redis.call('ZSCORE', KEYS[2], ARGV[4]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 't', ARGV[2], 'seq', 0, 'tools', ARGV[5], 'idle', ARGV[3], 'holder', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return 1
 "#;
 
-/// Reads a session and refreshes its expiry at most every tenth of it (KEYS: record, log, index;
-/// ARGV: now ms, idle ms, id). Returns {doc, seq, tools} or nil.
+/// Reads a session and refreshes its expiry (its own idle time) at most every tenth of it (KEYS:
+/// record, log, index; ARGV: now ms, id). Returns {doc, seq, tools, holder} or nil.
 const SESSION_TOUCH_LUA: &str = r#"
-local r = redis.call('HMGET', KEYS[1], 'doc', 't', 'seq', 'tools')
+local r = redis.call('HMGET', KEYS[1], 'doc', 't', 'seq', 'tools', 'idle', 'holder')
 if not r[1] then return false end
 local now = tonumber(ARGV[1])
-local idle = tonumber(ARGV[2])
-if now - tonumber(r[2] or '0') > idle / 10 then
+local idle = tonumber(r[5] or '0')
+if idle > 0 and now - tonumber(r[2] or '0') > idle / 10 then
   redis.call('HSET', KEYS[1], 't', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], idle)
   redis.call('PEXPIRE', KEYS[2], idle)
-  redis.call('ZADD', KEYS[3], now + idle, ARGV[3])
+  redis.call('ZADD', KEYS[3], now + idle, ARGV[2])
   if redis.call('PTTL', KEYS[3]) < idle then redis.call('PEXPIRE', KEYS[3], idle) end
 end
-return {r[1], r[3] or '0', r[4] or ''}
+return {r[1], r[3] or '0', r[4] or '', r[6] or ''}
 "#;
 
 /// Ends a session (KEYS: record, log, index; ARGV: id, topic).
@@ -207,17 +215,33 @@ redis.call('PUBLISH', ARGV[2], 'x')
 return n
 "#;
 
-/// Appends an event and rings the doorbell (KEYS: record, log; ARGV: data, keep, topic, tools or
-/// ''). Returns the sequence, or -1 when the session does not exist.
+/// Makes a stream the session's holder (KEYS: record; ARGV: holder, topic).
+const SESSION_CLAIM_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'holder', ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'c' .. ARGV[1])
+return 1
+"#;
+
+/// Appends an event and rings the doorbell (KEYS: record, log; ARGV: data, keep, topic, tools
+/// or '', largest data carried by the doorbell). Returns the sequence, -1 when the session does
+/// not exist, -2 when it was already told about these tools.
 const SESSION_APPEND_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[4] ~= '' then
+  if redis.call('HGET', KEYS[1], 'tools') == ARGV[4] then return -2 end
+  redis.call('HSET', KEYS[1], 'tools', ARGV[4])
+end
 local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'tools', ARGV[4]) end
 redis.call('RPUSH', KEYS[2], n .. '\n' .. ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-redis.call('PUBLISH', ARGV[3], 'e' .. n .. '\n' .. ARGV[1])
+if #ARGV[1] <= tonumber(ARGV[5]) then
+  redis.call('PUBLISH', ARGV[3], 'e' .. n .. '\n' .. ARGV[1])
+else
+  redis.call('PUBLISH', ARGV[3], 'n' .. n)
+end
 return n
 "#;
 
@@ -251,6 +275,7 @@ impl RedisStore {
             session_create: Script::new(SESSION_CREATE_LUA),
             session_touch: Script::new(SESSION_TOUCH_LUA),
             session_end: Script::new(SESSION_END_LUA),
+            session_claim: Script::new(SESSION_CLAIM_LUA),
             session_append: Script::new(SESSION_APPEND_LUA),
         })
     }
@@ -631,9 +656,10 @@ impl SessionStore for RedisStore {
         doc: &SessionDoc,
         tools: &str,
         idle_ms: u64,
-    ) -> Result<(), StoreError> {
+        max: usize,
+    ) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: i64 = self
+        let created: i64 = self
             .session_create
             .key(keys::mcp_session(tenant, id))
             .key(keys::mcp_sessions(tenant))
@@ -642,30 +668,25 @@ impl SessionStore for RedisStore {
             .arg(idle_ms.max(1))
             .arg(id)
             .arg(tools)
+            .arg(max)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(created == 1)
     }
 
-    async fn touch_session(
-        &self,
-        tenant: &str,
-        id: &str,
-        idle_ms: u64,
-    ) -> Result<Option<Session>, StoreError> {
-        let got: Option<(String, String, String)> = self
+    async fn touch_session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        let got: Option<(String, String, String, String)> = self
             .session_touch
             .key(keys::mcp_session(tenant, id))
             .key(keys::mcp_session_log(tenant, id))
             .key(keys::mcp_sessions(tenant))
             .arg(crate::now_ms())
-            .arg(idle_ms.max(1))
             .arg(id)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let Some((doc, seq, tools)) = got else {
+        let Some((doc, seq, tools, holder)) = got else {
             return Ok(None);
         };
         let doc: SessionDoc =
@@ -674,6 +695,7 @@ impl SessionStore for RedisStore {
             doc,
             seq: seq.parse().unwrap_or(0),
             tools,
+            holder,
         }))
     }
 
@@ -704,6 +726,18 @@ impl SessionStore for RedisStore {
         Ok(n == 1)
     }
 
+    async fn claim_stream(&self, tenant: &str, id: &str, holder: &str) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .session_claim
+            .key(keys::mcp_session(tenant, id))
+            .arg(holder)
+            .arg(topic_of(tenant, id)?)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let n: i64 = self
             .session_end
@@ -725,7 +759,7 @@ impl SessionStore for RedisStore {
         data: &str,
         keep: usize,
         tools: Option<&str>,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let n: i64 = self
             .session_append
             .key(keys::mcp_session(tenant, id))
@@ -734,10 +768,15 @@ impl SessionStore for RedisStore {
             .arg(keep.max(1))
             .arg(topic_of(tenant, id)?)
             .arg(tools.unwrap_or(""))
+            .arg(SIGNAL_DATA_MAX)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok((n > 0).then_some(n as u64))
+        Ok(match n {
+            -2 => Appended::AlreadyTold,
+            n if n > 0 => Appended::Event(n as u64),
+            _ => Appended::NoSession,
+        })
     }
 
     async fn events_after(
@@ -746,13 +785,18 @@ impl SessionStore for RedisStore {
         id: &str,
         after: u64,
     ) -> Result<EventsRead, StoreError> {
-        let (raw, last): (Vec<String>, Option<u64>) = redis::pipe()
+        let (raw, (last, holder)): (Vec<String>, (Option<u64>, Option<String>)) = redis::pipe()
             .lrange(keys::mcp_session_log(tenant, id), 0, -1)
-            .hget(keys::mcp_session(tenant, id), "seq")
+            .cmd("HMGET")
+            .arg(keys::mcp_session(tenant, id))
+            .arg("seq")
+            .arg("holder")
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let last = last.unwrap_or(0);
+        let Some(last) = last else {
+            return Ok(EventsRead::default());
+        };
         let kept: Vec<SessionEvent> = raw
             .into_iter()
             .filter_map(|line| {
@@ -765,35 +809,44 @@ impl SessionStore for RedisStore {
             .collect();
         let first = kept.first().map_or(last + 1, |e| e.seq);
         Ok(EventsRead {
+            exists: true,
             events: kept.into_iter().filter(|e| e.seq > after).collect(),
             truncated: after + 1 < first && after < last,
             last,
+            holder: holder.unwrap_or_default(),
         })
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        // In pages, so a tenant with many sessions never makes one huge reply or command.
         let index = keys::mcp_sessions(tenant);
-        let ids: Vec<String> = self
-            .conn()
-            .zrange(&index, 0, -1)
-            .await
-            .map_err(unavailable)?;
-        let mut names: Vec<String> = ids
-            .iter()
-            .flat_map(|id| {
-                [
-                    keys::mcp_session(tenant, id),
-                    keys::mcp_session_log(tenant, id),
-                ]
-            })
-            .collect();
-        names.push(index);
-        for chunk in names.chunks(512) {
-            self.conn()
-                .del::<_, ()>(chunk.to_vec())
+        loop {
+            let ids: Vec<String> = self
+                .conn()
+                .zrange(&index, 0, 499)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            let names: Vec<String> = ids
+                .iter()
+                .flat_map(|id| {
+                    [
+                        keys::mcp_session(tenant, id),
+                        keys::mcp_session_log(tenant, id),
+                    ]
+                })
+                .collect();
+            redis::pipe()
+                .del(names)
+                .ignore()
+                .zrem(&index, &ids)
+                .ignore()
+                .query_async::<()>(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(())
+        self.conn().del::<_, ()>(&index).await.map_err(unavailable)
     }
 }

@@ -60,6 +60,14 @@ pub struct SessionDoc {
     pub created_ms: u64,
 }
 
+/// Most live sessions a tenant may hold at once (past it a new one is refused): one client
+/// looping on `initialize` cannot fill the store.
+pub const MAX_SESSIONS_PER_TENANT: usize = 10_000;
+
+/// Events whose data is larger than this ring the doorbell without their data (the holder
+/// reads them from the log), so a topic's buffer stays small whatever the events weigh.
+pub const SIGNAL_DATA_MAX: usize = 64 * 1024;
+
 /// A session as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -69,6 +77,8 @@ pub struct Session {
     pub seq: u64,
     /// The fingerprint of the tool listing its client was last told about (empty: none yet).
     pub tools: String,
+    /// The token of the stream that holds it (empty: none yet).
+    pub holder: String,
 }
 
 /// One event of a session's stream.
@@ -83,6 +93,8 @@ pub struct SessionEvent {
 /// What a read of the log found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EventsRead {
+    /// Whether the session exists (a stream of a session that ended closes).
+    pub exists: bool,
     /// The events after the requested sequence that are still kept, oldest first.
     pub events: Vec<SessionEvent>,
     /// Whether events after the requested sequence were dropped from the bounded log before this
@@ -90,6 +102,19 @@ pub struct EventsRead {
     pub truncated: bool,
     /// The session's last sequence (a requested sequence above it is unknown).
     pub last: u64,
+    /// The token of the stream that holds the session (empty: none).
+    pub holder: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended with this sequence.
+    Event(u64),
+    /// Nothing: the session was already told about this tool listing.
+    AlreadyTold,
+    /// Nothing: the session does not exist.
+    NoSession,
 }
 
 /// What a session's hub topic carries.
@@ -97,26 +122,43 @@ pub struct EventsRead {
 pub enum SessionSignal {
     /// An event was appended.
     Event(SessionEvent),
+    /// An event too large to ring with its data was appended: read it from the log.
+    Appended(u64),
+    /// A stream claimed the session (any other stream of it closes).
+    Claimed(String),
     /// The session ended (DELETE, or its legacy stream closed).
     End,
 }
 
 impl SessionSignal {
-    /// The wire form: `e<seq>\n<data>` or `x`.
+    /// The wire form: `e<seq>\n<data>`, `n<seq>`, `c<holder>` or `x`.
     pub fn encode(&self) -> Bytes {
         match self {
             SessionSignal::Event(e) => Bytes::from(format!("e{}\n{}", e.seq, e.data)),
+            SessionSignal::Appended(seq) => Bytes::from(format!("n{seq}")),
+            SessionSignal::Claimed(h) => Bytes::from(format!("c{h}")),
             SessionSignal::End => Bytes::from_static(b"x"),
+        }
+    }
+
+    /// The signal for an appended event: with its data when it is small enough.
+    pub fn for_event(event: SessionEvent) -> SessionSignal {
+        if event.data.len() <= SIGNAL_DATA_MAX {
+            SessionSignal::Event(event)
+        } else {
+            SessionSignal::Appended(event.seq)
         }
     }
 
     /// Reads the wire form (`None`: not one of ours).
     pub fn decode(b: &[u8]) -> Option<SessionSignal> {
+        let rest = std::str::from_utf8(b.get(1..)?).ok()?;
         match b.first()? {
             b'x' => Some(SessionSignal::End),
+            b'n' => rest.parse().ok().map(SessionSignal::Appended),
+            b'c' => Some(SessionSignal::Claimed(rest.to_string())),
             b'e' => {
-                let s = std::str::from_utf8(&b[1..]).ok()?;
-                let (seq, data) = s.split_once('\n')?;
+                let (seq, data) = rest.split_once('\n')?;
                 Some(SessionSignal::Event(SessionEvent {
                     seq: seq.parse().ok()?,
                     data: data.to_string(),
@@ -136,7 +178,8 @@ pub fn session_topic(tenant: &str, id: &str) -> Result<Topic, crate::TopicError>
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a session, expiring `idle_ms` after its last use. `tools`: the fingerprint of the
-    /// tool listing its client starts with.
+    /// tool listing its client starts with. `false`: the tenant already holds `max` live
+    /// sessions (nothing was created).
     async fn create_session(
         &self,
         tenant: &str,
@@ -144,16 +187,12 @@ pub trait SessionStore: Send + Sync + 'static {
         doc: &SessionDoc,
         tools: &str,
         idle_ms: u64,
-    ) -> Result<(), StoreError>;
-    /// Reads a session and counts it as used: its idle expiry is refreshed (at most once per
-    /// tenth of `idle_ms`, so a busy session costs one read per request). `None`: unknown, ended
-    /// or expired.
-    async fn touch_session(
-        &self,
-        tenant: &str,
-        id: &str,
-        idle_ms: u64,
-    ) -> Result<Option<Session>, StoreError>;
+        max: usize,
+    ) -> Result<bool, StoreError>;
+    /// Reads a session and counts it as used: its idle expiry (the one it was created with) is
+    /// refreshed, at most once per tenth of it, so a busy session costs one read per request.
+    /// `None`: unknown, ended or expired.
+    async fn touch_session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError>;
     /// Records the protocol revision a session negotiated (`initialize` on a session opened
     /// before it). `false`: the session does not exist.
     async fn set_session_version(
@@ -162,12 +201,16 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &str,
         version: &str,
     ) -> Result<bool, StoreError>;
+    /// Makes the stream `holder` the session's one stream: [`SessionSignal::Claimed`] goes to its
+    /// topic, and any other stream of the session closes. `false`: the session does not exist.
+    async fn claim_stream(&self, tenant: &str, id: &str, holder: &str) -> Result<bool, StoreError>;
     /// Ends a session: its record and log are deleted and [`SessionSignal::End`] goes to its
     /// topic. `false`: it did not exist.
     async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
     /// Appends an event to a session's log (keeping the last `keep`), and publishes it on the
-    /// session's topic, in one step. `tools`: when given, the fingerprint recorded as told.
-    /// Returns the event's sequence; `None` if the session does not exist.
+    /// session's topic ([`SessionSignal::for_event`]), in one step. `tools`: the fingerprint of
+    /// the tool listing the event tells about; if the session was already told about it, nothing
+    /// is appended, so streams on several processes never tell it twice.
     async fn append_event(
         &self,
         tenant: &str,
@@ -175,7 +218,7 @@ pub trait SessionStore: Send + Sync + 'static {
         data: &str,
         keep: usize,
         tools: Option<&str>,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Appended, StoreError>;
     /// The kept events with a sequence above `after`.
     async fn events_after(
         &self,
@@ -198,10 +241,18 @@ mod tests {
             data: "{\"a\":\"x\\ny\"}".into(),
         });
         assert_eq!(SessionSignal::decode(&e.encode()), Some(e));
-        assert_eq!(
-            SessionSignal::decode(&SessionSignal::End.encode()),
-            Some(SessionSignal::End)
-        );
+        for sig in [
+            SessionSignal::End,
+            SessionSignal::Appended(7),
+            SessionSignal::Claimed("tok".into()),
+        ] {
+            assert_eq!(SessionSignal::decode(&sig.encode()), Some(sig));
+        }
+        let big = SessionEvent {
+            seq: 3,
+            data: "x".repeat(SIGNAL_DATA_MAX + 1),
+        };
+        assert_eq!(SessionSignal::for_event(big), SessionSignal::Appended(3));
         assert_eq!(SessionSignal::decode(b"q"), None);
         assert_eq!(SessionSignal::decode(b"eX\n{}"), None);
         assert_eq!(SessionSignal::decode(b""), None);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use understudy_core::sessions::{Appended, SIGNAL_DATA_MAX};
 use understudy_core::{
     ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, SessionDoc,
     SessionKind, SessionSignal, StatsBatch, Stores, TenantStats, Topic,
@@ -518,23 +519,41 @@ fn doc() -> SessionDoc {
     }
 }
 
+const MAX: usize = 1000;
+
+async fn next_signal(sub: &mut understudy_core::Subscription) -> SessionSignal {
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .expect("a signal within 5 s")
+        .expect("the hub lives");
+    let Delivery::Message(b) = got else {
+        panic!("gap")
+    };
+    SessionSignal::decode(&b).expect("a session signal")
+}
+
 async fn sessions_are_created_touched_and_ended(s: Stores) {
     let st = &s.sessions;
-    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
-    st.create_session("t", "s1", &doc(), "fp1", 60_000)
-        .await
-        .unwrap();
-    let got = st.touch_session("t", "s1", 60_000).await.unwrap().unwrap();
+    assert_eq!(st.touch_session("t", "s1").await.unwrap(), None);
+    assert!(
+        st.create_session("t", "s1", &doc(), "fp1", 60_000, MAX)
+            .await
+            .unwrap()
+    );
+    let got = st.touch_session("t", "s1").await.unwrap().unwrap();
     assert_eq!(got.doc, doc());
-    assert_eq!((got.seq, got.tools.as_str()), (0, "fp1"));
+    assert_eq!(
+        (got.seq, got.tools.as_str(), got.holder.as_str()),
+        (0, "fp1", "")
+    );
     // Sessions are per tenant: the same id under another tenant is unknown.
-    assert_eq!(st.touch_session("u", "s1", 60_000).await.unwrap(), None);
+    assert_eq!(st.touch_session("u", "s1").await.unwrap(), None);
     assert!(
         st.set_session_version("t", "s1", "2025-11-25")
             .await
             .unwrap()
     );
-    let got = st.touch_session("t", "s1", 60_000).await.unwrap().unwrap();
+    let got = st.touch_session("t", "s1").await.unwrap().unwrap();
     assert_eq!(got.doc.protocol_version.as_deref(), Some("2025-11-25"));
     assert!(
         !st.set_session_version("u", "s1", "2025-11-25")
@@ -543,36 +562,92 @@ async fn sessions_are_created_touched_and_ended(s: Stores) {
     );
     let topic = understudy_core::sessions::session_topic("t", "s1").unwrap();
     let mut sub = s.hub.subscribe(&topic).await;
+    // A stream claims the session: its token is recorded and announced.
+    assert!(st.claim_stream("t", "s1", "tok-a").await.unwrap());
+    assert_eq!(
+        next_signal(&mut sub).await,
+        SessionSignal::Claimed("tok-a".into())
+    );
+    assert_eq!(
+        st.touch_session("t", "s1").await.unwrap().unwrap().holder,
+        "tok-a"
+    );
+    assert_eq!(st.events_after("t", "s1", 0).await.unwrap().holder, "tok-a");
+    assert!(!st.claim_stream("u", "s1", "tok-b").await.unwrap());
     assert!(st.end_session("t", "s1").await.unwrap());
-    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
+    assert_eq!(next_signal(&mut sub).await, SessionSignal::End);
+    assert_eq!(st.touch_session("t", "s1").await.unwrap(), None);
+    assert!(!st.events_after("t", "s1", 0).await.unwrap().exists);
     assert!(!st.end_session("t", "s1").await.unwrap());
     assert!(
         !st.set_session_version("t", "s1", "2025-11-25")
             .await
             .unwrap()
     );
-    assert_eq!(st.touch_session("t", "s1", 60_000).await.unwrap(), None);
-    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, Delivery::Message(SessionSignal::End.encode()));
+    assert_eq!(st.touch_session("t", "s1").await.unwrap(), None);
 }
 
 async fn idle_sessions_expire_and_use_keeps_them(s: Stores) {
     let st = &s.sessions;
-    st.create_session("t", "idle", &doc(), "", 400)
+    st.create_session("t", "idle", &doc(), "", 400, MAX)
         .await
         .unwrap();
-    st.create_session("t", "busy", &doc(), "", 400)
+    st.create_session("t", "busy", &doc(), "", 400, MAX)
+        .await
+        .unwrap();
+    // A longer-lived session is refreshed with its own idle time, whoever touches it.
+    st.create_session("t", "long", &doc(), "", 60_000, MAX)
         .await
         .unwrap();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(st.touch_session("t", "busy", 400).await.unwrap().is_some());
+        assert!(st.touch_session("t", "busy").await.unwrap().is_some());
+        assert!(st.touch_session("t", "long").await.unwrap().is_some());
     }
-    assert_eq!(st.touch_session("t", "idle", 400).await.unwrap(), None);
-    assert!(st.touch_session("t", "busy", 400).await.unwrap().is_some());
+    assert_eq!(st.touch_session("t", "idle").await.unwrap(), None);
+    assert!(st.touch_session("t", "busy").await.unwrap().is_some());
+    assert!(st.touch_session("t", "long").await.unwrap().is_some());
+}
+
+async fn a_tenant_holds_at_most_its_cap_of_live_sessions(s: Stores) {
+    let st = &s.sessions;
+    for i in 0..3 {
+        assert!(
+            st.create_session("t", &format!("s{i}"), &doc(), "", 300, 3)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !st.create_session("t", "s3", &doc(), "", 300, 3)
+            .await
+            .unwrap(),
+        "full"
+    );
+    // Another tenant has its own cap.
+    assert!(
+        st.create_session("u", "s3", &doc(), "", 300, 3)
+            .await
+            .unwrap()
+    );
+    // Ended and expired sessions free their places.
+    st.end_session("t", "s0").await.unwrap();
+    assert!(
+        st.create_session("t", "s3", &doc(), "", 300, 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !st.create_session("t", "s4", &doc(), "", 300, 3)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        st.create_session("t", "s4", &doc(), "", 300, 3)
+            .await
+            .unwrap()
+    );
 }
 
 async fn events_are_logged_bounded_and_rung(s: Stores) {
@@ -580,32 +655,23 @@ async fn events_are_logged_bounded_and_rung(s: Stores) {
     let topic = understudy_core::sessions::session_topic("t", "s").unwrap();
     assert_eq!(
         st.append_event("t", "s", "{}", 4, None).await.unwrap(),
-        None,
-        "no session, no event"
+        Appended::NoSession
     );
-    st.create_session("t", "s", &doc(), "a", 60_000)
+    st.create_session("t", "s", &doc(), "a", 60_000, MAX)
         .await
         .unwrap();
     let mut sub = s.hub.subscribe(&topic).await;
     for i in 1..=6u64 {
         let data = format!("{{\"n\":{i}}}");
-        let tools = (i == 6).then_some("b");
         assert_eq!(
-            st.append_event("t", "s", &data, 4, tools).await.unwrap(),
-            Some(i)
+            st.append_event("t", "s", &data, 4, None).await.unwrap(),
+            Appended::Event(i)
         );
     }
     for i in 1..=6u64 {
-        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let Delivery::Message(b) = got else {
-            panic!("gap")
-        };
-        match SessionSignal::decode(&b).unwrap() {
+        match next_signal(&mut sub).await {
             SessionSignal::Event(e) => assert_eq!((e.seq, e.data), (i, format!("{{\"n\":{i}}}"))),
-            SessionSignal::End => panic!("end"),
+            other => panic!("{other:?}"),
         }
     }
     // Only the last 4 are kept: a reader after 0 or 1 missed some, a reader after 2 did not.
@@ -614,7 +680,7 @@ async fn events_are_logged_bounded_and_rung(s: Stores) {
         r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![3, 4, 5, 6]
     );
-    assert!(r.truncated);
+    assert!(r.truncated && r.exists);
     assert_eq!(r.last, 6);
     assert!(st.events_after("t", "s", 1).await.unwrap().truncated);
     let r = st.events_after("t", "s", 2).await.unwrap();
@@ -625,35 +691,56 @@ async fn events_are_logged_bounded_and_rung(s: Stores) {
     // A sequence above the last is unknown: nothing after it, and the caller can tell.
     let r = st.events_after("t", "s", 99).await.unwrap();
     assert!(r.events.is_empty() && r.last == 6);
-    let got = st.touch_session("t", "s", 60_000).await.unwrap().unwrap();
-    assert_eq!((got.seq, got.tools.as_str()), (6, "b"));
+    // A tool listing is told once, whoever appends it; a new one is told again.
+    assert_eq!(
+        st.append_event("t", "s", "{\"lc\":1}", 4, Some("b"))
+            .await
+            .unwrap(),
+        Appended::Event(7)
+    );
+    assert_eq!(
+        st.append_event("t", "s", "{\"lc\":2}", 4, Some("b"))
+            .await
+            .unwrap(),
+        Appended::AlreadyTold
+    );
+    let got = st.touch_session("t", "s").await.unwrap().unwrap();
+    assert_eq!((got.seq, got.tools.as_str()), (7, "b"));
+    assert!(matches!(next_signal(&mut sub).await, SessionSignal::Event(e) if e.seq == 7));
+    // A large event rings without its data; the log has it.
+    let big = format!("\"{}\"", "x".repeat(SIGNAL_DATA_MAX + 10));
+    assert_eq!(
+        st.append_event("t", "s", &big, 4, None).await.unwrap(),
+        Appended::Event(8)
+    );
+    assert_eq!(next_signal(&mut sub).await, SessionSignal::Appended(8));
+    let r = st.events_after("t", "s", 7).await.unwrap();
+    assert_eq!(r.events[0].data, big);
 }
 
 async fn purge_deletes_every_session_of_a_tenant(s: Stores) {
     let st = &s.sessions;
-    for id in ["a", "b", "c"] {
-        st.create_session("t", id, &doc(), "", 60_000)
+    for i in 0..1200 {
+        let id = format!("s{i}");
+        st.create_session("t", &id, &doc(), "", 60_000, 5000)
             .await
             .unwrap();
-        st.append_event("t", id, "{}", 8, None).await.unwrap();
+        if i % 100 == 0 {
+            st.append_event("t", &id, "{}", 8, None).await.unwrap();
+        }
     }
-    st.create_session("other", "a", &doc(), "", 60_000)
+    st.create_session("other", "a", &doc(), "", 60_000, MAX)
         .await
         .unwrap();
     st.purge_tenant("t").await.unwrap();
-    for id in ["a", "b", "c"] {
-        assert_eq!(st.touch_session("t", id, 60_000).await.unwrap(), None);
+    for id in ["s0", "s500", "s1199"] {
+        assert_eq!(st.touch_session("t", id).await.unwrap(), None);
         assert!(st.events_after("t", id, 0).await.unwrap().events.is_empty());
     }
-    assert!(
-        st.touch_session("other", "a", 60_000)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(st.touch_session("other", "a").await.unwrap().is_some());
     // Stores::purge_tenant includes sessions.
     s.purge_tenant("other").await.unwrap();
-    assert_eq!(st.touch_session("other", "a", 60_000).await.unwrap(), None);
+    assert_eq!(st.touch_session("other", "a").await.unwrap(), None);
 }
 
 macro_rules! contract {
@@ -719,6 +806,7 @@ contract!(stats:
 contract!(sessions:
     sessions_are_created_touched_and_ended,
     idle_sessions_expire_and_use_keeps_them,
+    a_tenant_holds_at_most_its_cap_of_live_sessions,
     events_are_logged_bounded_and_rung,
     purge_deletes_every_session_of_a_tenant,
 );

@@ -143,9 +143,10 @@ impl ServeArgs {
                 "--max-stream-events (UNDERSTUDY_MAX_STREAM_EVENTS) must be at least 16".into(),
             );
         }
-        if self.mcp_session_idle < Duration::from_secs(1) {
+        // An open stream refreshes its session every third of this, at most once a second.
+        if self.mcp_session_idle < Duration::from_secs(3) {
             return Err(
-                "--mcp-session-idle (UNDERSTUDY_MCP_SESSION_IDLE) must be at least 1s".into(),
+                "--mcp-session-idle (UNDERSTUDY_MCP_SESSION_IDLE) must be at least 3s".into(),
             );
         }
         if self.max_connections < 1 {

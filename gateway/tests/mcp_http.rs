@@ -667,3 +667,76 @@ async fn an_answer_sent_before_the_body_was_read_closes_the_connection() {
     assert_eq!(r.status, 200);
     assert!(r.headers.get("connection").is_none());
 }
+
+#[tokio::test]
+async fn what_a_client_sends_never_grows_what_is_kept_or_echoed() {
+    let app = app().await;
+    // An unknown tool or method named with 100 KB is echoed in a line, not copied.
+    let long = "x".repeat(100_000);
+    for body in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": long}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": long}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": long}}),
+    ] {
+        let r = message(&app, "shop", &body.to_string()).await;
+        assert!(r.body.len() < 1_000, "{} bytes", r.body.len());
+    }
+    // A tenant holds at most MAX_SESSIONS_PER_TENANT live sessions; an ended one frees a place.
+    let max = understudy_core::sessions::MAX_SESSIONS_PER_TENANT;
+    let mut last = String::new();
+    for _ in 0..max {
+        last = initialize(&app, "2025-11-25").await;
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/mcp",
+        &[("x-tenant-id", "shop"), JSON],
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string(),
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), code(&r)), (429, -32000));
+    let r = call(&app, "GET", "/mcp/sse", &[("x-tenant-id", "shop")], "").await;
+    assert_eq!(r.status, 429, "legacy sessions count too");
+    let r = call(
+        &app,
+        "DELETE",
+        "/mcp",
+        &[("x-tenant-id", "shop"), ("mcp-session-id", &last)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    initialize(&app, "2025-11-25").await;
+}
+
+#[tokio::test]
+async fn unsupported_versions_on_get_and_delete_are_400_and_change_nothing() {
+    let app = app().await;
+    let sid = initialize(&app, "2025-11-25").await;
+    for method in ["GET", "DELETE"] {
+        let r = call(
+            &app,
+            method,
+            "/mcp",
+            &[
+                ("x-tenant-id", "shop"),
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2099-01-01"),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!((r.status.as_u16(), code(&r)), (400, -32022), "{method}");
+    }
+    // The session is still there.
+    let r = in_session(
+        &app,
+        &sid,
+        &[],
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}

@@ -315,11 +315,14 @@ async fn a_streamable_session_lives_on_every_process_and_resumes_anywhere() {
     assert_eq!(data["method"], "notifications/tools/list_changed");
     assert_ne!(id.as_deref(), Some(first_id.as_str()));
 
-    // Resuming from the start replays what the log keeps; an unknown id says so.
+    // A session has one stream: a newer one (here resuming from the start, on A) takes over,
+    // and the one on B ends.
     let mut replay = open_stream(&a, "mcp_shared", &sid, Some("0")).await;
     let (id0, _, _) = replay.next(WAIT).await.expect("replayed first event");
     assert_eq!(id0.as_deref(), Some(first_id.as_str()));
+    assert!(on_b.ends(WAIT).await, "the older stream on B ends");
     drop(replay);
+    // An unknown id replays what the log keeps, and says so.
     let mut unknown = open_stream(&a, "mcp_shared", &sid, Some("999999")).await;
     let (id1, _, _) = unknown
         .next(WAIT)
@@ -332,8 +335,31 @@ async fn a_streamable_session_lives_on_every_process_and_resumes_anywhere() {
         unknown.comments
     );
     drop(unknown);
+    let mut unreadable = open_stream(&a, "mcp_shared", &sid, Some(&"9".repeat(300))).await;
+    let (id2, _, _) = unreadable
+        .next(WAIT)
+        .await
+        .expect("replay after an unreadable id");
+    assert_eq!(id2.as_deref(), Some(first_id.as_str()));
+    assert!(
+        unreadable
+            .comments
+            .iter()
+            .any(|c| c.contains("Last-Event-ID")),
+        "{:?}",
+        unreadable.comments
+    );
+    drop(unreadable);
 
     // DELETE on A ends the stream held by B, and the session everywhere.
+    let mut on_b = open_stream(&b, "mcp_shared", &sid, None).await;
+    // (Opened: a change now reaches it, so it is live before the DELETE.)
+    add_tool(&a, "mcp_shared", "fourth").await;
+    let (_, _, data) = on_b
+        .next(WAIT)
+        .await
+        .expect("list_changed on the new stream");
+    assert!(data.contains("list_changed"));
     let r = client()
         .delete(format!("{}/mcp", a.base))
         .header("x-tenant-id", "mcp_shared")

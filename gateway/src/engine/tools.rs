@@ -18,6 +18,9 @@ use understudy_crds::model::ScenarioConfig;
 /// Most schema violations reported for one call.
 pub const MAX_VIOLATIONS: usize = 20;
 
+/// Longest violation line (it quotes the offending value).
+pub const MAX_VIOLATION_CHARS: usize = 300;
+
 /// One tool: the highest-priority scenario of its name defines the listing.
 pub struct Tool {
     /// Its name.
@@ -205,10 +208,15 @@ impl Tool {
             .take(MAX_VIOLATIONS)
             .map(|e| {
                 let path = e.instance_path.to_string();
-                if path.is_empty() {
+                let line = if path.is_empty() {
                     e.to_string()
                 } else {
                     format!("{path}: {e}")
+                };
+                // A violation quotes the offending value: never more than a line of it.
+                match line.char_indices().nth(MAX_VIOLATION_CHARS) {
+                    Some((i, _)) => format!("{}…", &line[..i]),
+                    None => line,
                 }
             })
             .collect()
@@ -284,6 +292,16 @@ mod tests {
             panic!()
         };
         assert!(v[0].contains("city"), "{v:?}");
+        // A huge offending value is quoted, not copied.
+        let Call::Invalid(v) = tools.call(&s, "w", &json!({"city": ["x".repeat(1_000_000)]}))
+        else {
+            panic!()
+        };
+        assert!(
+            v[0].chars().count() <= MAX_VIOLATION_CHARS + 1,
+            "{}",
+            v[0].len()
+        );
     }
 
     #[test]

@@ -209,6 +209,18 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Longest client text echoed in an error message (names, methods, URIs): an error never grows
+/// with what the client sent.
+const ECHO_MAX: usize = 128;
+
+/// `text` cut to [`ECHO_MAX`] characters (with `…` when cut).
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(ECHO_MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 fn ok(ctx: &Ctx<'_>, id: &Value, result: Value, cacheable: bool) -> Reply {
     Reply::of(jsonrpc::result(id, finish(ctx.revision, result, cacheable)))
 }
@@ -291,7 +303,10 @@ fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> R
             Reply::of(jsonrpc::error(
                 Some(id),
                 INVALID_PARAMS,
-                format!("Unknown prompt: '{name}' (this server has no prompts)"),
+                format!(
+                    "Unknown prompt: '{}' (this server has no prompts)",
+                    clip(name)
+                ),
                 None,
             ))
         }
@@ -304,8 +319,8 @@ fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> R
         _ => Reply::of(jsonrpc::error(
             Some(id),
             METHOD_NOT_FOUND,
-            format!("Method not found: {method}"),
-            Some(Value::String(method.chars().take(128).collect())),
+            format!("Method not found: {}", clip(method)),
+            Some(Value::String(clip(method))),
         )),
     }
 }
@@ -386,7 +401,7 @@ fn call(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
         Call::Unknown => Reply::of(jsonrpc::error(
             Some(id),
             INVALID_PARAMS,
-            format!("Unknown tool: {name}"),
+            format!("Unknown tool: {}", clip(name)),
             None,
         )),
         Call::Invalid(violations) => {
@@ -394,6 +409,7 @@ fn call(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
                 "Invalid arguments for tool '{name}': {}",
                 violations.join("; ")
             );
+            // (`name` is a tool that exists: its length is bounded by the manifests.)
             if ctx.revision.validation_as_tool_error() {
                 ok(
                     ctx,
@@ -435,8 +451,8 @@ fn read(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
         return Reply::of(jsonrpc::error(
             Some(id),
             code,
-            format!("Resource not found: {uri}"),
-            Some(json!({"uri": uri})),
+            format!("Resource not found: {}", clip(uri)),
+            Some(json!({"uri": clip(uri)})),
         ));
     }
     let text = match serde_json::to_string(&ctx.tenant.config.state) {

@@ -13,18 +13,26 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::Value;
-use understudy_core::sessions::{SessionDoc, SessionKind, new_session_id, valid_session_id};
+use understudy_core::sessions::{
+    Appended, MAX_SESSIONS_PER_TENANT, SessionDoc, SessionKind, new_session_id, valid_session_id,
+};
 
 use super::{
-    SESSION_LOG, accepted, accepts_sse, admit, json_response, labelled, read_body, rpc_error,
-    sse_response, with_faults,
+    accepted, accepts_sse, admit, json_response, labelled, read_body, rpc_error, sse_response,
+    with_faults,
 };
+use crate::chaos::Fault;
 use crate::mcp::jsonrpc::{self, INVALID_REQUEST, SERVER_ERROR};
 use crate::mcp::{BodyReply, Ctx, Revision, Transport};
 use crate::state::{App, PathTenant};
 
-/// How long a legacy session outlives its stream's last refresh.
+/// How long a legacy session outlives its stream's last refresh (the stream refreshes it every
+/// third of this).
 pub const LEGACY_IDLE: Duration = Duration::from_secs(60);
+
+/// Replies kept per legacy session: the transport has no resumption, so the log only has to
+/// cover a stream that fell behind.
+pub const LEGACY_LOG: usize = 64;
 
 const SESSION_NOT_FOUND: i64 = -32001;
 
@@ -50,29 +58,38 @@ pub async fn open(State(app): State<App>, req: Request) -> Response {
         created_ms: understudy_core::now_ms(),
     };
     let idle = LEGACY_IDLE.as_millis() as u64;
-    if let Err(e) = app
+    match app
         .stores
         .sessions
-        .create_session(tenant.id(), &id, &doc, &tenant.tools.fingerprint, idle)
+        .create_session(
+            tenant.id(),
+            &id,
+            &doc,
+            &tenant.tools.fingerprint,
+            idle,
+            MAX_SESSIONS_PER_TENANT,
+        )
         .await
     {
-        app.metrics.redis_error("mcp_session");
-        tracing::debug!(error = %e, "legacy session create failed");
-        return labelled(unavailable(), &tenant);
+        Ok(true) => {}
+        Ok(false) => return labelled(super::streamable::too_many_sessions(&tenant), &tenant),
+        Err(e) => {
+            app.metrics.redis_error("mcp_session");
+            tracing::debug!(error = %e, "legacy session create failed");
+            return labelled(unavailable(), &tenant);
+        }
     }
     let prefix = match parts.extensions.get::<PathTenant>() {
         Some(p) => format!("/t/{}", p.0),
         None => String::new(),
     };
-    let endpoint = format!("{prefix}/mcp/message?sessionId={id}");
-    let resp = super::stream::follow(
-        &app,
-        &tenant,
+    let open = super::stream::Open {
+        endpoint: Some(format!("{prefix}/mcp/message?sessionId={id}")),
         id,
-        None,
-        Some(("endpoint".to_string(), endpoint)),
-        idle,
-    );
+        resume: None,
+        keep: LEGACY_LOG,
+    };
+    let resp = super::stream::follow(&app, &tenant, open);
     labelled(with_faults(resp, &outcome), &tenant)
 }
 
@@ -102,6 +119,16 @@ pub async fn message(State(app): State<App>, req: Request) -> Response {
         Err(e) => return labelled(json_response(StatusCode::BAD_REQUEST, &e), &tenant),
     };
     let resp = match session_param(parts.uri.query()) {
+        // A cut or malformed answer is the POST's own: the message is not dispatched, so the
+        // stream never carries an answer the client was told it would not get.
+        Some(_)
+            if matches!(
+                outcome.fault,
+                Some(Fault::StreamCut(_) | Fault::Malformed(0))
+            ) =>
+        {
+            accepted_text()
+        }
         Some(sid) => relay(&app, &tenant, &sid, parsed).await,
         None => {
             let ctx = Ctx {
@@ -150,9 +177,8 @@ async fn relay(
     if !valid_session_id(sid) {
         return not_found();
     }
-    let idle = LEGACY_IDLE.as_millis() as u64;
     let sessions = &app.stores.sessions;
-    let session = match sessions.touch_session(tenant.id(), sid, idle).await {
+    let session = match sessions.touch_session(tenant.id(), sid).await {
         Ok(Some(s)) if s.doc.kind == SessionKind::Legacy => s,
         Ok(_) => return not_found(),
         Err(e) => {
@@ -186,12 +212,26 @@ async fn relay(
         BodyReply::Batch(items) => vec![Value::Array(items)],
     };
     for reply in replies {
+        let mut text = reply.to_string();
+        if text.len() > app.options.max_answer_bytes {
+            text = jsonrpc::error(
+                reply.get("id"),
+                jsonrpc::INTERNAL_ERROR,
+                format!(
+                    "The answer is {} bytes, over --max-answer-bytes ({})",
+                    text.len(),
+                    app.options.max_answer_bytes
+                ),
+                None,
+            )
+            .to_string();
+        }
         match sessions
-            .append_event(tenant.id(), sid, &reply.to_string(), SESSION_LOG, None)
+            .append_event(tenant.id(), sid, &text, LEGACY_LOG, None)
             .await
         {
-            Ok(Some(_)) => {}
-            Ok(None) => return not_found(),
+            Ok(Appended::Event(_)) | Ok(Appended::AlreadyTold) => {}
+            Ok(Appended::NoSession) => return not_found(),
             Err(e) => {
                 app.metrics.redis_error("mcp_session_log");
                 tracing::debug!(error = %e, "legacy reply not relayed");

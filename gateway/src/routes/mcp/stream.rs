@@ -3,10 +3,14 @@
 //! resumes on any process (`Last-Event-ID`), and a DELETE anywhere ends it.
 //!
 //! ```text
-//!  open ─► subscribe(topic) ─► replay log after the cursor ─► loop:
-//!            hub: Event(seq = cursor+1) → send │ jump or Gap → re-read the log │ End → close
-//!            snapshot changed: tools fingerprint ≠ told → append list_changed (rings everyone)
-//!            every idle/3: refresh the session (gone → close)   │ client gone → stop
+//!  open ─► subscribe(topic) ─► claim the session (streamable: the newest stream wins) ─►
+//!          replay the log after the cursor ─► loop:
+//!            hub: Event(seq = cursor+1) → send │ jump, large event or Gap → re-read the log
+//!                 Claimed(other) or End → close
+//!            snapshot changed: tools fingerprint ≠ told → append list_changed (once per session,
+//!                                                        whichever process appends first)
+//!            every idle/3: refresh the session (gone → close; behind its log → re-read)
+//!            client gone → stop
 //! ```
 
 use std::sync::Arc;
@@ -15,17 +19,17 @@ use std::time::Duration;
 use axum::response::Response;
 use serde_json::{Value, json};
 use understudy_core::Delivery;
-use understudy_core::sessions::{SessionEvent, SessionSignal, session_topic};
+use understudy_core::sessions::{Appended, EventsRead, SessionEvent, SessionSignal, session_topic};
 
-use super::SESSION_LOG;
 use crate::mcp::dispatch::{META_SUBSCRIPTION, finish};
 use crate::mcp::{Revision, jsonrpc};
 use crate::snapshot::TenantRuntime;
 use crate::sse::{Event, KEEP_ALIVE_EVERY, Sender};
 use crate::state::App;
 
-/// Events buffered per stream before the follower waits for the client.
-const STREAM_BUFFER: usize = 32;
+/// Events buffered per stream before the follower waits for the client (each at most a tool
+/// result, whose size the manifests bound).
+const STREAM_BUFFER: usize = 8;
 
 /// Signals buffered on a session's hub topic: past them the follower is told of a gap and
 /// re-reads the log, so a small buffer loses nothing and keeps idle sessions light.
@@ -36,32 +40,39 @@ fn list_changed() -> String {
     jsonrpc::notification("notifications/tools/list_changed", None).to_string()
 }
 
-/// Opens the stream of session `id` of `tenant`, replaying what follows `resume` (a
-/// `Last-Event-ID`). `first`: an event sent before anything else (the legacy `endpoint`).
-/// A legacy stream's session ends with it. The session is kept alive while the stream is open
-/// (refreshed every third of `idle_ms`).
-pub fn follow(
-    app: &App,
-    tenant: &Arc<TenantRuntime>,
-    id: String,
-    resume: Option<String>,
-    first: Option<(String, String)>,
-    idle_ms: u64,
-) -> Response {
+/// How a stream starts.
+pub struct Open {
+    /// The session.
+    pub id: String,
+    /// Where to resume: `None` (a new stream: what is appended from now on), `Some(n)` (after
+    /// event n), or `Some` of anything else (an id the log never held: replay what is kept, and
+    /// say so).
+    pub resume: Option<String>,
+    /// The legacy transport's `endpoint` event: sent first; the stream replays the session's
+    /// whole log and the session ends with the stream.
+    pub endpoint: Option<String>,
+    /// The session's log length (what a replay can hold).
+    pub keep: usize,
+}
+
+/// Opens a stream of a session of `tenant` (see [`Open`]).
+pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
     let (tx, resp) = crate::sse::channel(app, "mcp", STREAM_BUFFER, Some(KEEP_ALIVE_EVERY));
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
-    let legacy = first.is_some();
     tokio::spawn(async move {
+        let legacy = open.endpoint.is_some();
+        let id = open.id.clone();
         let follower = Follower {
             app: app.clone(),
             tenant: tenant_id.clone(),
-            id: id.clone(),
+            id: open.id,
             tx,
             cursor: 0,
-            idle_ms,
+            token: understudy_core::sessions::new_session_id(),
+            keep: open.keep,
         };
-        follower.run(resume, first).await;
+        follower.run(open.resume, open.endpoint).await;
         if legacy {
             let _ = app.stores.sessions.end_session(&tenant_id, &id).await;
         }
@@ -76,174 +87,201 @@ struct Follower {
     tx: Sender,
     /// The last sequence sent.
     cursor: u64,
-    /// The session's idle expiry.
-    idle_ms: u64,
+    /// This stream's token: a streamable session has one stream, the one that claimed it last.
+    token: String,
+    /// The session's log length.
+    keep: usize,
 }
 
+/// Why a follower stops.
+enum Stop {
+    /// The client went away, or the session ended or passed to another stream.
+    Done,
+}
+
+type Step = Result<(), Stop>;
+
 impl Follower {
-    async fn send(&mut self, e: &SessionEvent) -> bool {
+    async fn send(&mut self, e: &SessionEvent) -> Step {
         let seq = e.seq.to_string();
-        let ok = self
-            .tx
+        self.tx
             .send(&Event {
                 id: Some(&seq),
                 event: Some("message"),
                 data: &e.data,
             })
             .await
-            .is_ok();
+            .map_err(|_| Stop::Done)?;
         self.cursor = e.seq;
-        ok
+        Ok(())
     }
 
-    /// Sends what the log holds after the cursor. `false`: the client is gone.
-    async fn catch_up(&mut self) -> bool {
-        match self
+    /// Whether a read shows the stream must end: the session is gone, or another stream holds
+    /// it.
+    fn lost(&self, read_exists: bool, holder: &str) -> bool {
+        !read_exists || (!holder.is_empty() && holder != self.token)
+    }
+
+    /// Sends what the log holds after the cursor (a store error leaves the cursor where it is:
+    /// the next refresh tries again).
+    async fn catch_up(&mut self) -> Step {
+        let read: EventsRead = match self
             .app
             .stores
             .sessions
             .events_after(&self.tenant, &self.id, self.cursor)
             .await
         {
-            Ok(read) => {
-                if read.truncated {
-                    let note = format!(
-                        "events after {} were dropped from the session's log (it keeps the last {SESSION_LOG}); replaying what is kept",
-                        self.cursor
-                    );
-                    if self.tx.comment(&note).await.is_err() {
-                        return false;
-                    }
-                }
-                for e in &read.events {
-                    if !self.send(e).await {
-                        return false;
-                    }
-                }
-                true
-            }
+            Ok(r) => r,
             Err(e) => {
                 self.app.metrics.redis_error("mcp_session_log");
                 tracing::debug!(error = %e, "session log read failed");
-                true
+                return Ok(());
             }
+        };
+        if self.lost(read.exists, &read.holder) {
+            return Err(Stop::Done);
         }
+        if read.truncated {
+            let note = format!(
+                "events after {} were dropped from the session's log (it keeps the last {}); replaying what is kept",
+                self.cursor, self.keep
+            );
+            self.tx.comment(&note).await.map_err(|_| Stop::Done)?;
+        }
+        for e in &read.events {
+            self.send(e).await?;
+        }
+        Ok(())
     }
 
-    async fn run(mut self, resume: Option<String>, first: Option<(String, String)>) {
-        let topic = match session_topic(&self.tenant, &self.id) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
-        // Subscribed before reading, so nothing appended in between is missed.
+    async fn run(mut self, resume: Option<String>, endpoint: Option<String>) {
+        let _ = self.follow(resume, endpoint).await;
+    }
+
+    async fn follow(&mut self, resume: Option<String>, endpoint: Option<String>) -> Step {
+        let topic = session_topic(&self.tenant, &self.id).map_err(|_| Stop::Done)?;
+        // Subscribed before anything is read, so nothing appended in between is missed.
         let mut sub = self
             .app
             .stores
             .hub
             .subscribe_with_capacity(&topic, TOPIC_BUFFER)
             .await;
-        if let Some((event, data)) = &first
-            && self
-                .tx
+        let sessions = self.app.stores.sessions.clone();
+        let legacy = endpoint.is_some();
+        if let Some(url) = &endpoint {
+            self.tx
                 .send(&Event {
                     id: None,
-                    event: Some(event),
-                    data,
+                    event: Some("endpoint"),
+                    data: url,
                 })
                 .await
-                .is_err()
-        {
-            return;
+                .map_err(|_| Stop::Done)?;
+        } else if !matches!(
+            sessions
+                .claim_stream(&self.tenant, &self.id, &self.token)
+                .await,
+            Ok(true)
+        ) {
+            return Err(Stop::Done);
         }
-        let idle_ms = self.idle_ms;
-        let session = match self
-            .app
-            .stores
-            .sessions
-            .touch_session(&self.tenant, &self.id, idle_ms)
-            .await
-        {
+        let session = match sessions.touch_session(&self.tenant, &self.id).await {
             Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(_) => return,
+            _ => return Err(Stop::Done),
         };
-        // Resume: a known sequence continues after it; anything else replays what is kept.
-        match resume {
-            None => self.cursor = session.seq,
-            Some(r) => match r.parse::<u64>() {
-                Ok(n) if n <= session.seq => self.cursor = n,
+        // A legacy stream replays its whole log (its replies may have been appended before the
+        // stream read anything); a new streamable stream starts at the end; a resumed one after
+        // its id.
+        self.cursor = match (&resume, legacy) {
+            (_, true) => 0,
+            (None, false) => session.seq,
+            (Some(r), false) => match r.parse::<u64>() {
+                Ok(n) if n <= session.seq => n,
                 _ => {
                     let note = format!(
                         "Last-Event-ID {} is not an event of this session; replaying the events kept",
                         r.escape_default()
                     );
-                    if self.tx.comment(&note).await.is_err() {
-                        return;
-                    }
-                    self.cursor = 0;
+                    self.tx.comment(&note).await.map_err(|_| Stop::Done)?;
+                    0
                 }
             },
-        }
-        if !self.catch_up().await {
-            return;
-        }
+        };
+        self.catch_up().await?;
         let mut told = session.tools;
         let mut versions = self.app.snapshot.watch();
-        if !self.check_tools(&mut told).await {
-            return;
-        }
-        let mut refresh = tokio::time::interval(Duration::from_millis((idle_ms / 3).max(1_000)));
+        self.check_tools(&mut told).await?;
+        let idle_ms = self.app.options.mcp_session_idle.as_millis() as u64;
+        let every = if legacy {
+            super::legacy::LEGACY_IDLE / 3
+        } else {
+            Duration::from_millis(idle_ms / 3)
+        };
+        let mut refresh = tokio::time::interval(every.max(Duration::from_secs(1)));
         refresh.tick().await;
         loop {
             tokio::select! {
                 d = sub.recv() => {
                     let signal = match d {
-                        None => return,
+                        None => return Err(Stop::Done),
                         Some(Delivery::Gap) => None,
                         Some(Delivery::Message(b)) => match SessionSignal::decode(&b) {
-                            Some(SessionSignal::End) => return,
+                            Some(SessionSignal::End) => return Err(Stop::Done),
+                            Some(SessionSignal::Claimed(t)) if t != self.token && !legacy => {
+                                return Err(Stop::Done);
+                            }
+                            Some(SessionSignal::Claimed(_)) | None => continue,
+                            Some(SessionSignal::Appended(seq)) if seq <= self.cursor => continue,
+                            Some(SessionSignal::Appended(_)) => None,
                             Some(SessionSignal::Event(e)) => Some(e),
-                            None => continue,
                         },
                     };
-                    let live = match signal {
+                    match signal {
                         // The next event: sent as it came.
-                        Some(e) if e.seq == self.cursor + 1 => self.send(&e).await,
+                        Some(e) if e.seq == self.cursor + 1 => self.send(&e).await?,
                         // Already sent (read from the log before its signal arrived).
-                        Some(e) if e.seq <= self.cursor => true,
-                        // A gap, or a jump past the next event: the log has what was missed.
-                        _ => self.catch_up().await,
-                    };
-                    if !live {
-                        return;
+                        Some(e) if e.seq <= self.cursor => {}
+                        // A gap, a jump past the next event, or a large event: the log has it.
+                        _ => self.catch_up().await?,
                     }
                 }
                 changed = versions.changed() => {
-                    if changed.is_err() || !self.check_tools(&mut told).await {
-                        return;
+                    if changed.is_err() {
+                        return Err(Stop::Done);
                     }
+                    self.check_tools(&mut told).await?;
                 }
                 _ = refresh.tick() => {
-                    match self.app.stores.sessions.touch_session(&self.tenant, &self.id, idle_ms).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => return,
+                    match sessions.touch_session(&self.tenant, &self.id).await {
+                        Ok(Some(s)) => {
+                            if self.lost(true, if legacy { "" } else { &s.holder }) {
+                                return Err(Stop::Done);
+                            }
+                            if s.seq > self.cursor {
+                                self.catch_up().await?;
+                            }
+                        }
+                        Ok(None) => return Err(Stop::Done),
                         // The store is away: keep the stream; the next tick tries again.
                         Err(_) => self.app.metrics.redis_error("mcp_session"),
                     }
                 }
-                _ = self.tx.closed() => return,
+                _ = self.tx.closed() => return Err(Stop::Done),
             }
         }
     }
 
-    /// Appends `list_changed` when the tenant's tools differ from what the client was told.
-    /// `false`: the tenant is gone (the stream ends).
-    async fn check_tools(&mut self, told: &mut String) -> bool {
+    /// Appends `list_changed` when the tenant's tools differ from what the session was told
+    /// (the store appends it once per listing, whichever stream asks first). Ends the stream
+    /// when the tenant is gone.
+    async fn check_tools(&mut self, told: &mut String) -> Step {
         let Some(t) = self.app.snapshot.tenant(&self.tenant) else {
-            return false;
+            return Err(Stop::Done);
         };
         if t.tools.fingerprint == *told {
-            return true;
+            return Ok(());
         }
         let fp = t.tools.fingerprint.clone();
         match self
@@ -254,19 +292,19 @@ impl Follower {
                 &self.tenant,
                 &self.id,
                 &list_changed(),
-                SESSION_LOG,
+                self.keep,
                 Some(&fp),
             )
             .await
         {
-            Ok(Some(_)) => *told = fp,
-            Ok(None) => return false,
+            Ok(Appended::Event(_)) | Ok(Appended::AlreadyTold) => *told = fp,
+            Ok(Appended::NoSession) => return Err(Stop::Done),
             Err(e) => {
                 self.app.metrics.redis_error("mcp_session_log");
                 tracing::debug!(error = %e, "list_changed not appended");
             }
         }
-        true
+        Ok(())
     }
 }
 
@@ -286,6 +324,8 @@ pub fn listen(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let (tx, resp) = crate::sse::channel(app, "mcp", STREAM_BUFFER, Some(KEEP_ALIVE_EVERY));
+    // Watching before the listing is read, so no change falls between the two.
+    let mut versions = app.snapshot.watch();
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
     let mut told = tenant.tools.fingerprint.clone();
@@ -315,7 +355,6 @@ pub fn listen(
         if !send(ack).await {
             return;
         }
-        let mut versions = app.snapshot.watch();
         loop {
             tokio::select! {
                 changed = versions.changed() => {

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
-use understudy_core::sessions::{SessionDoc, SessionKind, new_session_id, valid_session_id};
+use understudy_core::sessions::{
+    MAX_SESSIONS_PER_TENANT, SessionDoc, SessionKind, new_session_id, valid_session_id,
+};
 
 use super::{
     accepted, admit, json_response, labelled, read_body, rpc_error, sse_response, with_faults,
@@ -155,13 +157,7 @@ async fn session(app: &App, tenant: &TenantRuntime, id: &str) -> Result<Revision
     if !valid_session_id(id) {
         return Err(not_found());
     }
-    let idle = app.options.mcp_session_idle.as_millis() as u64;
-    match app
-        .stores
-        .sessions
-        .touch_session(tenant.id(), id, idle)
-        .await
-    {
+    match app.stores.sessions.touch_session(tenant.id(), id).await {
         Ok(Some(s)) if s.doc.kind == SessionKind::Streamable => Ok(s
             .doc
             .protocol_version
@@ -175,6 +171,18 @@ async fn session(app: &App, tenant: &TenantRuntime, id: &str) -> Result<Revision
             Err(unavailable())
         }
     }
+}
+
+/// 429: the tenant holds as many live sessions as it may.
+pub fn too_many_sessions(tenant: &TenantRuntime) -> Response {
+    rpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        SERVER_ERROR,
+        format!(
+            "Tenant '{}' holds {MAX_SESSIONS_PER_TENANT} live MCP sessions, the most it may: end some (DELETE /mcp) or let them expire",
+            tenant.id()
+        ),
+    )
 }
 
 fn unavailable() -> Response {
@@ -210,15 +218,26 @@ async fn initialize(
         created_ms: understudy_core::now_ms(),
     };
     let idle = app.options.mcp_session_idle.as_millis() as u64;
-    if let Err(e) = app
+    match app
         .stores
         .sessions
-        .create_session(tenant.id(), &id, &doc, &tenant.tools.fingerprint, idle)
+        .create_session(
+            tenant.id(),
+            &id,
+            &doc,
+            &tenant.tools.fingerprint,
+            idle,
+            MAX_SESSIONS_PER_TENANT,
+        )
         .await
     {
-        app.metrics.redis_error("mcp_session");
-        tracing::debug!(error = %e, "session create failed");
-        return unavailable();
+        Ok(true) => {}
+        Ok(false) => return too_many_sessions(tenant),
+        Err(e) => {
+            app.metrics.redis_error("mcp_session");
+            tracing::debug!(error = %e, "session create failed");
+            return unavailable();
+        }
     }
     let mut resp = render(headers, StatusCode::OK, &reply.body);
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -273,6 +292,8 @@ async fn stateless_post(
                 "Not Acceptable: subscriptions/listen answers with an SSE stream; accept text/event-stream",
             );
         }
+        app.metrics
+            .mcp_message("subscriptions/listen", "stateless", "2026-07-28");
         return super::stream::listen(app, tenant, id.clone(), params.as_ref());
     }
     let ctx = Ctx {
@@ -293,6 +314,19 @@ async fn stateless_post(
     }
 }
 
+/// What a GET or DELETE answers before anything else in the sessionless era: 405 for
+/// 2026-07-28 (it has no sessions), 400 for a version this server does not speak.
+fn sessionless_refusal(headers: &HeaderMap) -> Option<Response> {
+    match era(headers) {
+        Era::Session => None,
+        Era::Stateless(v) if v == Revision::V2026_07_28.as_str() => Some(post_only()),
+        Era::Stateless(v) => {
+            let (status, body) = stateless::unsupported(None, &v);
+            Some(json_response(status, &body))
+        }
+    }
+}
+
 /// 405 for the sessionless revision's GET and DELETE.
 fn post_only() -> Response {
     let mut resp = rpc_error(
@@ -308,8 +342,8 @@ fn post_only() -> Response {
 /// `GET /mcp`: the session's server-to-client stream, resumable with `Last-Event-ID`.
 pub async fn get(State(app): State<App>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
-    if matches!(era(&parts.headers), Era::Stateless(_)) {
-        return post_only();
+    if let Some(r) = sessionless_refusal(&parts.headers) {
+        return r;
     }
     let (tenant, outcome) = match admit(&app, &parts).await {
         Ok(t) => t,
@@ -339,9 +373,21 @@ pub async fn get(State(app): State<App>, req: Request) -> Response {
     if let Err(r) = session(&app, &tenant, &sid).await {
         return labelled(r, &tenant);
     }
-    let resume = crate::sse::last_event_id(&parts.headers);
-    let idle = app.options.mcp_session_idle.as_millis() as u64;
-    let resp = super::stream::follow(&app, &tenant, sid, resume, None, idle);
+    // A Last-Event-ID too long or not printable is one the log never held: replayed from the
+    // start, with a comment saying so.
+    let resume = match parts.headers.get("last-event-id") {
+        None => None,
+        Some(_) => {
+            Some(crate::sse::last_event_id(&parts.headers).unwrap_or_else(|| "(unreadable)".into()))
+        }
+    };
+    let open = super::stream::Open {
+        id: sid,
+        resume,
+        endpoint: None,
+        keep: super::SESSION_LOG,
+    };
+    let resp = super::stream::follow(&app, &tenant, open);
     labelled(with_faults(resp, &outcome), &tenant)
 }
 
@@ -349,10 +395,8 @@ pub async fn get(State(app): State<App>, req: Request) -> Response {
 /// it).
 pub async fn delete(State(app): State<App>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
-    if matches!(era(&parts.headers), Era::Stateless(_))
-        && parts.headers.get(SESSION_HEADER).is_none()
-    {
-        return post_only();
+    if let Some(r) = sessionless_refusal(&parts.headers) {
+        return r;
     }
     let (tenant, _) = match admit(&app, &parts).await {
         Ok(t) => t,
