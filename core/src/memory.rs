@@ -436,7 +436,11 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let mut st = self.lock();
         let sessions = st.sessions.entry(tenant.to_string()).or_default();
-        sessions.retain(|_, s| s.expires > now);
+        // Expired sessions are dropped on sight, and all at once when the tenant reaches its cap
+        // (so a create costs a scan only then).
+        if sessions.len() >= max {
+            sessions.retain(|_, s| s.expires > now);
+        }
         if sessions.len() >= max && !sessions.contains_key(id) {
             return Ok(false);
         }
