@@ -325,6 +325,23 @@ impl RuntimeStore for MemoryStore {
         Ok(())
     }
 
+    async fn incr_caller(
+        &self,
+        route: &str,
+        caller: &str,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, StoreError> {
+        // Callers share the per-tenant counter map under a name no tenant id can take (`:` is
+        // not allowed in tenant ids).
+        Ok(self.incr_window_now(
+            &format!("caller:{route}:{caller}"),
+            Counter::RateLimit,
+            window_start,
+            ttl_secs,
+        ))
+    }
+
     async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();

@@ -552,6 +552,22 @@ impl RuntimeStore for RedisStore {
         self.conn().del::<_, ()>(names).await.map_err(unavailable)
     }
 
+    async fn incr_caller(
+        &self,
+        route: &str,
+        caller: &str,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, StoreError> {
+        self.window_script
+            .key(keys::caller_counter(route, caller))
+            .arg(window_start)
+            .arg(ttl_secs.clamp(1, i64::MAX as u64 / 2))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let ok: i64 = self
             .lock_script

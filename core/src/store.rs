@@ -218,6 +218,18 @@ pub trait RuntimeStore: Send + Sync + 'static {
     /// Deletes every run-time counter of a tenant (reset, deletion, a new chaos profile).
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;
 
+    /// Counts one request of `caller` on the rate-limited `route` in the fixed window starting at
+    /// `window_start` (Unix seconds), expiring `ttl_secs` after its last use; returns the count
+    /// in the window, this request included. Shared by every process: a caller's limit holds
+    /// whichever process it reaches.
+    async fn incr_caller(
+        &self,
+        route: &str,
+        caller: &str,
+        window_start: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, StoreError>;
+
     /// Takes the lock `name` for `ttl_ms` if it is free or already `holder`'s (which extends it);
     /// `true` when `holder` now holds it.
     async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;

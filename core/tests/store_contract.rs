@@ -282,6 +282,24 @@ async fn windowed_counters_count_restart_and_expire(s: Stores) {
     );
 }
 
+async fn callers_are_counted_per_route_and_window(s: Stores) {
+    let rt = &s.runtime;
+    for n in 1..=3 {
+        assert_eq!(rt.incr_caller("hosted", "key-a", 600, 61).await.unwrap(), n);
+    }
+    // Another caller, another route: their own counts.
+    assert_eq!(rt.incr_caller("hosted", "key-b", 600, 61).await.unwrap(), 1);
+    assert_eq!(rt.incr_caller("replay", "key-a", 600, 61).await.unwrap(), 1);
+    // A later window starts again; callers never touch a tenant's counters.
+    assert_eq!(rt.incr_caller("hosted", "key-a", 660, 61).await.unwrap(), 1);
+    assert_eq!(
+        rt.incr_window("key-a", Counter::RateLimit, 660, 61)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
 async fn plain_counters_and_purge(s: Stores) {
     let r = &s.runtime;
     assert_eq!(r.incr("t", Counter::Every).await.unwrap(), 1);
@@ -791,6 +809,7 @@ config_contract!(
 
 contract!(runtime:
     windowed_counters_count_restart_and_expire,
+    callers_are_counted_per_route_and_window,
     plain_counters_and_purge,
     locks_are_held_extended_and_expire,
     seed_generation_is_kept,

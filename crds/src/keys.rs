@@ -35,6 +35,13 @@ pub fn runtime_counter(tenant: &str, name: &str) -> String {
     format!("us:rt:{tenant}:{name}")
 }
 
+/// The fixed-window request counter of one caller (an API key's name, or `admin`) on a
+/// rate-limited route (`route`: e.g. `hosted`), a hash `{w, n}` like the chaos counters,
+/// expiring with its window.
+pub fn caller_counter(route: &str, caller: &str) -> String {
+    format!("us:rl:{route}:{caller}")
+}
+
 /// A short process-wide lock (`name`: e.g. `seed`).
 pub fn lock(name: &str) -> String {
     format!("us:lock:{name}")

@@ -416,3 +416,70 @@ async fn stateless_listeners_on_each_process_hear_a_change_made_through_the_othe
         7
     );
 }
+
+/// The hosted endpoint's limiter is one count across processes, and refuses (429) rather than
+/// let requests through when Redis cannot count.
+#[tokio::test]
+async fn the_hosted_limiter_counts_across_processes_and_fails_closed() {
+    let (redis, a, b) = pair().await;
+    // Mint an editor key scoped to `support` through the admin API.
+    let r = client()
+        .post(format!("{}/api/v1/admin/keys", a.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "hosted-caller", "identity": "agent", "role": "editor", "tenant": "support"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["plaintext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The key reaches B's snapshot through the hub.
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let send = |gw: &Gateway| {
+        client()
+            .post(format!("{}/api/v1/mcp", gw.base))
+            .header("x-api-key", &key)
+            .header("x-tenant-id", "support")
+            .json(&ping)
+            .send()
+    };
+    let ready = understudy_e2e::eventually(WAIT, || async {
+        (send(&b).await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "B knows the key");
+    let ready_window = understudy_core::now_secs() / 60;
+    // Start early in a window, so the requests below fall in one.
+    while understudy_core::now_secs() % 60 > 45 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let window = understudy_core::now_secs() / 60;
+    // The request that found B ready counted in its window (the 403s before it did not).
+    let spent = u64::from(ready_window == window);
+    let mut ok = spent;
+    let mut statuses = Vec::new();
+    for i in 0..(61 - spent) as usize {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let s = send(gw).await.unwrap().status().as_u16();
+        statuses.push(s);
+        if s == 200 {
+            ok += 1;
+        }
+    }
+    if understudy_core::now_secs() / 60 == window {
+        // At most 60 in the window, counted across both processes; the rest refused.
+        assert!(ok <= 60, "{ok} passed: {statuses:?}");
+        assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    }
+    // Redis paused: the limiter cannot count, so requests are refused, on both processes.
+    redis.pause().unwrap();
+    for gw in [&a, &b] {
+        let r = send(gw).await.unwrap();
+        assert_eq!(r.status(), 429);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+    redis.resume().unwrap();
+}

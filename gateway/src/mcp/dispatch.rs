@@ -47,6 +47,8 @@ pub enum Transport {
     Streamable,
     /// Streamable HTTP, sessionless 2026-07-28.
     Stateless,
+    /// The hosted endpoint (`POST /api/v1/mcp`): API keys, one request, one answer.
+    Hosted,
 }
 
 impl Transport {
@@ -57,12 +59,13 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::Streamable => "streamable",
             Transport::Stateless => "stateless",
+            Transport::Hosted => "hosted",
         }
     }
 
     /// Whether the server can push `notifications/tools/list_changed` on this transport.
     fn pushes(self) -> bool {
-        !matches!(self, Transport::Message)
+        !matches!(self, Transport::Message | Transport::Hosted)
     }
 }
 

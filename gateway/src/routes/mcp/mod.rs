@@ -13,6 +13,7 @@
 //! The session's log lives in the shared store and its doorbell on the hub, so the POST of a
 //! legacy session, the resumption of a stream and a DELETE may land on any process.
 
+mod hosted;
 mod legacy;
 mod stream;
 mod streamable;
@@ -44,7 +45,7 @@ pub fn surface() -> Surface {
     Surface {
         label: "mcp",
         router: router(),
-        prefixes: &["/mcp"],
+        prefixes: &["/mcp", "/api/v1/mcp"],
         reject,
     }
 }
@@ -60,6 +61,7 @@ fn router() -> Router<App> {
         .route("/", post(streamable::post).get(streamable::root_get))
         .route("/mcp/message", post(legacy::message))
         .route("/mcp/sse", get(legacy::open))
+        .route("/api/v1/mcp", post(hosted::post))
         .route(
             "/.well-known/oauth-protected-resource",
             get(protected_resource),
@@ -244,7 +246,14 @@ pub async fn admit(app: &App, parts: &Parts) -> Result<(Arc<TenantRuntime>, Outc
         .await
         .map_err(|e| tenancy_refusal(app, &parts.headers, e))?
         .tenant;
-    let outcome = app.chaos.evaluate(&tenant, ChaosSurface::Mcp).await;
+    let outcome = chaos(app, &tenant).await?;
+    Ok((tenant, outcome))
+}
+
+/// Chaos for an MCP request of `tenant` (SPEC §5): a refusal answers here, with the HTTP status
+/// and a JSON-RPC error body; latency is waited for; what is left goes to the renderer.
+pub async fn chaos(app: &App, tenant: &Arc<TenantRuntime>) -> Result<Outcome, Response> {
+    let outcome = app.chaos.evaluate(tenant, ChaosSurface::Mcp).await;
     let label = |mut r: Response| {
         r.extensions_mut().insert(TenantLabel(tenant.clone()));
         r
@@ -275,7 +284,7 @@ pub async fn admit(app: &App, parts: &Parts) -> Result<(Arc<TenantRuntime>, Outc
             if let Some(l) = outcome.latency {
                 tokio::time::sleep(l).await;
             }
-            Ok((tenant, outcome))
+            Ok(outcome)
         }
     }
 }
