@@ -9,6 +9,9 @@ core 1, rounds interleaved):
   - `tools/call` over streamable HTTP `POST /mcp` inside a session: every request looks its
     session up (and refreshes it at most every tenth of its idle time) in the session store —
     memory in embedded mode, Redis in shared mode;
+  - `tools/call` on the hosted endpoint `POST /api/v1/mcp` with an editor API key: every request
+    is counted by the per-caller limiter (raised out of the way with --hosted-rate-limit, so its
+    cost shows and it never refuses) — memory in embedded mode, a Redis script in shared mode;
 and prints requests/s, latency, CPU per request and their ratios to the ceiling (the ceiling of
 `bench/src/main.rs` parses the JSON-RPC request and answers the gateway's own bytes). Then it
 opens N legacy SSE sessions (`GET /mcp/sse`) on one process and reports the resident memory
@@ -18,7 +21,7 @@ each costs. Needs wrk, taskset and redis-server.
 import argparse, asyncio, json, os, resource, statistics, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import TICKS, binaries, cpu_ticks, free_port, gateways, rss_kib, start, stop, wait_ready, wrk  # noqa: E402
+from run import ADMIN, TICKS, api, binaries, cpu_ticks, free_port, gateways, rss_kib, start, stop, wait_ready, wrk  # noqa: E402
 
 TENANT = """apiVersion: understudy.dev/v1alpha1
 kind: Tenant
@@ -110,7 +113,8 @@ def main():
     procs = []
     tmp = tempfile.mkdtemp(prefix="understudy-mcp-bench-")
     try:
-        servers, _ = gateways(gw_bin, tmp, TENANT, procs)
+        servers, _ = gateways(gw_bin, tmp, TENANT, procs,
+                              ["--admin-token", ADMIN, "--hosted-rate-limit", "1000000000"])
         emb = servers["embedded"][1]
         answer, _ = post(f"http://127.0.0.1:{emb}/mcp/message", CALL, {"X-Tenant-ID": "bench"})
         assert b'"isError":false' in answer, answer
@@ -136,13 +140,22 @@ def main():
                 "Content-Type": "application/json", "X-Tenant-ID": "bench", "Mcp-Session-Id": sid,
                 "MCP-Protocol-Version": "2025-11-25", "Accept": "application/json, text/event-stream"})
         session_luas["ceiling"] = message_lua
+        hosted_luas = {"ceiling": message_lua}
+        for name in ("embedded", "shared"):
+            key = api(servers[name][1], "POST", "/api/v1/admin/keys",
+                      {"name": "bench-hosted", "identity": "agent", "role": "editor"})["plaintext"]
+            hosted_luas[name] = lua(tmp, f"hosted-{name}.lua", {
+                "Content-Type": "application/json", "X-Tenant-ID": "bench", "X-API-Key": key})
+            answer, _ = post(f"http://127.0.0.1:{servers[name][1]}/api/v1/mcp", CALL,
+                             {"X-Tenant-ID": "bench", "X-API-Key": key})
+            assert b'"isError":false' in answer, answer
 
         results = {}
         for r in range(args.rounds):
-            for kind, path in (("message", "/mcp/message"), ("session", "/mcp")):
+            for kind, path in (("message", "/mcp/message"), ("session", "/mcp"), ("hosted", "/api/v1/mcp")):
                 for name in ("ceiling", "embedded", "shared"):
                     p, port = servers[name]
-                    script = message_lua if kind == "message" else session_luas[name]
+                    script = {"message": message_lua, "session": session_luas[name], "hosted": hosted_luas[name]}[kind]
                     t0 = cpu_ticks(p.pid)
                     rps, total, p50, p99 = wrk(f"http://127.0.0.1:{port}{path}", script, args.duration)
                     cpu_us = (cpu_ticks(p.pid) - t0) / TICKS * 1e6 / max(total, 1)
@@ -158,8 +171,9 @@ def main():
         print("| workload | server | req/s | × ceiling | p50 ms | p99 ms | CPU µs/req | × ceiling CPU |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         labels = {"message": "tools/call on /mcp/message (no session)",
-                  "session": "tools/call on /mcp in a session (memory / Redis store)"}
-        for kind in ("message", "session"):
+                  "session": "tools/call on /mcp in a session (memory / Redis store)",
+                  "hosted": "tools/call on /api/v1/mcp, API key, limiter counted (memory / Redis)"}
+        for kind in ("message", "session", "hosted"):
             base_rps, base_cpu = med("ceiling", kind, 0), med("ceiling", kind, 3)
             for name in ("ceiling", "embedded", "shared"):
                 rps, cpu = med(name, kind, 0), med(name, kind, 3)

@@ -2,7 +2,8 @@
 //! with serde_json, looks for a keyword in the last user message, and answers fixed bytes (the
 //! gateway's own answer, captured by the benchmark), with TCP_NODELAY like the gateway.
 //!
-//! For the MCP rows (`bench/mcp.py`) it also answers `POST /mcp/message` and `POST /mcp`: it
+//! For the MCP rows (`bench/mcp.py`) it also answers `POST /mcp/message`, `POST /mcp` and
+//! `POST /api/v1/mcp`: it
 //! parses the JSON-RPC request, checks it is a `tools/call` of a known tool with object
 //! arguments, and answers the gateway's own bytes for it (a fourth file, optional).
 //!
@@ -115,6 +116,7 @@ async fn main() -> std::io::Result<()> {
         .route("/v1/chat/completions", post(chat))
         .route("/mcp/message", post(mcp))
         .route("/mcp", post(mcp))
+        .route("/api/v1/mcp", post(mcp))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .with_state(bodies);
     let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {

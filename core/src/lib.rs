@@ -17,6 +17,7 @@
 //! (`core/tests/`); the hub has its own. Later concerns (sessions, calls, channels, audit) join
 //! as their own traits in [`Stores`], each with its part of [`Stores::purge_tenant`].
 
+pub mod calls;
 pub mod hub;
 pub mod memory;
 pub mod process;

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
+use crate::calls::{
+    Appended as CallAppended, CALL_TTL_MS, Call, CallDoc, CallEvent, CallStatus, CallStore,
+    Created, EventKind, call_topic,
+};
 use crate::hub::{Hub, Topic};
 use crate::sessions::{
     Appended, EventsRead, Session, SessionDoc, SessionEvent, SessionSignal, SessionStore,
@@ -47,6 +51,23 @@ struct State {
     /// tenant → session id → session (a tenant's expired sessions are swept when it creates
     /// one, so a tenant holds at most its cap).
     sessions: HashMap<String, HashMap<String, MemSession>>,
+    /// tenant → call id → call.
+    calls: HashMap<String, HashMap<String, MemCall>>,
+    /// (tenant, caller, request id) → call id.
+    call_requests: HashMap<(String, String, String), String>,
+}
+
+/// One execute-API call.
+struct MemCall {
+    doc: CallDoc,
+    status: CallStatus,
+    updated_ms: u64,
+    expires: Instant,
+    result: Option<String>,
+    error: Option<String>,
+    owner: String,
+    lease_until_ms: u64,
+    events: Vec<CallEvent>,
 }
 
 /// One MCP session.
@@ -590,6 +611,243 @@ impl SessionStore for MemoryStore {
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         self.lock().sessions.remove(tenant);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// A kept call (an expired one is removed on sight).
+    fn live_call<'a>(
+        st: &'a mut State,
+        tenant: &str,
+        call_id: &str,
+        now: Instant,
+    ) -> Option<&'a mut MemCall> {
+        let calls = st.calls.get_mut(tenant)?;
+        if calls.get(call_id).is_some_and(|c| c.expires <= now) {
+            calls.remove(call_id);
+        }
+        calls.get_mut(call_id)
+    }
+
+    /// Appends to a kept call, ending it on a terminal event; under the caller's lock, so events
+    /// leave in order.
+    #[allow(clippy::too_many_arguments)]
+    fn append_locked(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        call_id: &str,
+        kind: EventKind,
+        data: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: Instant,
+    ) -> CallAppended {
+        let Some(c) = Self::live_call(st, tenant, call_id, now) else {
+            return CallAppended::NoCall;
+        };
+        if c.status.terminal() {
+            return CallAppended::Ended(c.status);
+        }
+        let event = CallEvent {
+            seq: c.events.len() as u64 + 1,
+            kind,
+            data: data.to_string(),
+        };
+        if let Some(status) = kind.status() {
+            c.status = status;
+            c.result = result.map(String::from);
+            c.error = error.map(String::from);
+        }
+        c.updated_ms = crate::now_ms();
+        c.expires = now + Duration::from_millis(CALL_TTL_MS);
+        c.events.push(event.clone());
+        if let Ok(topic) = call_topic(tenant, call_id) {
+            self.hub.publish_local(&topic, event.encode());
+        }
+        CallAppended::Event(event.seq)
+    }
+}
+
+#[async_trait]
+impl CallStore for MemoryStore {
+    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if let Some(rid) = &doc.request_id {
+            let key = (doc.tenant.clone(), doc.caller.clone(), rid.clone());
+            if let Some(existing) = st.call_requests.get(&key).cloned()
+                && let Some(c) = Self::live_call(&mut st, &doc.tenant, &existing, now)
+            {
+                return Ok(Created::Existing(c.doc.clone()));
+            }
+            if st.call_requests.len() >= 10_000 {
+                let State {
+                    call_requests,
+                    calls,
+                    ..
+                } = &mut *st;
+                call_requests.retain(|(t, _, _), id| {
+                    calls
+                        .get(t)
+                        .and_then(|m| m.get(id))
+                        .is_some_and(|c| c.expires > now)
+                });
+            }
+            st.call_requests.insert(key, doc.call_id.clone());
+        }
+        let calls = st.calls.entry(doc.tenant.clone()).or_default();
+        calls.retain(|_, c| c.expires > now);
+        calls.insert(
+            doc.call_id.clone(),
+            MemCall {
+                doc: doc.clone(),
+                status: CallStatus::Started,
+                updated_ms: crate::now_ms(),
+                expires: now + Duration::from_millis(CALL_TTL_MS),
+                result: None,
+                error: None,
+                owner: String::new(),
+                lease_until_ms: 0,
+                events: Vec::new(),
+            },
+        );
+        Ok(Created::New)
+    }
+
+    async fn get_call(&self, tenant: &str, call_id: &str) -> Result<Option<Call>, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        Ok(
+            Self::live_call(&mut st, tenant, call_id, now).map(|c| Call {
+                doc: c.doc.clone(),
+                status: c.status,
+                updated_ms: c.updated_ms,
+                seq: c.events.len() as u64,
+                result: c.result.clone(),
+                error: c.error.clone(),
+                lease_until_ms: c.lease_until_ms,
+            }),
+        )
+    }
+
+    async fn start_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(c) = Self::live_call(&mut st, tenant, call_id, now) else {
+            return Ok(false);
+        };
+        if c.status.terminal() {
+            return Ok(false);
+        }
+        c.status = CallStatus::Running;
+        c.owner = owner.to_string();
+        c.lease_until_ms = crate::now_ms() + lease_ms;
+        c.updated_ms = crate::now_ms();
+        Ok(true)
+    }
+
+    async fn renew_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<CallStatus>, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(c) = Self::live_call(&mut st, tenant, call_id, now) else {
+            return Ok(None);
+        };
+        if !c.status.terminal() && c.owner == owner {
+            c.lease_until_ms = crate::now_ms() + lease_ms;
+        }
+        Ok(Some(c.status))
+    }
+
+    async fn append_call_event(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        kind: EventKind,
+        data: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<CallAppended, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        Ok(self.append_locked(&mut st, tenant, call_id, kind, data, result, error, now))
+    }
+
+    async fn finish_if_lost(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        now_ms: u64,
+        data: &str,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let lost = Self::live_call(&mut st, tenant, call_id, now).is_some_and(|c| {
+            !c.status.terminal() && c.lease_until_ms > 0 && c.lease_until_ms < now_ms
+        });
+        if !lost {
+            return Ok(false);
+        }
+        let done = self.append_locked(
+            &mut st,
+            tenant,
+            call_id,
+            EventKind::Error,
+            data,
+            None,
+            Some("WORKER_LOST"),
+            now,
+        );
+        Ok(matches!(done, CallAppended::Event(_)))
+    }
+
+    async fn call_events(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        after: u64,
+    ) -> Result<Vec<CallEvent>, StoreError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        Ok(Self::live_call(&mut st, tenant, call_id, now)
+            .map(|c| c.events.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn caller_calls(&self, tenant: &str, caller: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let st = self.lock();
+        let mut calls: Vec<(u64, String)> = st
+            .calls
+            .get(tenant)
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.doc.caller == caller && c.expires > now)
+                    .map(|c| (c.doc.created_ms, c.doc.call_id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        calls.sort();
+        Ok(calls.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        st.calls.remove(tenant);
+        st.call_requests.retain(|(t, _, _), _| t != tenant);
         Ok(())
     }
 }

@@ -15,6 +15,10 @@ use redis::{AsyncCommands, Script};
 use understudy_crds::keys;
 use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
+use crate::calls::{
+    Appended as CallAppended, CALL_TTL_MS, Call, CallDoc, CallEvent, CallStatus, CallStore,
+    Created, EventKind, call_topic,
+};
 use crate::sessions::{
     Appended, EventsRead, SIGNAL_DATA_MAX, Session, SessionDoc, SessionEvent, SessionStore,
     session_topic,
@@ -41,6 +45,10 @@ pub struct RedisStore {
     session_end: Script,
     session_claim: Script,
     session_append: Script,
+    call_create: Script,
+    call_start: Script,
+    call_renew: Script,
+    call_append: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -245,6 +253,70 @@ end
 return n
 "#;
 
+/// Creates a call, unless the caller's request id names one (KEYS: call, request key or the
+/// call key again when there is none, caller index, tenant index; ARGV: id, doc, now ms, ttl ms,
+/// has request id). Returns {1} or {0, existing id}.
+const CALL_CREATE_LUA: &str = r#"
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {0, existing} end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'started', 'updated', ARGV[3], 'seq', 0, 'lease', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 3, 4 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+end
+return {1}
+"#;
+
+/// A worker takes a call (KEYS: call; ARGV: owner, lease until ms, now ms).
+const CALL_START_LUA: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st or st == 'finished' or st == 'error' or st == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'lease', ARGV[2], 'updated', ARGV[3])
+return 1
+"#;
+
+/// A worker renews its lease (KEYS: call; ARGV: owner, lease until ms). Returns the status.
+const CALL_RENEW_LUA: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if not r[1] then return false end
+if r[2] == ARGV[1] and r[1] ~= 'finished' and r[1] ~= 'error' and r[1] ~= 'cancelled' then
+  redis.call('HSET', KEYS[1], 'lease', ARGV[2])
+end
+return r[1]
+"#;
+
+/// Appends a call event and rings the doorbell (KEYS: call, events, tenant index; ARGV: kind,
+/// data, terminal status or '', result, error, topic, now ms, ttl ms, lost-before ms or '').
+/// With a lost-before time the event is appended only if the call runs on a lease that expired
+/// before it. Returns {n}, {-1} (no call), {-2, status} (ended) or {-3} (not lost).
+const CALL_APPEND_LUA: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'status', 'lease')
+local st = r[1]
+if not st then return {-1} end
+if st == 'finished' or st == 'error' or st == 'cancelled' then return {-2, st} end
+if ARGV[9] ~= '' then
+  local lease = tonumber(r[2] or '0')
+  if lease == 0 or lease >= tonumber(ARGV[9]) then return {-3} end
+end
+local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('RPUSH', KEYS[2], n .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[3])
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[4]) end
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
+end
+redis.call('HSET', KEYS[1], 'updated', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+redis.call('PUBLISH', ARGV[6], n .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
+return {n}
+"#;
+
 impl RedisStore {
     /// Connects lazily: the gateway starts (not ready) while Redis is down and connects as soon
     /// as it can. Fails only on an invalid URL.
@@ -276,6 +348,10 @@ impl RedisStore {
             session_touch: Script::new(SESSION_TOUCH_LUA),
             session_end: Script::new(SESSION_END_LUA),
             session_claim: Script::new(SESSION_CLAIM_LUA),
+            call_create: Script::new(CALL_CREATE_LUA),
+            call_start: Script::new(CALL_START_LUA),
+            call_renew: Script::new(CALL_RENEW_LUA),
+            call_append: Script::new(CALL_APPEND_LUA),
             session_append: Script::new(SESSION_APPEND_LUA),
         })
     }
@@ -854,6 +930,285 @@ impl SessionStore for RedisStore {
                     ]
                 })
                 .collect();
+            redis::pipe()
+                .del(names)
+                .ignore()
+                .zrem(&index, &ids)
+                .ignore()
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        self.conn().del::<_, ()>(&index).await.map_err(unavailable)
+    }
+}
+
+fn call_topic_of(tenant: &str, call_id: &str) -> Result<String, StoreError> {
+    call_topic(tenant, call_id)
+        .map(|t| t.as_str().to_string())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl RedisStore {
+    #[allow(clippy::too_many_arguments)]
+    async fn append_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        kind: EventKind,
+        data: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+        lost_before: Option<u64>,
+    ) -> Result<Option<CallAppended>, StoreError> {
+        let got: Vec<redis::Value> = self
+            .call_append
+            .key(keys::call(tenant, call_id))
+            .key(keys::call_events(tenant, call_id))
+            .arg(kind.as_str())
+            .arg(data)
+            .arg(kind.status().map_or("", |s| s.as_str()))
+            .arg(result.unwrap_or(""))
+            .arg(error.unwrap_or(""))
+            .arg(call_topic_of(tenant, call_id)?)
+            .arg(crate::now_ms())
+            .arg(CALL_TTL_MS)
+            .arg(lost_before.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        Ok(match int(got.first()) {
+            Some(-1) => Some(CallAppended::NoCall),
+            Some(-2) => {
+                let status = match got.get(1) {
+                    Some(redis::Value::BulkString(b)) => {
+                        CallStatus::parse(&String::from_utf8_lossy(b))
+                    }
+                    _ => None,
+                };
+                Some(CallAppended::Ended(status.unwrap_or(CallStatus::Error)))
+            }
+            Some(-3) => None,
+            Some(n) if n > 0 => Some(CallAppended::Event(n as u64)),
+            _ => return Err(StoreError::Corrupt(format!("unexpected reply {got:?}"))),
+        })
+    }
+}
+
+#[async_trait]
+impl CallStore for RedisStore {
+    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError> {
+        let text = serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = keys::call(&doc.tenant, &doc.call_id);
+        let request_key = match &doc.request_id {
+            Some(r) => keys::call_request(&doc.tenant, &doc.caller, r),
+            None => key.clone(),
+        };
+        let (created, existing): (i64, Option<String>) = {
+            let got: Vec<redis::Value> = self
+                .call_create
+                .key(&key)
+                .key(&request_key)
+                .key(keys::caller_calls(&doc.tenant, &doc.caller))
+                .key(keys::tenant_calls(&doc.tenant))
+                .arg(&doc.call_id)
+                .arg(text)
+                .arg(crate::now_ms())
+                .arg(CALL_TTL_MS)
+                .arg(if doc.request_id.is_some() { "1" } else { "0" })
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            match got.as_slice() {
+                [redis::Value::Int(1)] => (1, None),
+                [redis::Value::Int(0), redis::Value::BulkString(id)] => {
+                    (0, Some(String::from_utf8_lossy(id).into_owned()))
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!("unexpected reply {other:?}")));
+                }
+            }
+        };
+        if created == 1 {
+            return Ok(Created::New);
+        }
+        let existing = existing.unwrap_or_default();
+        match self.get_call(&doc.tenant, &existing).await? {
+            Some(c) => Ok(Created::Existing(c.doc)),
+            // Its call expired a moment ago: the request key goes with it, so create afresh.
+            None => {
+                let _: () = self.conn().del(&request_key).await.map_err(unavailable)?;
+                Box::pin(self.create_call(doc)).await
+            }
+        }
+    }
+
+    async fn get_call(&self, tenant: &str, call_id: &str) -> Result<Option<Call>, StoreError> {
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+        );
+        let row: Row = redis::cmd("HMGET")
+            .arg(keys::call(tenant, call_id))
+            .arg(&[
+                "doc", "status", "updated", "seq", "result", "error", "lease",
+            ])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let (Some(doc), Some(status)) = (row.0, row.1) else {
+            return Ok(None);
+        };
+        let doc: CallDoc =
+            serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let status = CallStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("call status {status:?}")))?;
+        Ok(Some(Call {
+            doc,
+            status,
+            updated_ms: row.2.unwrap_or(0),
+            seq: row.3.unwrap_or(0),
+            result: row.4,
+            error: row.5,
+            lease_until_ms: row.6.unwrap_or(0),
+        }))
+    }
+
+    async fn start_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::now_ms();
+        let n: i64 = self
+            .call_start
+            .key(keys::call(tenant, call_id))
+            .arg(owner)
+            .arg(now + lease_ms)
+            .arg(now)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn renew_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<CallStatus>, StoreError> {
+        let status: Option<String> = self
+            .call_renew
+            .key(keys::call(tenant, call_id))
+            .arg(owner)
+            .arg(crate::now_ms() + lease_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(status.as_deref().and_then(CallStatus::parse))
+    }
+
+    async fn append_call_event(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        kind: EventKind,
+        data: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<CallAppended, StoreError> {
+        Ok(self
+            .append_call(tenant, call_id, kind, data, result, error, None)
+            .await?
+            .unwrap_or(CallAppended::NoCall))
+    }
+
+    async fn finish_if_lost(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        now_ms: u64,
+        data: &str,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .append_call(
+                tenant,
+                call_id,
+                EventKind::Error,
+                data,
+                None,
+                Some("WORKER_LOST"),
+                Some(now_ms),
+            )
+            .await?;
+        Ok(matches!(done, Some(CallAppended::Event(_))))
+    }
+
+    async fn call_events(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        after: u64,
+    ) -> Result<Vec<CallEvent>, StoreError> {
+        // Events are numbered from 1 in list order: read from index `after` on.
+        let raw: Vec<Vec<u8>> = self
+            .conn()
+            .lrange(keys::call_events(tenant, call_id), after as isize, -1)
+            .await
+            .map_err(unavailable)?;
+        Ok(raw
+            .iter()
+            .filter_map(|b| CallEvent::decode(b))
+            .filter(|e| e.seq > after)
+            .collect())
+    }
+
+    async fn caller_calls(&self, tenant: &str, caller: &str) -> Result<Vec<String>, StoreError> {
+        let min = crate::now_ms().saturating_sub(CALL_TTL_MS);
+        self.conn()
+            .zrangebyscore(keys::caller_calls(tenant, caller), min, "+inf")
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        let index = keys::tenant_calls(tenant);
+        loop {
+            let ids: Vec<String> = self
+                .conn()
+                .zrange(&index, 0, 499)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut names = Vec::new();
+            for id in &ids {
+                let call = keys::call(tenant, id);
+                let doc: Option<String> =
+                    self.conn().hget(&call, "doc").await.map_err(unavailable)?;
+                if let Some(doc) = doc.and_then(|d| serde_json::from_str::<CallDoc>(&d).ok()) {
+                    names.push(keys::caller_calls(tenant, &doc.caller));
+                    if let Some(r) = &doc.request_id {
+                        names.push(keys::call_request(tenant, &doc.caller, r));
+                    }
+                }
+                names.push(call);
+                names.push(keys::call_events(tenant, id));
+            }
             redis::pipe()
                 .del(names)
                 .ignore()

@@ -333,6 +333,8 @@ pub struct Stores {
     pub stats: Arc<dyn StatsStore>,
     /// MCP sessions and their stream logs.
     pub sessions: Arc<dyn crate::sessions::SessionStore>,
+    /// Execute-API calls and their events.
+    pub calls: Arc<dyn crate::calls::CallStore>,
     /// Pub/sub: configuration notices and, later, every surface's fan-out.
     pub hub: Hub,
     backend: &'static str,
@@ -347,7 +349,8 @@ impl Stores {
             config: store.clone(),
             runtime: store.clone(),
             stats: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            calls: store,
             hub,
             backend: "memory",
         }
@@ -362,7 +365,8 @@ impl Stores {
             config: store.clone(),
             runtime: store.clone(),
             stats: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            calls: store,
             hub,
             backend: "redis",
         })
@@ -374,13 +378,14 @@ impl Stores {
     }
 
     /// Deletes everything a tenant owns besides its configuration document: run-time counters
-    /// traffic counters and MCP sessions (and, as their stores land, calls and channels). The one
+    /// traffic counters, MCP sessions and execute calls (and, as its store lands, channels). The one
     /// cleanup used by the public API, the operator and the manifest seeder. Every part is
     /// attempted; the first error is returned.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let runtime = self.runtime.purge_tenant(tenant).await;
         let stats = self.stats.purge_tenant(tenant).await;
         let sessions = self.sessions.purge_tenant(tenant).await;
-        runtime.and(stats).and(sessions)
+        let calls = self.calls.purge_tenant(tenant).await;
+        runtime.and(stats).and(sessions).and(calls)
     }
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use understudy_core::calls::{
+    Appended as CallAppended, CallDoc, CallEvent, CallStatus, Created, EventKind,
+};
 use understudy_core::sessions::{Appended, SIGNAL_DATA_MAX};
 use understudy_core::{
     ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, SessionDoc,
@@ -761,6 +764,206 @@ async fn purge_deletes_every_session_of_a_tenant(s: Stores) {
     assert_eq!(st.touch_session("other", "a").await.unwrap(), None);
 }
 
+// --- execute calls ------------------------------------------------------------------------------
+
+fn call_doc(id: &str, caller: &str, request_id: Option<&str>) -> CallDoc {
+    CallDoc {
+        call_id: id.into(),
+        tenant: "t".into(),
+        caller: caller.into(),
+        tool: "weather".into(),
+        body: "{\"tool\":\"weather\"}".into(),
+        request_id: request_id.map(String::from),
+        created_ms: understudy_core::now_ms(),
+    }
+}
+
+async fn next_call_event(sub: &mut understudy_core::Subscription) -> CallEvent {
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the hub lives");
+    let Delivery::Message(b) = got else {
+        panic!("gap")
+    };
+    CallEvent::decode(&b).expect("a call event")
+}
+
+async fn calls_run_stream_and_end_once(s: Stores) {
+    let c = &s.calls;
+    assert_eq!(
+        c.create_call(&call_doc("c1", "k", None)).await.unwrap(),
+        Created::New
+    );
+    let got = c.get_call("t", "c1").await.unwrap().unwrap();
+    assert_eq!((got.status, got.seq), (CallStatus::Started, 0));
+    // Another tenant does not see it.
+    assert_eq!(c.get_call("u", "c1").await.unwrap(), None);
+    let topic = understudy_core::calls::call_topic("t", "c1").unwrap();
+    let mut sub = s.hub.subscribe(&topic).await;
+    assert!(c.start_call("t", "c1", "worker-a", 5_000).await.unwrap());
+    assert_eq!(
+        c.get_call("t", "c1").await.unwrap().unwrap().status,
+        CallStatus::Running
+    );
+    for text in ["Hel", "lo"] {
+        let data = format!("{{\"type\":\"partial\",\"text\":\"{text}\"}}");
+        assert!(matches!(
+            c.append_call_event("t", "c1", EventKind::Partial, &data, None, None)
+                .await
+                .unwrap(),
+            CallAppended::Event(_)
+        ));
+    }
+    assert_eq!(
+        c.renew_call("t", "c1", "worker-a", 5_000).await.unwrap(),
+        Some(CallStatus::Running)
+    );
+    assert_eq!(
+        c.append_call_event(
+            "t",
+            "c1",
+            EventKind::Final,
+            "{\"type\":\"final\",\"text\":\"Hello\"}",
+            Some("Hello"),
+            None
+        )
+        .await
+        .unwrap(),
+        CallAppended::Event(3)
+    );
+    // The first terminal event wins: a late cancel changes nothing.
+    assert_eq!(
+        c.append_call_event("t", "c1", EventKind::Cancelled, "{}", None, None)
+            .await
+            .unwrap(),
+        CallAppended::Ended(CallStatus::Finished)
+    );
+    let got = c.get_call("t", "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.result.as_deref(), got.seq),
+        (CallStatus::Finished, Some("Hello"), 3)
+    );
+    // Events replay from the start, or after any sequence, and rang the doorbell in order.
+    let all = c.call_events("t", "c1", 0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
+        vec![
+            (1, EventKind::Partial),
+            (2, EventKind::Partial),
+            (3, EventKind::Final)
+        ]
+    );
+    assert_eq!(c.call_events("t", "c1", 2).await.unwrap().len(), 1);
+    for seq in 1..=3 {
+        assert_eq!(next_call_event(&mut sub).await.seq, seq);
+    }
+    // A call cancelled before it runs cannot be started.
+    c.create_call(&call_doc("c2", "k", None)).await.unwrap();
+    c.append_call_event(
+        "t",
+        "c2",
+        EventKind::Cancelled,
+        "{\"type\":\"cancelled\"}",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!c.start_call("t", "c2", "worker-a", 5_000).await.unwrap());
+    assert_eq!(
+        c.renew_call("t", "c2", "worker-a", 5_000).await.unwrap(),
+        Some(CallStatus::Cancelled)
+    );
+    assert_eq!(
+        c.append_call_event("t", "nope", EventKind::Partial, "{}", None, None)
+            .await
+            .unwrap(),
+        CallAppended::NoCall
+    );
+}
+
+async fn a_request_id_names_one_call_per_caller(s: Stores) {
+    let c = &s.calls;
+    assert_eq!(
+        c.create_call(&call_doc("c1", "k", Some("r-1")))
+            .await
+            .unwrap(),
+        Created::New
+    );
+    let again = c
+        .create_call(&call_doc("c2", "k", Some("r-1")))
+        .await
+        .unwrap();
+    let Created::Existing(doc) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(doc.call_id, "c1");
+    assert_eq!(c.get_call("t", "c2").await.unwrap(), None, "no second call");
+    // Another caller's r-1 is its own.
+    assert_eq!(
+        c.create_call(&call_doc("c3", "other", Some("r-1")))
+            .await
+            .unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        c.caller_calls("t", "k").await.unwrap(),
+        vec!["c1".to_string()]
+    );
+    assert_eq!(
+        c.caller_calls("t", "other").await.unwrap(),
+        vec!["c3".to_string()]
+    );
+    // A purge forgets calls and their request ids.
+    s.purge_tenant("t").await.unwrap();
+    assert_eq!(c.get_call("t", "c1").await.unwrap(), None);
+    assert!(c.caller_calls("t", "k").await.unwrap().is_empty());
+    assert_eq!(
+        c.create_call(&call_doc("c4", "k", Some("r-1")))
+            .await
+            .unwrap(),
+        Created::New
+    );
+}
+
+async fn a_call_whose_lease_expired_ends_as_worker_lost(s: Stores) {
+    let c = &s.calls;
+    c.create_call(&call_doc("c1", "k", None)).await.unwrap();
+    // Not started: no lease, nothing lost yet.
+    assert!(!c.finish_if_lost("t", "c1", u64::MAX, "{}").await.unwrap());
+    c.start_call("t", "c1", "worker-a", 200).await.unwrap();
+    let now = understudy_core::now_ms();
+    assert!(
+        !c.finish_if_lost("t", "c1", now, "{}").await.unwrap(),
+        "lease holds"
+    );
+    // Only its owner renews the lease.
+    c.renew_call("t", "c1", "someone-else", 60_000)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = "{\"type\":\"error\",\"code\":\"WORKER_LOST\",\"text\":\"gone\"}";
+    assert!(
+        c.finish_if_lost("t", "c1", understudy_core::now_ms(), data)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.finish_if_lost("t", "c1", understudy_core::now_ms(), data)
+            .await
+            .unwrap(),
+        "once"
+    );
+    let got = c.get_call("t", "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.error.as_deref()),
+        (CallStatus::Error, Some("WORKER_LOST"))
+    );
+    let events = c.call_events("t", "c1", 0).await.unwrap();
+    assert_eq!(events.last().unwrap().data, data);
+}
+
 macro_rules! contract {
     ($suite:ident: $($name:ident),* $(,)?) => {
         mod $suite {
@@ -828,4 +1031,10 @@ contract!(sessions:
     a_tenant_holds_at_most_its_cap_of_live_sessions,
     events_are_logged_bounded_and_rung,
     purge_deletes_every_session_of_a_tenant,
+);
+
+contract!(calls:
+    calls_run_stream_and_end_once,
+    a_request_id_names_one_call_per_caller,
+    a_call_whose_lease_expired_ends_as_worker_lost,
 );

@@ -82,3 +82,30 @@ pub fn mcp_session_log(tenant: &str, id: &str) -> String {
 pub fn mcp_sessions(tenant: &str) -> String {
     format!("us:mcp:{tenant}:sessions")
 }
+
+/// Hash of one execute-API call (`doc`: its JSON record, `status`, `updated`, `seq`, `result`,
+/// `error`, `owner`, `lease`), kept an hour after its last change.
+pub fn call(tenant: &str, call_id: &str) -> String {
+    format!("us:call:{tenant}:{call_id}")
+}
+
+/// List of a call's events (`<seq>\n<kind>\n<json>`), kept with the call.
+pub fn call_events(tenant: &str, call_id: &str) -> String {
+    format!("us:call:{tenant}:{call_id}:events")
+}
+
+/// The call a caller's `request_id` names (idempotent execute), kept with the call. The request
+/// id is the last part, so whatever it holds it cannot reach another tenant's or caller's keys.
+pub fn call_request(tenant: &str, caller: &str, request_id: &str) -> String {
+    format!("us:callreq:{tenant}:{caller}:{request_id}")
+}
+
+/// Sorted set call id → creation (Unix ms) of a caller's calls (`cancel_all`).
+pub fn caller_calls(tenant: &str, caller: &str) -> String {
+    format!("us:calls:{tenant}:by:{caller}")
+}
+
+/// Sorted set call id → creation (Unix ms) of a tenant's calls: a purge deletes them by name.
+pub fn tenant_calls(tenant: &str) -> String {
+    format!("us:calls:{tenant}")
+}

@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// are not affected.
     #[arg(long, env = "UNDERSTUDY_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub mcp_allowed_origins: Vec<String>,
+    /// Requests per minute per caller on the hosted MCP endpoint (`POST /api/v1/mcp`); SPEC §4.5
+    /// says 60. Raise it only for load tests.
+    #[arg(long, env = "UNDERSTUDY_HOSTED_RATE_LIMIT", default_value_t = 60)]
+    pub hosted_rate_limit: u64,
     /// How long a streamable HTTP MCP session lives after its last request.
     #[arg(long, env = "UNDERSTUDY_MCP_SESSION_IDLE", default_value = "30m", value_parser = humantime::parse_duration)]
     pub mcp_session_idle: Duration,
@@ -147,6 +151,11 @@ impl ServeArgs {
         if self.mcp_session_idle < Duration::from_secs(3) {
             return Err(
                 "--mcp-session-idle (UNDERSTUDY_MCP_SESSION_IDLE) must be at least 3s".into(),
+            );
+        }
+        if self.hosted_rate_limit < 1 {
+            return Err(
+                "--hosted-rate-limit (UNDERSTUDY_HOSTED_RATE_LIMIT) must be at least 1".into(),
             );
         }
         if self.max_connections < 1 {

@@ -150,6 +150,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             .filter(|o| !o.is_empty())
             .collect(),
         mcp_session_idle: args.mcp_session_idle,
+        hosted_rate_limit: args.hosted_rate_limit,
     };
     let mut wiring = Wiring::new(stores, options);
     wiring.sync.resync = args.resync_interval;

@@ -40,6 +40,8 @@ pub struct Options {
     pub mcp_allowed_origins: Vec<String>,
     /// How long a streamable MCP session lives after its last use.
     pub mcp_session_idle: std::time::Duration,
+    /// Requests per minute per caller on the hosted MCP endpoint.
+    pub hosted_rate_limit: u64,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             separate_metrics: false,
             mcp_allowed_origins: Vec::new(),
             mcp_session_idle: std::time::Duration::from_secs(30 * 60),
+            hosted_rate_limit: 60,
         }
     }
 }

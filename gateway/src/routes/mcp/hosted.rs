@@ -25,9 +25,6 @@ use crate::snapshot::TenantRuntime;
 use crate::state::{App, PathTenant};
 use crate::tenancy::{Access, TenancyError};
 
-/// Requests per window per caller.
-pub const HOSTED_LIMIT: u64 = 60;
-
 /// The limiter's window, in seconds (fixed, aligned to multiples of it since the epoch).
 pub const HOSTED_WINDOW_SECS: u64 = 60;
 
@@ -96,9 +93,10 @@ async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRunt
     Ok(tenant)
 }
 
-/// The shared limiter: `HOSTED_LIMIT` requests per window per caller; when the store cannot
-/// count, the request is refused (fail-closed), never let through.
+/// The shared limiter: `--hosted-rate-limit` (60) requests per window per caller; when the store
+/// cannot count, the request is refused (fail-closed), never let through.
 async fn limit(app: &App, caller: &str) -> Result<(), Response> {
+    let allowed = app.options.hosted_rate_limit;
     let now = understudy_core::now_secs();
     let start = now / HOSTED_WINDOW_SECS * HOSTED_WINDOW_SECS;
     let retry_after = (start + HOSTED_WINDOW_SECS - now).max(1);
@@ -114,10 +112,10 @@ async fn limit(app: &App, caller: &str) -> Result<(), Response> {
         .incr_caller("hosted", caller, start, HOSTED_WINDOW_SECS + 1)
         .await
     {
-        Ok(n) if n <= HOSTED_LIMIT => Ok(()),
+        Ok(n) if n <= allowed => Ok(()),
         Ok(_) => Err(refused(
             format!(
-                "Rate limit: {HOSTED_LIMIT} requests per {HOSTED_WINDOW_SECS} s per caller on the hosted MCP endpoint; retry after {retry_after} s."
+                "Rate limit: {allowed} requests per {HOSTED_WINDOW_SECS} s per caller on the hosted MCP endpoint; retry after {retry_after} s."
             ),
             retry_after,
         )),

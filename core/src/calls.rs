@@ -1,0 +1,317 @@
+//! Execute-API calls (SPEC §6, §12): a record per call and its append-only event stream, shared
+//! by every process, so a call started on one process is streamed, inspected or cancelled from
+//! any other, and a call whose worker died ends with `WORKER_LOST` wherever it is looked at.
+//!
+//! ```text
+//!  execute ─► create (request_id: the same call for the same caller) ─► record + events
+//!  worker  ─► start(owner, lease) ─► append partial… ─► renew(lease) between chunks
+//!          ─► finish: append final | error (terminal: the first terminal event wins)
+//!  cancel  ─► append cancelled (terminal), from any process; the worker sees it at its next
+//!             renew (or on the call's hub topic) and stops
+//!  reader  ─► events after n (replay from the start) + the doorbell on the call's topic;
+//!             a lease expired while running → finish_if_lost appends error WORKER_LOST
+//! ```
+//!
+//! Every append publishes the event on the call's hub topic in the same step, so a stream on
+//! any process sends it without reading back.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Topic;
+use crate::store::StoreError;
+
+/// How long a call's record and events are kept after its last change (SPEC §6: 1 h).
+pub const CALL_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// A call's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Accepted, not yet picked up.
+    Started,
+    /// Waiting (e.g. on chaos latency) before it runs.
+    Pending,
+    /// Its worker runs it.
+    Running,
+    /// Ended with a result.
+    Finished,
+    /// Ended with an error (a failed tool, a refused `openai_chat`, `WORKER_LOST`).
+    Error,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl CallStatus {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Started => "started",
+            CallStatus::Pending => "pending",
+            CallStatus::Running => "running",
+            CallStatus::Finished => "finished",
+            CallStatus::Error => "error",
+            CallStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<CallStatus> {
+        [
+            CallStatus::Started,
+            CallStatus::Pending,
+            CallStatus::Running,
+            CallStatus::Finished,
+            CallStatus::Error,
+            CallStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    /// Whether the call has ended.
+    pub fn terminal(self) -> bool {
+        matches!(
+            self,
+            CallStatus::Finished | CallStatus::Error | CallStatus::Cancelled
+        )
+    }
+}
+
+/// What a call was started with. Written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDoc {
+    /// The call's id.
+    pub call_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Who started it (an API key's name, or `admin`): idempotency and `cancel_all` are per
+    /// caller.
+    pub caller: String,
+    /// The tool.
+    pub tool: String,
+    /// The request body's canonical JSON (tool, input, session_id, metadata): a `request_id`
+    /// reused with a different body is refused.
+    pub body: String,
+    /// The caller's `request_id`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Unix ms of its creation.
+    pub created_ms: u64,
+}
+
+/// A call as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// What it was started with.
+    pub doc: CallDoc,
+    /// Its status.
+    pub status: CallStatus,
+    /// Unix ms of its last change.
+    pub updated_ms: u64,
+    /// The last event's sequence.
+    pub seq: u64,
+    /// The final text, once finished.
+    pub result: Option<String>,
+    /// The error code, once it ended with an error (`TOOL_ERROR`, `OPENAI_ERROR`,
+    /// `WORKER_LOST`, …).
+    pub error: Option<String>,
+    /// Unix ms until which its worker's lease holds (0: no worker yet).
+    pub lease_until_ms: u64,
+}
+
+/// The kind of a call event (the SSE event name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Some output.
+    Partial,
+    /// The end, with the whole text.
+    Final,
+    /// The end, with an error code and text.
+    Error,
+    /// The end: cancelled.
+    Cancelled,
+}
+
+impl EventKind {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Partial => "partial",
+            EventKind::Final => "final",
+            EventKind::Error => "error",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::Partial,
+            EventKind::Final,
+            EventKind::Error,
+            EventKind::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The status a terminal event gives its call (`None`: not terminal).
+    pub fn status(self) -> Option<CallStatus> {
+        match self {
+            EventKind::Partial => None,
+            EventKind::Final => Some(CallStatus::Finished),
+            EventKind::Error => Some(CallStatus::Error),
+            EventKind::Cancelled => Some(CallStatus::Cancelled),
+        }
+    }
+}
+
+/// One event of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Its sequence (1, 2, …).
+    pub seq: u64,
+    /// Its kind.
+    pub kind: EventKind,
+    /// Its JSON payload (`{"type","text"}`, or `{"type","code","text"}` for errors).
+    pub data: String,
+}
+
+impl CallEvent {
+    /// The doorbell form: `<seq>\n<kind>\n<data>`.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(format!(
+            "{}\n{}\n{}",
+            self.seq,
+            self.kind.as_str(),
+            self.data
+        ))
+    }
+
+    /// Reads the doorbell (or log) form.
+    pub fn decode(b: &[u8]) -> Option<CallEvent> {
+        let s = std::str::from_utf8(b).ok()?;
+        let mut parts = s.splitn(3, '\n');
+        let seq = parts.next()?.parse().ok()?;
+        let kind = EventKind::parse(parts.next()?)?;
+        let data = parts.next()?.to_string();
+        Some(CallEvent { seq, kind, data })
+    }
+}
+
+/// What `create_call` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A new call.
+    New,
+    /// The caller's `request_id` already names this call (with the body it was started with).
+    Existing(CallDoc),
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended with this sequence.
+    Event(u64),
+    /// Nothing: the call had already ended (the first terminal event wins).
+    Ended(CallStatus),
+    /// Nothing: no such call (expired, or never existed).
+    NoCall,
+}
+
+/// The hub topic of a call's events.
+pub fn call_topic(tenant: &str, call_id: &str) -> Result<Topic, crate::TopicError> {
+    Topic::tenant(tenant, "call", call_id)
+}
+
+/// Execute-API calls and their events, shared by every process.
+#[async_trait]
+pub trait CallStore: Send + Sync + 'static {
+    /// Creates a call, unless `doc.request_id` (with `doc.caller`) already names one, which is
+    /// returned instead: the same call for the same request.
+    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError>;
+    /// Reads a call of `tenant`.
+    async fn get_call(&self, tenant: &str, call_id: &str) -> Result<Option<Call>, StoreError>;
+    /// The worker `owner` takes the call: status `running`, lease for `lease_ms`. `false`: it
+    /// had already ended (cancelled before it ran) or does not exist.
+    async fn start_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// The worker renews its lease; returns the call's status (a terminal one — cancelled —
+    /// tells the worker to stop). `None`: no such call.
+    async fn renew_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<CallStatus>, StoreError>;
+    /// Appends an event and publishes it on the call's topic, in one step. A terminal event
+    /// ends the call (status, result or error code) unless it had ended already.
+    async fn append_call_event(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        kind: EventKind,
+        data: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<Appended, StoreError>;
+    /// Ends a running call whose worker's lease expired before `now_ms` with an `error` event
+    /// (code `WORKER_LOST`, `data`). `true`: this call ended it.
+    async fn finish_if_lost(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        now_ms: u64,
+        data: &str,
+    ) -> Result<bool, StoreError>;
+    /// The call's events with a sequence above `after`, oldest first.
+    async fn call_events(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        after: u64,
+    ) -> Result<Vec<CallEvent>, StoreError>;
+    /// The ids of the calls `caller` started that are still kept, oldest first.
+    async fn caller_calls(&self, tenant: &str, caller: &str) -> Result<Vec<String>, StoreError>;
+    /// Deletes every call of a tenant.
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_statuses_round_trip() {
+        let e = CallEvent {
+            seq: 3,
+            kind: EventKind::Partial,
+            data: "{\"type\":\"partial\",\"text\":\"a\\nb\"}".into(),
+        };
+        assert_eq!(CallEvent::decode(&e.encode()), Some(e));
+        assert_eq!(CallEvent::decode(b"x\npartial\n{}"), None);
+        assert_eq!(CallEvent::decode(b"1\nnope\n{}"), None);
+        for s in [
+            "started",
+            "pending",
+            "running",
+            "finished",
+            "error",
+            "cancelled",
+        ] {
+            assert_eq!(CallStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert!(CallStatus::Cancelled.terminal() && !CallStatus::Running.terminal());
+        assert_eq!(EventKind::Final.status(), Some(CallStatus::Finished));
+        assert_eq!(EventKind::Partial.status(), None);
+    }
+}
