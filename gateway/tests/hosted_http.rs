@@ -43,6 +43,13 @@ async fn credential_failures_are_plain_403s_before_dispatch() {
             "key scoped to another tenant",
         ),
         (Some(ADMIN), None, "no X-Tenant-Id"),
+        (Some(ADMIN), Some(" "), "a blank X-Tenant-Id"),
+        // Scoped to `down`: refused whether or not the named tenant exists.
+        (
+            Some(other.as_str()),
+            Some("no_such_tenant"),
+            "scoped key, unknown tenant",
+        ),
     ] {
         let r = hosted(&app, key, tenant, &list).await;
         assert_eq!(r.status, 403, "{why}: {}", r.text());
@@ -86,7 +93,10 @@ async fn json_rpc_answers_map_to_their_http_statuses() {
     assert_eq!(r.status, 200);
     let init = r.json()["result"].clone();
     assert_eq!(init["protocolVersion"], "2025-03-26");
-    assert_eq!(init["capabilities"]["tools"]["listChanged"], false);
+    assert_eq!(
+        init["capabilities"],
+        json!({"tools": {"listChanged": false}})
+    );
     assert!(r.headers.get("mcp-session-id").is_none());
     let r = hosted(
         &app,
@@ -212,9 +222,14 @@ async fn each_caller_gets_sixty_requests_a_minute() {
     assert_eq!(r.json()["error"]["code"], "rate_limited");
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
-    // Another caller has its own budget.
+    // Another identity has its own budget; another key of the same identity shares amy's.
     assert_eq!(
         hosted(&app, Some(&b), Some("shop"), &ping).await.status,
         200
     );
+    let a2 = mint(&app, "caller-a-2", "amy", "editor", None).await;
+    let r = hosted(&app, Some(&a2), Some("shop"), &ping).await;
+    if understudy_core::now_secs() / 60 == window {
+        assert_eq!(r.status, 429, "per identity, not per key");
+    }
 }

@@ -259,6 +259,10 @@ pub fn finish(revision: Revision, result: Value, cacheable: bool) -> Value {
 
 /// The capabilities advertised.
 fn capabilities(ctx: &Ctx<'_>) -> Value {
+    // The hosted endpoint serves tools only (seed 002).
+    if ctx.transport == Transport::Hosted {
+        return json!({"tools": {"listChanged": false}});
+    }
     json!({
         "tools": {"listChanged": ctx.transport.pushes()},
         "resources": {},

@@ -39,12 +39,13 @@ fn forbidden(message: impl Into<String>) -> Response {
     refuse(Code::Forbidden, message)
 }
 
-/// The caller's name for the limiter: its API key's name (unique, `[A-Za-z0-9_.-]`), or `admin`
-/// for the admin token (the internal service identity).
+/// The caller for the limiter: the key's identity (SPEC §4.5: "per key identity", so two keys
+/// of one identity share a budget), or `@admin` for the admin token (the internal service
+/// identity; `@` begins no key identity).
 fn caller(p: &Principal) -> String {
     match p {
-        Principal::AdminToken => "admin".into(),
-        Principal::Key(k) => k.name.clone(),
+        Principal::AdminToken => crate::identity::ADMIN_SUBJECT.into(),
+        Principal::Key(k) => k.identity.clone(),
     }
 }
 
@@ -66,12 +67,28 @@ async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRunt
             principal.role().as_str()
         )));
     }
-    let named =
-        parts.headers.contains_key("x-tenant-id") || parts.extensions.get::<PathTenant>().is_some();
-    if !named {
+    let named = match parts.extensions.get::<PathTenant>() {
+        Some(p) => Some(p.0.clone()),
+        None => parts
+            .headers
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string()),
+    };
+    let Some(named) = named.filter(|t| !t.is_empty()) else {
         return Err(forbidden(
             "The hosted MCP endpoint needs the X-Tenant-Id header naming the key's tenant.",
         ));
+    };
+    // A key scoped to another tenant is refused before the tenant is looked up, so the answer
+    // never tells which tenants exist.
+    if let Principal::Key(k) = &principal
+        && k.tenant.as_deref().is_some_and(|scope| scope != named)
+    {
+        return Err(forbidden(format!(
+            "This API key is scoped to another tenant than '{}'.",
+            named.escape_default()
+        )));
     }
     let tenant = crate::tenancy::resolve(app, parts, Access::Role(Role::Editor))
         .await
@@ -82,9 +99,9 @@ async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRunt
             TenancyError::InvalidId(_) | TenancyError::NotFound(_) => {
                 ApiError::not_found(e.message()).into_response()
             }
+            TenancyError::InvalidConfigVersion => ApiError::invalid(e.message()).into_response(),
             TenancyError::Missing { .. }
             | TenancyError::InvalidHeader
-            | TenancyError::InvalidConfigVersion
             | TenancyError::Unauthenticated { .. }
             | TenancyError::Forbidden { .. } => forbidden(e.message()),
         })?
