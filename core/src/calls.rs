@@ -117,7 +117,7 @@ pub struct Call {
     /// The error code, once it ended with an error (`TOOL_ERROR`, `OPENAI_ERROR`,
     /// `WORKER_LOST`, …).
     pub error: Option<String>,
-    /// Unix ms until which its worker's lease holds (0: no worker yet).
+    /// Unix ms (the store's clock) until which its worker's lease holds.
     pub lease_until_ms: u64,
 }
 
@@ -202,13 +202,43 @@ impl CallEvent {
     }
 }
 
+/// Most characters of a caller's `request_id`.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Most events one `call_events` read returns (read again after the last for more).
+pub const EVENTS_PAGE: usize = 1_000;
+
+/// Whether `id` can be a call id: 1 to 128 characters of `[A-Za-z0-9_-]` (ids this server hands
+/// out are 32 hex digits). Anything else is an unknown call, and never reaches a key name.
+pub fn valid_call_id(id: &str) -> bool {
+    crate::sessions::valid_session_id(id)
+}
+
+/// Whether `id` can be a `request_id`: 1 to 128 characters, no control characters.
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.chars().count()) && !id.chars().any(char::is_control)
+}
+
 /// What `create_call` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    /// A new call.
+    /// A new call, held by the creating worker's lease.
     New,
     /// The caller's `request_id` already names this call (with the body it was started with).
     Existing(CallDoc),
+}
+
+/// What a worker's `start_call` or `renew_call` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The worker holds the call (status running), its lease renewed.
+    Held,
+    /// Another worker holds it on a live lease: this one must not run it.
+    Lost,
+    /// The call had ended (a cancel, or `WORKER_LOST`): stop.
+    Ended(CallStatus),
+    /// No such call (expired, or never existed).
+    NoCall,
 }
 
 /// What an append did.
@@ -218,6 +248,8 @@ pub enum Appended {
     Event(u64),
     /// Nothing: the call had already ended (the first terminal event wins).
     Ended(CallStatus),
+    /// Nothing: the appending worker no longer holds the call.
+    Lost,
     /// Nothing: no such call (expired, or never existed).
     NoCall,
 }
@@ -227,53 +259,64 @@ pub fn call_topic(tenant: &str, call_id: &str) -> Result<Topic, crate::TopicErro
     Topic::tenant(tenant, "call", call_id)
 }
 
-/// Execute-API calls and their events, shared by every process.
+/// Execute-API calls and their events, shared by every process. Lease times are the store's
+/// clock (Redis `TIME`), never a process's: processes whose clocks disagree still agree on
+/// whether a lease expired.
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
-    /// Creates a call, unless `doc.request_id` (with `doc.caller`) already names one, which is
-    /// returned instead: the same call for the same request.
-    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError>;
+    /// Creates a call held by the worker `owner` for `lease_ms` (so a call whose creator dies
+    /// before it runs still ends as `WORKER_LOST`), unless `doc.request_id` (with `doc.caller`)
+    /// already names a kept call, which is returned instead.
+    async fn create_call(
+        &self,
+        doc: &CallDoc,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Created, StoreError>;
     /// Reads a call of `tenant`.
     async fn get_call(&self, tenant: &str, call_id: &str) -> Result<Option<Call>, StoreError>;
-    /// The worker `owner` takes the call: status `running`, lease for `lease_ms`. `false`: it
-    /// had already ended (cancelled before it ran) or does not exist.
+    /// The worker `owner` runs the call: status `running`, lease renewed for `lease_ms`. Taken
+    /// only from its own lease or an expired one, never from another worker's live lease.
     async fn start_call(
         &self,
         tenant: &str,
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<bool, StoreError>;
-    /// The worker renews its lease; returns the call's status (a terminal one — cancelled —
-    /// tells the worker to stop). `None`: no such call.
+    ) -> Result<Lease, StoreError>;
+    /// The worker `owner` renews its lease between chunks; `Ended` (a cancel) or `Lost` tell it
+    /// to stop.
     async fn renew_call(
         &self,
         tenant: &str,
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<Option<CallStatus>, StoreError>;
+    ) -> Result<Lease, StoreError>;
     /// Appends an event and publishes it on the call's topic, in one step. A terminal event
-    /// ends the call (status, result or error code) unless it had ended already.
+    /// ends the call (status; `result`, `error` code) unless it had ended already. `owner`: a
+    /// worker's append, refused (`Lost`) unless it holds the call; `None` for a cancel, which
+    /// anyone with access may append.
+    #[allow(clippy::too_many_arguments)]
     async fn append_call_event(
         &self,
         tenant: &str,
         call_id: &str,
+        owner: Option<&str>,
         kind: EventKind,
         data: &str,
         result: Option<&str>,
         error: Option<&str>,
     ) -> Result<Appended, StoreError>;
-    /// Ends a running call whose worker's lease expired before `now_ms` with an `error` event
+    /// Ends a call whose worker's lease expired (by the store's clock) with an `error` event
     /// (code `WORKER_LOST`, `data`). `true`: this call ended it.
     async fn finish_if_lost(
         &self,
         tenant: &str,
         call_id: &str,
-        now_ms: u64,
         data: &str,
     ) -> Result<bool, StoreError>;
-    /// The call's events with a sequence above `after`, oldest first.
+    /// The call's events with a sequence above `after`, oldest first, at most [`EVENTS_PAGE`].
     async fn call_events(
         &self,
         tenant: &str,
@@ -313,5 +356,8 @@ mod tests {
         assert!(CallStatus::Cancelled.terminal() && !CallStatus::Running.terminal());
         assert_eq!(EventKind::Final.status(), Some(CallStatus::Finished));
         assert_eq!(EventKind::Partial.status(), None);
+        assert!(valid_call_id("0123abcd") && !valid_call_id("a:events") && !valid_call_id(""));
+        assert!(valid_request_id("order 42: retry") && !valid_request_id("a\nb"));
+        assert!(!valid_request_id(&"r".repeat(MAX_REQUEST_ID + 1)));
     }
 }

@@ -10,7 +10,7 @@ use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use crate::calls::{
     Appended as CallAppended, CALL_TTL_MS, Call, CallDoc, CallEvent, CallStatus, CallStore,
-    Created, EventKind, call_topic,
+    Created, EVENTS_PAGE, EventKind, Lease, call_topic, valid_call_id,
 };
 use crate::hub::{Hub, Topic};
 use crate::sessions::{
@@ -55,6 +55,8 @@ struct State {
     calls: HashMap<String, HashMap<String, MemCall>>,
     /// (tenant, caller, request id) → call id.
     call_requests: HashMap<(String, String, String), String>,
+    /// When expired calls were last swept (at most once a second, and only past a size).
+    last_call_sweep: Option<Instant>,
 }
 
 /// One execute-API call.
@@ -630,6 +632,28 @@ impl MemoryStore {
         calls.get_mut(call_id)
     }
 
+    /// Drops expired calls and request ids, at most once a second and only once there are many.
+    fn sweep_calls(st: &mut State, now: Instant) {
+        let many = st.call_requests.len() > 10_000 || st.calls.values().any(|m| m.len() > 10_000);
+        if !many
+            || st
+                .last_call_sweep
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        st.last_call_sweep = Some(now);
+        for m in st.calls.values_mut() {
+            m.retain(|_, c| c.expires > now);
+        }
+        let State {
+            call_requests,
+            calls,
+            ..
+        } = st;
+        call_requests.retain(|(t, _, _), id| calls.get(t).is_some_and(|m| m.contains_key(id)));
+    }
+
     /// Appends to a kept call, ending it on a terminal event; under the caller's lock, so events
     /// leave in order.
     #[allow(clippy::too_many_arguments)]
@@ -638,6 +662,7 @@ impl MemoryStore {
         st: &mut State,
         tenant: &str,
         call_id: &str,
+        owner: Option<&str>,
         kind: EventKind,
         data: &str,
         result: Option<&str>,
@@ -649,6 +674,9 @@ impl MemoryStore {
         };
         if c.status.terminal() {
             return CallAppended::Ended(c.status);
+        }
+        if owner.is_some_and(|o| o != c.owner) {
+            return CallAppended::Lost;
         }
         let event = CallEvent {
             seq: c.events.len() as u64 + 1,
@@ -668,13 +696,55 @@ impl MemoryStore {
         }
         CallAppended::Event(event.seq)
     }
+
+    /// Takes or renews a lease: only the holder's own, or an expired one when `take`.
+    fn lease_locked(
+        st: &mut State,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+        take: bool,
+        now: Instant,
+    ) -> Lease {
+        let Some(c) = Self::live_call(st, tenant, call_id, now) else {
+            return Lease::NoCall;
+        };
+        if c.status.terminal() {
+            return Lease::Ended(c.status);
+        }
+        let now_ms = crate::now_ms();
+        let expired = c.lease_until_ms < now_ms;
+        if c.owner != owner && !(take && expired) {
+            return Lease::Lost;
+        }
+        c.owner = owner.to_string();
+        c.lease_until_ms = now_ms + lease_ms;
+        if take {
+            c.status = CallStatus::Running;
+            c.updated_ms = now_ms;
+        }
+        Lease::Held
+    }
 }
 
 #[async_trait]
 impl CallStore for MemoryStore {
-    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError> {
+    async fn create_call(
+        &self,
+        doc: &CallDoc,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Created, StoreError> {
+        if !valid_call_id(&doc.call_id) {
+            return Err(StoreError::Corrupt(format!(
+                "invalid call id {:?}",
+                doc.call_id
+            )));
+        }
         let now = Instant::now();
         let mut st = self.lock();
+        Self::sweep_calls(&mut st, now);
         if let Some(rid) = &doc.request_id {
             let key = (doc.tenant.clone(), doc.caller.clone(), rid.clone());
             if let Some(existing) = st.call_requests.get(&key).cloned()
@@ -682,34 +752,20 @@ impl CallStore for MemoryStore {
             {
                 return Ok(Created::Existing(c.doc.clone()));
             }
-            if st.call_requests.len() >= 10_000 {
-                let State {
-                    call_requests,
-                    calls,
-                    ..
-                } = &mut *st;
-                call_requests.retain(|(t, _, _), id| {
-                    calls
-                        .get(t)
-                        .and_then(|m| m.get(id))
-                        .is_some_and(|c| c.expires > now)
-                });
-            }
             st.call_requests.insert(key, doc.call_id.clone());
         }
-        let calls = st.calls.entry(doc.tenant.clone()).or_default();
-        calls.retain(|_, c| c.expires > now);
-        calls.insert(
+        let now_ms = crate::now_ms();
+        st.calls.entry(doc.tenant.clone()).or_default().insert(
             doc.call_id.clone(),
             MemCall {
                 doc: doc.clone(),
                 status: CallStatus::Started,
-                updated_ms: crate::now_ms(),
+                updated_ms: now_ms,
                 expires: now + Duration::from_millis(CALL_TTL_MS),
                 result: None,
                 error: None,
-                owner: String::new(),
-                lease_until_ms: 0,
+                owner: owner.to_string(),
+                lease_until_ms: now_ms + lease_ms,
                 events: Vec::new(),
             },
         );
@@ -738,20 +794,12 @@ impl CallStore for MemoryStore {
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Lease, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
-        let Some(c) = Self::live_call(&mut st, tenant, call_id, now) else {
-            return Ok(false);
-        };
-        if c.status.terminal() {
-            return Ok(false);
-        }
-        c.status = CallStatus::Running;
-        c.owner = owner.to_string();
-        c.lease_until_ms = crate::now_ms() + lease_ms;
-        c.updated_ms = crate::now_ms();
-        Ok(true)
+        Ok(Self::lease_locked(
+            &mut st, tenant, call_id, owner, lease_ms, true, now,
+        ))
     }
 
     async fn renew_call(
@@ -760,22 +808,19 @@ impl CallStore for MemoryStore {
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<Option<CallStatus>, StoreError> {
+    ) -> Result<Lease, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
-        let Some(c) = Self::live_call(&mut st, tenant, call_id, now) else {
-            return Ok(None);
-        };
-        if !c.status.terminal() && c.owner == owner {
-            c.lease_until_ms = crate::now_ms() + lease_ms;
-        }
-        Ok(Some(c.status))
+        Ok(Self::lease_locked(
+            &mut st, tenant, call_id, owner, lease_ms, false, now,
+        ))
     }
 
     async fn append_call_event(
         &self,
         tenant: &str,
         call_id: &str,
+        owner: Option<&str>,
         kind: EventKind,
         data: &str,
         result: Option<&str>,
@@ -783,21 +828,22 @@ impl CallStore for MemoryStore {
     ) -> Result<CallAppended, StoreError> {
         let now = Instant::now();
         let mut st = self.lock();
-        Ok(self.append_locked(&mut st, tenant, call_id, kind, data, result, error, now))
+        Ok(self.append_locked(
+            &mut st, tenant, call_id, owner, kind, data, result, error, now,
+        ))
     }
 
     async fn finish_if_lost(
         &self,
         tenant: &str,
         call_id: &str,
-        now_ms: u64,
         data: &str,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
+        let now_ms = crate::now_ms();
         let mut st = self.lock();
-        let lost = Self::live_call(&mut st, tenant, call_id, now).is_some_and(|c| {
-            !c.status.terminal() && c.lease_until_ms > 0 && c.lease_until_ms < now_ms
-        });
+        let lost = Self::live_call(&mut st, tenant, call_id, now)
+            .is_some_and(|c| !c.status.terminal() && c.lease_until_ms < now_ms);
         if !lost {
             return Ok(false);
         }
@@ -805,6 +851,7 @@ impl CallStore for MemoryStore {
             &mut st,
             tenant,
             call_id,
+            None,
             EventKind::Error,
             data,
             None,
@@ -823,7 +870,14 @@ impl CallStore for MemoryStore {
         let now = Instant::now();
         let mut st = self.lock();
         Ok(Self::live_call(&mut st, tenant, call_id, now)
-            .map(|c| c.events.iter().filter(|e| e.seq > after).cloned().collect())
+            .map(|c| {
+                c.events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .take(EVENTS_PAGE)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 

@@ -17,7 +17,7 @@ use understudy_crds::model::{ApiKeyRecord, TenantConfig};
 
 use crate::calls::{
     Appended as CallAppended, CALL_TTL_MS, Call, CallDoc, CallEvent, CallStatus, CallStore,
-    Created, EventKind, call_topic,
+    Created, EVENTS_PAGE, EventKind, Lease, call_topic, valid_call_id,
 };
 use crate::sessions::{
     Appended, EventsRead, SIGNAL_DATA_MAX, Session, SessionDoc, SessionEvent, SessionStore,
@@ -46,8 +46,7 @@ pub struct RedisStore {
     session_claim: Script,
     session_append: Script,
     call_create: Script,
-    call_start: Script,
-    call_renew: Script,
+    call_lease: Script,
     call_append: Script,
 }
 
@@ -253,69 +252,89 @@ end
 return n
 "#;
 
-/// Creates a call, unless the caller's request id names one (KEYS: call, request key or the
-/// call key again when there is none, caller index, tenant index; ARGV: id, doc, now ms, ttl ms,
-/// has request id). Returns {1} or {0, existing id}.
+/// The store's clock in ms (call leases are judged by it, never by a process's clock).
+const NOW_LUA: &str = "local function now_ms() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n";
+
+/// Creates a call held by its creator's lease, unless the caller's request id names a kept one
+/// (KEYS: call, request key (the call key again when there is none), caller index, tenant
+/// index; ARGV: id, doc, ttl ms, has request id, owner, lease ms, the call key prefix). Returns
+/// {1} or {0, existing id}.
 const CALL_CREATE_LUA: &str = r#"
-if ARGV[5] == '1' then
+local now = now_ms()
+if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[2])
-  if existing then return {0, existing} end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+  if existing and redis.call('EXISTS', ARGV[7] .. existing) == 1 then return {0, existing} end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'started', 'updated', ARGV[3], 'seq', 0, 'lease', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local rkey = ''
+if ARGV[4] == '1' then rkey = KEYS[2] end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'started', 'updated', now, 'seq', 0,
+  'owner', ARGV[5], 'lease', now + tonumber(ARGV[6]), 'rkey', rkey, 'cidx', KEYS[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 for i = 3, 4 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[3]))
+  redis.call('ZADD', KEYS[i], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 return {1}
 "#;
 
-/// A worker takes a call (KEYS: call; ARGV: owner, lease until ms, now ms).
-const CALL_START_LUA: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st or st == 'finished' or st == 'error' or st == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'lease', ARGV[2], 'updated', ARGV[3])
-return 1
-"#;
-
-/// A worker renews its lease (KEYS: call; ARGV: owner, lease until ms). Returns the status.
-const CALL_RENEW_LUA: &str = r#"
-local r = redis.call('HMGET', KEYS[1], 'status', 'owner')
-if not r[1] then return false end
-if r[2] == ARGV[1] and r[1] ~= 'finished' and r[1] ~= 'error' and r[1] ~= 'cancelled' then
-  redis.call('HSET', KEYS[1], 'lease', ARGV[2])
-end
-return r[1]
+/// Takes (ARGV[3] = '1': from its own or an expired lease) or renews a worker's lease (KEYS:
+/// call; ARGV: owner, lease ms, take). Returns {'held'}, {'lost'}, {'ended', status} or
+/// {'nocall'}.
+const CALL_LEASE_LUA: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease')
+local st = r[1]
+if not st then return {'nocall'} end
+if st == 'finished' or st == 'error' or st == 'cancelled' then return {'ended', st} end
+local now = now_ms()
+local expired = tonumber(r[3] or '0') < now
+if r[2] ~= ARGV[1] and not (ARGV[3] == '1' and expired) then return {'lost'} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease', now + tonumber(ARGV[2]))
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'status', 'running', 'updated', now) end
+return {'held'}
 "#;
 
 /// Appends a call event and rings the doorbell (KEYS: call, events, tenant index; ARGV: kind,
-/// data, terminal status or '', result, error, topic, now ms, ttl ms, lost-before ms or '').
-/// With a lost-before time the event is appended only if the call runs on a lease that expired
-/// before it. Returns {n}, {-1} (no call), {-2, status} (ended) or {-3} (not lost).
+/// data, terminal status or '', has result, result, error or '', topic, ttl ms, owner or '',
+/// only-if-lost, id). The call's request key and caller index are kept as long as the call.
+/// Returns {n}, {-1} (no call), {-2, status} (ended), {-3} (not lost) or {-4} (another owner).
 const CALL_APPEND_LUA: &str = r#"
-local r = redis.call('HMGET', KEYS[1], 'status', 'lease')
+local r = redis.call('HMGET', KEYS[1], 'status', 'lease', 'owner', 'rkey', 'cidx')
 local st = r[1]
 if not st then return {-1} end
 if st == 'finished' or st == 'error' or st == 'cancelled' then return {-2, st} end
-if ARGV[9] ~= '' then
-  local lease = tonumber(r[2] or '0')
-  if lease == 0 or lease >= tonumber(ARGV[9]) then return {-3} end
-end
+local now = now_ms()
+if ARGV[10] == '1' and tonumber(r[2] or '0') >= now then return {-3} end
+if ARGV[9] ~= '' and r[3] ~= ARGV[9] then return {-4} end
 local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('RPUSH', KEYS[2], n .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[4]) end
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
+  if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 end
-redis.call('HSET', KEYS[1], 'updated', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PUBLISH', ARGV[6], n .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
+redis.call('HSET', KEYS[1], 'updated', now)
+local ttl = tonumber(ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+if r[4] and r[4] ~= '' then redis.call('PEXPIRE', r[4], ttl) end
+for _, idx in ipairs({KEYS[3], r[5]}) do
+  if idx and idx ~= '' then
+    redis.call('ZADD', idx, now, ARGV[11])
+    redis.call('PEXPIRE', idx, ttl)
+  end
+end
+redis.call('PUBLISH', ARGV[7], n .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
 return {n}
 "#;
+
+/// Client-chosen text as a key part: lower-case hex, so it can hold nothing that means
+/// something in a key name.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
 
 impl RedisStore {
     /// Connects lazily: the gateway starts (not ready) while Redis is down and connects as soon
@@ -348,10 +367,9 @@ impl RedisStore {
             session_touch: Script::new(SESSION_TOUCH_LUA),
             session_end: Script::new(SESSION_END_LUA),
             session_claim: Script::new(SESSION_CLAIM_LUA),
-            call_create: Script::new(CALL_CREATE_LUA),
-            call_start: Script::new(CALL_START_LUA),
-            call_renew: Script::new(CALL_RENEW_LUA),
-            call_append: Script::new(CALL_APPEND_LUA),
+            call_create: Self::with_now(CALL_CREATE_LUA),
+            call_lease: Self::with_now(CALL_LEASE_LUA),
+            call_append: Self::with_now(CALL_APPEND_LUA),
             session_append: Script::new(SESSION_APPEND_LUA),
         })
     }
@@ -949,51 +967,105 @@ fn call_topic_of(tenant: &str, call_id: &str) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+fn int_of(v: Option<&redis::Value>) -> Option<i64> {
+    match v {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn text_of(v: Option<&redis::Value>) -> Option<String> {
+    match v {
+        Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 impl RedisStore {
+    fn with_now(script: &str) -> Script {
+        Script::new(&format!("{NOW_LUA}{script}"))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn append_call(
         &self,
         tenant: &str,
         call_id: &str,
+        owner: Option<&str>,
         kind: EventKind,
         data: &str,
         result: Option<&str>,
         error: Option<&str>,
-        lost_before: Option<u64>,
+        only_if_lost: bool,
     ) -> Result<Option<CallAppended>, StoreError> {
+        if !valid_call_id(call_id) {
+            return Ok(Some(CallAppended::NoCall));
+        }
         let got: Vec<redis::Value> = self
             .call_append
             .key(keys::call(tenant, call_id))
             .key(keys::call_events(tenant, call_id))
+            .key(keys::tenant_calls(tenant))
             .arg(kind.as_str())
             .arg(data)
             .arg(kind.status().map_or("", |s| s.as_str()))
+            .arg(if result.is_some() { "1" } else { "0" })
             .arg(result.unwrap_or(""))
             .arg(error.unwrap_or(""))
             .arg(call_topic_of(tenant, call_id)?)
-            .arg(crate::now_ms())
             .arg(CALL_TTL_MS)
-            .arg(lost_before.map(|t| t.to_string()).unwrap_or_default())
+            .arg(owner.unwrap_or(""))
+            .arg(if only_if_lost { "1" } else { "0" })
+            .arg(call_id)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let int = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::Int(n)) => Some(*n),
-            _ => None,
-        };
-        Ok(match int(got.first()) {
+        Ok(match int_of(got.first()) {
             Some(-1) => Some(CallAppended::NoCall),
-            Some(-2) => {
-                let status = match got.get(1) {
-                    Some(redis::Value::BulkString(b)) => {
-                        CallStatus::parse(&String::from_utf8_lossy(b))
-                    }
-                    _ => None,
-                };
-                Some(CallAppended::Ended(status.unwrap_or(CallStatus::Error)))
-            }
+            Some(-2) => Some(CallAppended::Ended(
+                text_of(got.get(1))
+                    .as_deref()
+                    .and_then(CallStatus::parse)
+                    .unwrap_or(CallStatus::Error),
+            )),
             Some(-3) => None,
+            Some(-4) => Some(CallAppended::Lost),
             Some(n) if n > 0 => Some(CallAppended::Event(n as u64)),
+            _ => return Err(StoreError::Corrupt(format!("unexpected reply {got:?}"))),
+        })
+    }
+
+    async fn lease(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        owner: &str,
+        lease_ms: u64,
+        take: bool,
+    ) -> Result<Lease, StoreError> {
+        if !valid_call_id(call_id) {
+            return Ok(Lease::NoCall);
+        }
+        let got: Vec<redis::Value> = self
+            .call_lease
+            .key(keys::call(tenant, call_id))
+            .arg(owner)
+            .arg(lease_ms)
+            .arg(if take { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match text_of(got.first()).as_deref() {
+            Some("held") => Lease::Held,
+            Some("lost") => Lease::Lost,
+            Some("ended") => Lease::Ended(
+                text_of(got.get(1))
+                    .as_deref()
+                    .and_then(CallStatus::parse)
+                    .unwrap_or(CallStatus::Error),
+            ),
+            Some("nocall") => Lease::NoCall,
             _ => return Err(StoreError::Corrupt(format!("unexpected reply {got:?}"))),
         })
     }
@@ -1001,53 +1073,62 @@ impl RedisStore {
 
 #[async_trait]
 impl CallStore for RedisStore {
-    async fn create_call(&self, doc: &CallDoc) -> Result<Created, StoreError> {
+    async fn create_call(
+        &self,
+        doc: &CallDoc,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Created, StoreError> {
+        if !valid_call_id(&doc.call_id) {
+            return Err(StoreError::Corrupt(format!(
+                "invalid call id {:?}",
+                doc.call_id
+            )));
+        }
         let text = serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let key = keys::call(&doc.tenant, &doc.call_id);
+        let caller = hex(&doc.caller);
         let request_key = match &doc.request_id {
-            Some(r) => keys::call_request(&doc.tenant, &doc.caller, r),
+            Some(r) => keys::call_request(&doc.tenant, &caller, &hex(r)),
             None => key.clone(),
         };
-        let (created, existing): (i64, Option<String>) = {
+        for _ in 0..2 {
             let got: Vec<redis::Value> = self
                 .call_create
                 .key(&key)
                 .key(&request_key)
-                .key(keys::caller_calls(&doc.tenant, &doc.caller))
+                .key(keys::caller_calls(&doc.tenant, &caller))
                 .key(keys::tenant_calls(&doc.tenant))
                 .arg(&doc.call_id)
-                .arg(text)
-                .arg(crate::now_ms())
+                .arg(&text)
                 .arg(CALL_TTL_MS)
                 .arg(if doc.request_id.is_some() { "1" } else { "0" })
+                .arg(owner)
+                .arg(lease_ms)
+                .arg(keys::call(&doc.tenant, ""))
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            match got.as_slice() {
-                [redis::Value::Int(1)] => (1, None),
-                [redis::Value::Int(0), redis::Value::BulkString(id)] => {
-                    (0, Some(String::from_utf8_lossy(id).into_owned()))
+            match (int_of(got.first()), text_of(got.get(1))) {
+                (Some(1), _) => return Ok(Created::New),
+                (Some(0), Some(existing)) => {
+                    if let Some(c) = self.get_call(&doc.tenant, &existing).await? {
+                        return Ok(Created::Existing(c.doc));
+                    }
+                    // It expired between the two reads: the script now creates afresh.
                 }
-                other => {
-                    return Err(StoreError::Corrupt(format!("unexpected reply {other:?}")));
-                }
-            }
-        };
-        if created == 1 {
-            return Ok(Created::New);
-        }
-        let existing = existing.unwrap_or_default();
-        match self.get_call(&doc.tenant, &existing).await? {
-            Some(c) => Ok(Created::Existing(c.doc)),
-            // Its call expired a moment ago: the request key goes with it, so create afresh.
-            None => {
-                let _: () = self.conn().del(&request_key).await.map_err(unavailable)?;
-                Box::pin(self.create_call(doc)).await
+                _ => return Err(StoreError::Corrupt(format!("unexpected reply {got:?}"))),
             }
         }
+        Err(StoreError::Unavailable(
+            "the call named by this request_id keeps expiring".into(),
+        ))
     }
 
     async fn get_call(&self, tenant: &str, call_id: &str) -> Result<Option<Call>, StoreError> {
+        if !valid_call_id(call_id) {
+            return Ok(None);
+        }
         type Row = (
             Option<String>,
             Option<String>,
@@ -1089,18 +1170,8 @@ impl CallStore for RedisStore {
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let now = crate::now_ms();
-        let n: i64 = self
-            .call_start
-            .key(keys::call(tenant, call_id))
-            .arg(owner)
-            .arg(now + lease_ms)
-            .arg(now)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(n == 1)
+    ) -> Result<Lease, StoreError> {
+        self.lease(tenant, call_id, owner, lease_ms, true).await
     }
 
     async fn renew_call(
@@ -1109,29 +1180,22 @@ impl CallStore for RedisStore {
         call_id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<Option<CallStatus>, StoreError> {
-        let status: Option<String> = self
-            .call_renew
-            .key(keys::call(tenant, call_id))
-            .arg(owner)
-            .arg(crate::now_ms() + lease_ms)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(status.as_deref().and_then(CallStatus::parse))
+    ) -> Result<Lease, StoreError> {
+        self.lease(tenant, call_id, owner, lease_ms, false).await
     }
 
     async fn append_call_event(
         &self,
         tenant: &str,
         call_id: &str,
+        owner: Option<&str>,
         kind: EventKind,
         data: &str,
         result: Option<&str>,
         error: Option<&str>,
     ) -> Result<CallAppended, StoreError> {
         Ok(self
-            .append_call(tenant, call_id, kind, data, result, error, None)
+            .append_call(tenant, call_id, owner, kind, data, result, error, false)
             .await?
             .unwrap_or(CallAppended::NoCall))
     }
@@ -1140,18 +1204,18 @@ impl CallStore for RedisStore {
         &self,
         tenant: &str,
         call_id: &str,
-        now_ms: u64,
         data: &str,
     ) -> Result<bool, StoreError> {
         let done = self
             .append_call(
                 tenant,
                 call_id,
+                None,
                 EventKind::Error,
                 data,
                 None,
                 Some("WORKER_LOST"),
-                Some(now_ms),
+                true,
             )
             .await?;
         Ok(matches!(done, Some(CallAppended::Event(_))))
@@ -1163,10 +1227,18 @@ impl CallStore for RedisStore {
         call_id: &str,
         after: u64,
     ) -> Result<Vec<CallEvent>, StoreError> {
+        if !valid_call_id(call_id) {
+            return Ok(Vec::new());
+        }
         // Events are numbered from 1 in list order: read from index `after` on.
+        let from = after as isize;
         let raw: Vec<Vec<u8>> = self
             .conn()
-            .lrange(keys::call_events(tenant, call_id), after as isize, -1)
+            .lrange(
+                keys::call_events(tenant, call_id),
+                from,
+                from + EVENTS_PAGE as isize - 1,
+            )
             .await
             .map_err(unavailable)?;
         Ok(raw
@@ -1177,11 +1249,24 @@ impl CallStore for RedisStore {
     }
 
     async fn caller_calls(&self, tenant: &str, caller: &str) -> Result<Vec<String>, StoreError> {
-        let min = crate::now_ms().saturating_sub(CALL_TTL_MS);
-        self.conn()
-            .zrangebyscore(keys::caller_calls(tenant, caller), min, "+inf")
+        let ids: Vec<String> = self
+            .conn()
+            .zrange(keys::caller_calls(tenant, &hex(caller)), 0, -1)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        // Scored by last change: a kept call is one whose record still exists.
+        let mut kept = Vec::with_capacity(ids.len());
+        for id in ids {
+            let exists: bool = self
+                .conn()
+                .exists(keys::call(tenant, &id))
+                .await
+                .map_err(unavailable)?;
+            if exists {
+                kept.push(id);
+            }
+        }
+        Ok(kept)
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
@@ -1198,14 +1283,14 @@ impl CallStore for RedisStore {
             let mut names = Vec::new();
             for id in &ids {
                 let call = keys::call(tenant, id);
-                let doc: Option<String> =
-                    self.conn().hget(&call, "doc").await.map_err(unavailable)?;
-                if let Some(doc) = doc.and_then(|d| serde_json::from_str::<CallDoc>(&d).ok()) {
-                    names.push(keys::caller_calls(tenant, &doc.caller));
-                    if let Some(r) = &doc.request_id {
-                        names.push(keys::call_request(tenant, &doc.caller, r));
-                    }
-                }
+                let (rkey, cidx): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                    .arg(&call)
+                    .arg("rkey")
+                    .arg("cidx")
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                names.extend(rkey.into_iter().chain(cidx).filter(|k| !k.is_empty()));
                 names.push(call);
                 names.push(keys::call_events(tenant, id));
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use understudy_core::calls::{
-    Appended as CallAppended, CallDoc, CallEvent, CallStatus, Created, EventKind,
+    Appended as CallAppended, CallDoc, CallEvent, CallStatus, Created, EventKind, Lease,
 };
 use understudy_core::sessions::{Appended, SIGNAL_DATA_MAX};
 use understudy_core::{
@@ -791,38 +791,75 @@ async fn next_call_event(sub: &mut understudy_core::Subscription) -> CallEvent {
 
 async fn calls_run_stream_and_end_once(s: Stores) {
     let c = &s.calls;
-    assert_eq!(
-        c.create_call(&call_doc("c1", "k", None)).await.unwrap(),
-        Created::New
-    );
+    let created = c
+        .create_call(&call_doc("c1", "k", None), "worker-a", 5_000)
+        .await
+        .unwrap();
+    assert_eq!(created, Created::New);
     let got = c.get_call("t", "c1").await.unwrap().unwrap();
     assert_eq!((got.status, got.seq), (CallStatus::Started, 0));
-    // Another tenant does not see it.
+    // Another tenant does not see it; an id that cannot be a call id is no call.
     assert_eq!(c.get_call("u", "c1").await.unwrap(), None);
+    assert_eq!(c.get_call("t", "c1:events").await.unwrap(), None);
     let topic = understudy_core::calls::call_topic("t", "c1").unwrap();
     let mut sub = s.hub.subscribe(&topic).await;
-    assert!(c.start_call("t", "c1", "worker-a", 5_000).await.unwrap());
+    assert_eq!(
+        c.start_call("t", "c1", "worker-a", 5_000).await.unwrap(),
+        Lease::Held
+    );
     assert_eq!(
         c.get_call("t", "c1").await.unwrap().unwrap().status,
         CallStatus::Running
     );
-    for text in ["Hel", "lo"] {
-        let data = format!("{{\"type\":\"partial\",\"text\":\"{text}\"}}");
-        assert!(matches!(
-            c.append_call_event("t", "c1", EventKind::Partial, &data, None, None)
-                .await
-                .unwrap(),
-            CallAppended::Event(_)
-        ));
-    }
+    // Another worker can neither take a live lease nor append as the worker.
     assert_eq!(
-        c.renew_call("t", "c1", "worker-a", 5_000).await.unwrap(),
-        Some(CallStatus::Running)
+        c.start_call("t", "c1", "worker-b", 5_000).await.unwrap(),
+        Lease::Lost
+    );
+    assert_eq!(
+        c.renew_call("t", "c1", "worker-b", 5_000).await.unwrap(),
+        Lease::Lost
     );
     assert_eq!(
         c.append_call_event(
             "t",
             "c1",
+            Some("worker-b"),
+            EventKind::Partial,
+            "{}",
+            None,
+            None
+        )
+        .await
+        .unwrap(),
+        CallAppended::Lost
+    );
+    for text in ["Hel", "lo"] {
+        let data = format!("{{\"type\":\"partial\",\"text\":\"{text}\"}}");
+        assert!(matches!(
+            c.append_call_event(
+                "t",
+                "c1",
+                Some("worker-a"),
+                EventKind::Partial,
+                &data,
+                None,
+                None
+            )
+            .await
+            .unwrap(),
+            CallAppended::Event(_)
+        ));
+    }
+    assert_eq!(
+        c.renew_call("t", "c1", "worker-a", 5_000).await.unwrap(),
+        Lease::Held
+    );
+    assert_eq!(
+        c.append_call_event(
+            "t",
+            "c1",
+            Some("worker-a"),
             EventKind::Final,
             "{\"type\":\"final\",\"text\":\"Hello\"}",
             Some("Hello"),
@@ -832,12 +869,16 @@ async fn calls_run_stream_and_end_once(s: Stores) {
         .unwrap(),
         CallAppended::Event(3)
     );
-    // The first terminal event wins: a late cancel changes nothing.
+    // The first terminal event wins: a late cancel changes nothing, and the worker is told.
     assert_eq!(
-        c.append_call_event("t", "c1", EventKind::Cancelled, "{}", None, None)
+        c.append_call_event("t", "c1", None, EventKind::Cancelled, "{}", None, None)
             .await
             .unwrap(),
         CallAppended::Ended(CallStatus::Finished)
+    );
+    assert_eq!(
+        c.renew_call("t", "c1", "worker-a", 5_000).await.unwrap(),
+        Lease::Ended(CallStatus::Finished)
     );
     let got = c.get_call("t", "c1").await.unwrap().unwrap();
     assert_eq!(
@@ -859,10 +900,13 @@ async fn calls_run_stream_and_end_once(s: Stores) {
         assert_eq!(next_call_event(&mut sub).await.seq, seq);
     }
     // A call cancelled before it runs cannot be started.
-    c.create_call(&call_doc("c2", "k", None)).await.unwrap();
+    c.create_call(&call_doc("c2", "k", None), "worker-a", 5_000)
+        .await
+        .unwrap();
     c.append_call_event(
         "t",
         "c2",
+        None,
         EventKind::Cancelled,
         "{\"type\":\"cancelled\"}",
         None,
@@ -870,29 +914,53 @@ async fn calls_run_stream_and_end_once(s: Stores) {
     )
     .await
     .unwrap();
-    assert!(!c.start_call("t", "c2", "worker-a", 5_000).await.unwrap());
     assert_eq!(
-        c.renew_call("t", "c2", "worker-a", 5_000).await.unwrap(),
-        Some(CallStatus::Cancelled)
+        c.start_call("t", "c2", "worker-a", 5_000).await.unwrap(),
+        Lease::Ended(CallStatus::Cancelled)
     );
     assert_eq!(
-        c.append_call_event("t", "nope", EventKind::Partial, "{}", None, None)
+        c.append_call_event("t", "nope", None, EventKind::Partial, "{}", None, None)
             .await
             .unwrap(),
         CallAppended::NoCall
+    );
+    // An empty result is a result, on every backend.
+    c.create_call(&call_doc("c3", "k", None), "worker-a", 5_000)
+        .await
+        .unwrap();
+    c.append_call_event(
+        "t",
+        "c3",
+        Some("worker-a"),
+        EventKind::Final,
+        "{}",
+        Some(""),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get_call("t", "c3")
+            .await
+            .unwrap()
+            .unwrap()
+            .result
+            .as_deref(),
+        Some("")
     );
 }
 
 async fn a_request_id_names_one_call_per_caller(s: Stores) {
     let c = &s.calls;
-    assert_eq!(
-        c.create_call(&call_doc("c1", "k", Some("r-1")))
-            .await
-            .unwrap(),
-        Created::New
-    );
+    // Client-chosen text, whatever it holds, is only a name.
+    let rid = "r-1: retry * {x}";
+    let first = c
+        .create_call(&call_doc("c1", "k", Some(rid)), "w", 5_000)
+        .await
+        .unwrap();
+    assert_eq!(first, Created::New);
     let again = c
-        .create_call(&call_doc("c2", "k", Some("r-1")))
+        .create_call(&call_doc("c2", "k", Some(rid)), "w", 5_000)
         .await
         .unwrap();
     let Created::Existing(doc) = again else {
@@ -900,9 +968,9 @@ async fn a_request_id_names_one_call_per_caller(s: Stores) {
     };
     assert_eq!(doc.call_id, "c1");
     assert_eq!(c.get_call("t", "c2").await.unwrap(), None, "no second call");
-    // Another caller's r-1 is its own.
+    // Another caller's request id is its own.
     assert_eq!(
-        c.create_call(&call_doc("c3", "other", Some("r-1")))
+        c.create_call(&call_doc("c3", "other", Some(rid)), "w", 5_000)
             .await
             .unwrap(),
         Created::New
@@ -920,7 +988,7 @@ async fn a_request_id_names_one_call_per_caller(s: Stores) {
     assert_eq!(c.get_call("t", "c1").await.unwrap(), None);
     assert!(c.caller_calls("t", "k").await.unwrap().is_empty());
     assert_eq!(
-        c.create_call(&call_doc("c4", "k", Some("r-1")))
+        c.create_call(&call_doc("c4", "k", Some(rid)), "w", 5_000)
             .await
             .unwrap(),
         Created::New
@@ -929,39 +997,59 @@ async fn a_request_id_names_one_call_per_caller(s: Stores) {
 
 async fn a_call_whose_lease_expired_ends_as_worker_lost(s: Stores) {
     let c = &s.calls;
-    c.create_call(&call_doc("c1", "k", None)).await.unwrap();
-    // Not started: no lease, nothing lost yet.
-    assert!(!c.finish_if_lost("t", "c1", u64::MAX, "{}").await.unwrap());
-    c.start_call("t", "c1", "worker-a", 200).await.unwrap();
-    let now = understudy_core::now_ms();
-    assert!(
-        !c.finish_if_lost("t", "c1", now, "{}").await.unwrap(),
-        "lease holds"
-    );
-    // Only its owner renews the lease.
-    c.renew_call("t", "c1", "someone-else", 60_000)
+    // Its creator died before running it: the creation lease expires too.
+    c.create_call(&call_doc("c0", "k", None), "worker-a", 200)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let data = "{\"type\":\"error\",\"code\":\"WORKER_LOST\",\"text\":\"gone\"}";
-    assert!(
-        c.finish_if_lost("t", "c1", understudy_core::now_ms(), data)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !c.finish_if_lost("t", "c1", understudy_core::now_ms(), data)
-            .await
-            .unwrap(),
-        "once"
-    );
-    let got = c.get_call("t", "c1").await.unwrap().unwrap();
+    c.create_call(&call_doc("c1", "k", None), "worker-a", 200)
+        .await
+        .unwrap();
     assert_eq!(
-        (got.status, got.error.as_deref()),
-        (CallStatus::Error, Some("WORKER_LOST"))
+        c.start_call("t", "c1", "worker-a", 200).await.unwrap(),
+        Lease::Held
     );
-    let events = c.call_events("t", "c1", 0).await.unwrap();
-    assert_eq!(events.last().unwrap().data, data);
+    assert!(
+        !c.finish_if_lost("t", "c1", "{}").await.unwrap(),
+        "the lease holds"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let data = "{\"type\":\"error\",\"code\":\"WORKER_LOST\",\"text\":\"gone\"}";
+    for id in ["c0", "c1"] {
+        assert!(c.finish_if_lost("t", id, data).await.unwrap(), "{id}");
+        assert!(
+            !c.finish_if_lost("t", id, data).await.unwrap(),
+            "{id}: once"
+        );
+        let got = c.get_call("t", id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status, got.error.as_deref()),
+            (CallStatus::Error, Some("WORKER_LOST"))
+        );
+        assert_eq!(
+            c.call_events("t", id, 0)
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .data,
+            data
+        );
+    }
+    // A new worker may take over an expired lease (before anyone declares the call lost); the
+    // old one is then told it lost the call.
+    c.create_call(&call_doc("c2", "k", None), "worker-a", 100)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        c.start_call("t", "c2", "worker-b", 5_000).await.unwrap(),
+        Lease::Held
+    );
+    assert_eq!(
+        c.renew_call("t", "c2", "worker-a", 5_000).await.unwrap(),
+        Lease::Lost
+    );
+    assert!(!c.finish_if_lost("t", "c2", data).await.unwrap());
 }
 
 macro_rules! contract {

@@ -94,18 +94,20 @@ pub fn call_events(tenant: &str, call_id: &str) -> String {
     format!("us:call:{tenant}:{call_id}:events")
 }
 
-/// The call a caller's `request_id` names (idempotent execute), kept with the call. The request
-/// id is the last part, so whatever it holds it cannot reach another tenant's or caller's keys.
+/// The call a caller's `request_id` names (idempotent execute), kept with the call. `caller` and
+/// `request_id` are client-chosen text given hex-encoded, so they hold nothing that means
+/// something in a key name.
 pub fn call_request(tenant: &str, caller: &str, request_id: &str) -> String {
     format!("us:callreq:{tenant}:{caller}:{request_id}")
 }
 
-/// Sorted set call id → creation (Unix ms) of a caller's calls (`cancel_all`).
+/// Sorted set call id → last change (Unix ms) of a caller's calls (`cancel_all`); `caller`
+/// hex-encoded.
 pub fn caller_calls(tenant: &str, caller: &str) -> String {
     format!("us:calls:{tenant}:by:{caller}")
 }
 
-/// Sorted set call id → creation (Unix ms) of a tenant's calls: a purge deletes them by name.
+/// Sorted set call id → last change (Unix ms) of a tenant's calls: a purge deletes them by name.
 pub fn tenant_calls(tenant: &str) -> String {
     format!("us:calls:{tenant}")
 }
