@@ -7,9 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use understudy_e2e::{Gateway, RedisServer};
+use understudy_e2e::{Gateway, RedisServer, Sse};
 
 const ADMIN: &str = "admin-token-for-mcp-tests";
 
@@ -39,71 +38,6 @@ async fn pair() -> (RedisServer, Gateway, Gateway) {
     let a = Gateway::start_bin(&bin(), &args).await.expect("gateway a");
     let b = Gateway::start_bin(&bin(), &args).await.expect("gateway b");
     (redis, a, b)
-}
-
-/// An SSE reader over a streaming response: yields `(id, event, data)` per event, and the
-/// comment lines it skipped.
-struct Sse {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
-    comments: Vec<String>,
-}
-
-impl Sse {
-    fn new(resp: reqwest::Response) -> Sse {
-        Sse {
-            stream: resp.bytes_stream().boxed(),
-            buf: String::new(),
-            comments: Vec::new(),
-        }
-    }
-
-    /// The next event within `limit`; `None` at the end of the stream or on timeout.
-    async fn next(&mut self, limit: Duration) -> Option<(Option<String>, String, String)> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
-                let mut any = false;
-                for line in block.lines() {
-                    if let Some(c) = line.strip_prefix(':') {
-                        self.comments.push(c.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_string());
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_string();
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                        any = true;
-                    }
-                }
-                if any {
-                    return Some((id, event, data));
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.stream.next()).await;
-            match chunk {
-                Ok(Some(Ok(b))) => self.buf.push_str(&String::from_utf8_lossy(&b)),
-                _ => return None,
-            }
-        }
-    }
-
-    /// Whether the stream ends within `limit`.
-    async fn ends(&mut self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => {}
-                Err(_) => return false,
-            }
-        }
-    }
 }
 
 fn client() -> reqwest::Client {

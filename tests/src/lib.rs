@@ -244,3 +244,72 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An SSE reader over a streaming response: yields `(id, event, data)` per event, and keeps the
+/// comment lines it skipped.
+pub struct Sse {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+    /// Comment lines seen so far (without the leading `:`).
+    pub comments: Vec<String>,
+}
+
+impl Sse {
+    /// Reads `resp`'s body as SSE.
+    pub fn new(resp: reqwest::Response) -> Sse {
+        use futures::StreamExt;
+        Sse {
+            stream: resp.bytes_stream().boxed(),
+            buf: String::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    /// The next event within `limit`; `None` at the end of the stream or on timeout.
+    pub async fn next(&mut self, limit: Duration) -> Option<(Option<String>, String, String)> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        self.comments.push(c.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_string());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some((id, event, data));
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(b))) => self.buf.push_str(&String::from_utf8_lossy(&b)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the stream ends within `limit`.
+    pub async fn ends(&mut self, limit: Duration) -> bool {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}

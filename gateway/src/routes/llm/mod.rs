@@ -294,6 +294,25 @@ pub fn generate(
     Ok(answer)
 }
 
+/// The mock model's answer to an OpenAI Chat Completions request given as JSON (`model` may be
+/// left out), without HTTP: what the execute API's `openai_chat` runs. Checked like the route's
+/// body (the error names the field), within this gateway's limits, counted for status.
+pub fn chat_answer(
+    app: &App,
+    tenant: &TenantRuntime,
+    input: &serde_json::Value,
+) -> Result<engine::Answer, LlmError> {
+    let mut input = input.clone();
+    if let Some(o) = input.as_object_mut() {
+        o.entry("model")
+            .or_insert_with(|| serde_json::Value::String("gpt-4o-mini".into()));
+    }
+    let bytes = serde_json::to_vec(&input).unwrap_or_default();
+    let req: chat::ChatRequest = parse(&bytes)?;
+    let prepared = <chat::Chat as Dialect>::prepare(&req)?;
+    generate(app, tenant, &prepared)
+}
+
 /// The handler of a dialect's generation route.
 pub async fn handle<D: Dialect>(
     axum::extract::State(app): axum::extract::State<App>,
