@@ -325,6 +325,9 @@ pub trait CallStore: Send + Sync + 'static {
     ) -> Result<Vec<CallEvent>, StoreError>;
     /// The ids of the calls `caller` started that are still kept, oldest first.
     async fn caller_calls(&self, tenant: &str, caller: &str) -> Result<Vec<String>, StoreError>;
+    /// How many of the calls `caller` started have not ended (a call whose worker died counts
+    /// until someone ends it as `WORKER_LOST`, or it expires).
+    async fn caller_live_calls(&self, tenant: &str, caller: &str) -> Result<usize, StoreError>;
     /// Deletes every call of a tenant.
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;
 }

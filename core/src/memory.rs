@@ -898,6 +898,16 @@ impl CallStore for MemoryStore {
         Ok(calls.into_iter().map(|(_, id)| id).collect())
     }
 
+    async fn caller_live_calls(&self, tenant: &str, caller: &str) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let st = self.lock();
+        Ok(st.calls.get(tenant).map_or(0, |m| {
+            m.values()
+                .filter(|c| c.doc.caller == caller && c.expires > now && !c.status.terminal())
+                .count()
+        }))
+    }
+
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let mut st = self.lock();
         st.calls.remove(tenant);

@@ -257,8 +257,8 @@ const NOW_LUA: &str = "local function now_ms() local t = redis.call('TIME') retu
 
 /// Creates a call held by its creator's lease, unless the caller's request id names a kept one
 /// (KEYS: call, request key (the call key again when there is none), caller index, tenant
-/// index; ARGV: id, doc, ttl ms, has request id, owner, lease ms, the call key prefix). Returns
-/// {1} or {0, existing id}.
+/// index, caller's live set; ARGV: id, doc, ttl ms, has request id, owner, lease ms, the call
+/// key prefix). Returns {1} or {0, existing id}.
 const CALL_CREATE_LUA: &str = r#"
 local now = now_ms()
 if ARGV[4] == '1' then
@@ -270,9 +270,10 @@ local rkey = ''
 if ARGV[4] == '1' then rkey = KEYS[2] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'started', 'updated', now, 'seq', 0,
-  'owner', ARGV[5], 'lease', now + tonumber(ARGV[6]), 'rkey', rkey, 'cidx', KEYS[3])
+  'owner', ARGV[5], 'lease', now + tonumber(ARGV[6]), 'rkey', rkey, 'cidx', KEYS[3],
+  'lidx', KEYS[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-for i = 3, 4 do
+for i = 3, 5 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[3]))
   redis.call('ZADD', KEYS[i], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[i], ARGV[3])
@@ -301,7 +302,7 @@ return {'held'}
 /// only-if-lost, id). The call's request key and caller index are kept as long as the call.
 /// Returns {n}, {-1} (no call), {-2, status} (ended), {-3} (not lost) or {-4} (another owner).
 const CALL_APPEND_LUA: &str = r#"
-local r = redis.call('HMGET', KEYS[1], 'status', 'lease', 'owner', 'rkey', 'cidx')
+local r = redis.call('HMGET', KEYS[1], 'status', 'lease', 'owner', 'rkey', 'cidx', 'lidx')
 local st = r[1]
 if not st then return {-1} end
 if st == 'finished' or st == 'error' or st == 'cancelled' then return {-2, st} end
@@ -314,6 +315,7 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
   if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+  if r[6] and r[6] ~= '' then redis.call('ZREM', r[6], ARGV[11]) end
 end
 redis.call('HSET', KEYS[1], 'updated', now)
 local ttl = tonumber(ARGV[8])
@@ -1099,6 +1101,7 @@ impl CallStore for RedisStore {
                 .key(&request_key)
                 .key(keys::caller_calls(&doc.tenant, &caller))
                 .key(keys::tenant_calls(&doc.tenant))
+                .key(keys::caller_live_calls(&doc.tenant, &caller))
                 .arg(&doc.call_id)
                 .arg(&text)
                 .arg(CALL_TTL_MS)
@@ -1269,6 +1272,18 @@ impl CallStore for RedisStore {
         Ok(kept)
     }
 
+    async fn caller_live_calls(&self, tenant: &str, caller: &str) -> Result<usize, StoreError> {
+        let key = keys::caller_live_calls(tenant, &hex(caller));
+        let min = crate::now_ms().saturating_sub(CALL_TTL_MS);
+        let (_, n): ((), usize) = redis::pipe()
+            .zrembyscore(&key, "-inf", min)
+            .zcard(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n)
+    }
+
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let index = keys::tenant_calls(tenant);
         loop {
@@ -1283,14 +1298,21 @@ impl CallStore for RedisStore {
             let mut names = Vec::new();
             for id in &ids {
                 let call = keys::call(tenant, id);
-                let (rkey, cidx): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                    .arg(&call)
-                    .arg("rkey")
-                    .arg("cidx")
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                names.extend(rkey.into_iter().chain(cidx).filter(|k| !k.is_empty()));
+                let (rkey, cidx, lidx): (Option<String>, Option<String>, Option<String>) =
+                    redis::cmd("HMGET")
+                        .arg(&call)
+                        .arg("rkey")
+                        .arg("cidx")
+                        .arg("lidx")
+                        .query_async(&mut self.conn())
+                        .await
+                        .map_err(unavailable)?;
+                names.extend(
+                    rkey.into_iter()
+                        .chain(cidx)
+                        .chain(lidx)
+                        .filter(|k| !k.is_empty()),
+                );
                 names.push(call);
                 names.push(keys::call_events(tenant, id));
             }

@@ -983,6 +983,13 @@ async fn a_request_id_names_one_call_per_caller(s: Stores) {
         c.caller_calls("t", "other").await.unwrap(),
         vec!["c3".to_string()]
     );
+    // Live calls: counted until they end.
+    assert_eq!(c.caller_live_calls("t", "k").await.unwrap(), 1);
+    c.append_call_event("t", "c1", None, EventKind::Cancelled, "{}", None, None)
+        .await
+        .unwrap();
+    assert_eq!(c.caller_live_calls("t", "k").await.unwrap(), 0);
+    assert_eq!(c.caller_live_calls("t", "other").await.unwrap(), 1);
     // A purge forgets calls and their request ids.
     s.purge_tenant("t").await.unwrap();
     assert_eq!(c.get_call("t", "c1").await.unwrap(), None);

@@ -111,3 +111,9 @@ pub fn caller_calls(tenant: &str, caller: &str) -> String {
 pub fn tenant_calls(tenant: &str) -> String {
     format!("us:calls:{tenant}")
 }
+
+/// Sorted set call id → creation (Unix ms) of a caller's calls that have not ended (the live
+/// limit); `caller` hex-encoded. A terminal event removes its call.
+pub fn caller_live_calls(tenant: &str, caller: &str) -> String {
+    format!("us:calls:{tenant}:live:{caller}")
+}

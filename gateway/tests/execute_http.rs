@@ -305,3 +305,43 @@ async fn chaos_refuses_the_model_and_fails_tools() {
     .await;
     assert_eq!((r.status.as_u16(), code(&r)), (502, "OPENAI_ERROR".into()));
 }
+
+#[tokio::test]
+async fn a_caller_runs_at_most_a_hundred_calls_at_once() {
+    let app = app().await;
+    let r = json(
+        &app,
+        "POST",
+        "/public/tenants",
+        Some(ADMIN),
+        json!({
+        "tenant_id": "busy", "visibility": "global",
+        "settings": {"stream_chunk_chars": 1, "stream_chunk_delay_ms": 1000},
+        "default_response": "a long, slow answer"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = mint(&app, "busy-key", "bea", "editor", None).await;
+    let chat =
+        json!({"tool": "openai_chat", "input": {"messages": [{"role": "user", "content": "go"}]}});
+    for i in 0..100 {
+        let r = exec(&app, &key, "busy", chat.clone()).await;
+        assert_eq!(r.status, 200, "call {i}: {}", r.text());
+    }
+    let r = exec(&app, &key, "busy", chat.clone()).await;
+    assert_eq!((r.status.as_u16(), code(&r)), (429, "RATE_LIMITED".into()));
+    // Another caller is not affected; ended calls free their places.
+    let other = mint(&app, "other-key", "otto", "editor", None).await;
+    assert_eq!(exec(&app, &other, "busy", chat.clone()).await.status, 200);
+    let auth = format!("Bearer {key}");
+    let r = call(
+        &app,
+        "POST",
+        "/mcp/cancel_all",
+        &[("authorization", auth.as_str()), ("x-tenant-id", "busy")],
+        "",
+    )
+    .await;
+    assert_eq!(r.json(), json!({"cancelled": 100}));
+    assert_eq!(exec(&app, &key, "busy", chat).await.status, 200);
+}

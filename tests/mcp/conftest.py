@@ -1,5 +1,6 @@
 """Fixtures of the MCP end-to-end suite: gateways (embedded, shared with Redis), a pair of shared
-gateways on one Redis behind a round-robin proxy, and the anyio backend for the async tests.
+gateways on one Redis behind a round-robin proxy, three shared gateways on one Redis addressed
+directly (the execute API), and the anyio backend for the async tests.
 
 Process helpers come from ``tests/procs.py`` (shared with tests/sdk); the gateway binary is
 ``UNDERSTUDY_BIN`` or ``<repo>/target/debug/understudy-gateway``, built beforehand.
@@ -106,6 +107,27 @@ def pair(session_launcher) -> Iterator[Pair]:
     proxy = RoundRobinProxy([a.url, b.url]).start()
     yield Pair(a, b, proxy)
     proxy.close()
+
+
+@dataclass
+class Trio:
+    """Three shared-mode gateways on one Redis, addressed directly (no proxy): a call started on
+    one process is streamed, read and cancelled from the others."""
+
+    a: Gateway
+    b: Gateway
+    c: Gateway
+
+    @property
+    def all(self) -> tuple[Gateway, Gateway, Gateway]:
+        return (self.a, self.b, self.c)
+
+
+@pytest.fixture(scope="session")
+def trio(session_launcher) -> Trio:
+    redis = session_launcher.redis()
+    return Trio(*(session_launcher.gateway(redis_url=redis.url, name=f"exec-{n}", extra_args=GW_ARGS)
+                  for n in "abc"))
 
 
 @pytest.fixture

@@ -55,8 +55,8 @@ const STREAM_MAX: Duration = Duration::from_secs(300);
 /// How often a stream checks whether its call's worker is gone.
 const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Calls a caller may have kept at once (an hour each): past it, execute answers 429.
-pub const MAX_CALLS_PER_CALLER: usize = 1_000;
+/// Calls a caller may have running (not ended) at once: past it, execute answers 429.
+pub const MAX_LIVE_CALLS_PER_CALLER: usize = 100;
 
 /// The surface.
 pub fn surface() -> Surface {
@@ -286,10 +286,10 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
     let work = prepare(&app, &tenant, &body.tool, &input).await?;
     // The request as stored: a request_id reused with another body is refused.
     let canonical = json!({"tool": body.tool, "input": input, "session_id": body.session_id, "metadata": body.metadata}).to_string();
-    let kept = app
+    let live = app
         .stores
         .calls
-        .caller_calls(tenant.id(), &caller)
+        .caller_live_calls(tenant.id(), &caller)
         .await
         .map_err(|e| store_error(&app, e))?;
     let call_id = understudy_core::sessions::new_session_id();
@@ -302,12 +302,12 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
         request_id: body.request_id.clone(),
         created_ms: understudy_core::now_ms(),
     };
-    if kept.len() >= MAX_CALLS_PER_CALLER && body.request_id.is_none() {
+    if live >= MAX_LIVE_CALLS_PER_CALLER && body.request_id.is_none() {
         return Err(ExecError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
             format!(
-                "This caller has {MAX_CALLS_PER_CALLER} calls kept (for an hour each), the most it may."
+                "This caller has {MAX_LIVE_CALLS_PER_CALLER} calls running, the most it may: wait for some to end, or cancel them."
             ),
         ));
     }
