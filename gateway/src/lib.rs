@@ -31,3 +31,4 @@ pub mod stats;
 pub mod surface;
 pub mod sync;
 pub mod tenancy;
+pub mod work;

@@ -13,7 +13,7 @@
 //!  GET  /mcp/calls/{id}, /mcp/manifest
 //! ```
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,28 +26,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use understudy_core::Delivery;
 use understudy_core::calls::{
-    Appended, CallDoc, CallEvent, CallStatus, Created, EventKind, Lease, call_topic, valid_call_id,
+    Appended, CallDoc, CallEvent, CallStatus, Created, EventKind, call_topic, valid_call_id,
     valid_request_id,
 };
 use understudy_crds::model::Role;
 
-use crate::chaos::Fault;
-use crate::engine::tools::Call as ToolCall;
 use crate::identity::Principal;
 use crate::snapshot::TenantRuntime;
 use crate::sse::{Event, KEEP_ALIVE_EVERY};
 use crate::state::App;
 use crate::surface::{Reject, Surface};
 use crate::tenancy::{Access, TenancyError};
-
-/// The built-in tool that runs the tenant's mock model.
-pub const OPENAI_CHAT: &str = "openai_chat";
-
-/// A worker's lease on its call; renewed at least every [`RENEW_EVERY`].
-const LEASE_MS: u64 = 6_000;
-
-/// How often a worker renews its lease (and so how soon it notices a cancel).
-const RENEW_EVERY: Duration = Duration::from_secs(1);
+use crate::work::{LEASE_MS, OPENAI_CHAT, Refused, Work, lost_data, owner, prepare, run};
 
 /// How long a stream stays open at most (SPEC §6).
 const STREAM_MAX: Duration = Duration::from_secs(300);
@@ -145,12 +135,6 @@ fn reject(why: Reject, method: &Method, path: &str) -> Response {
     ExecError::new(status, code, why.message(method, path)).into_response()
 }
 
-/// This process's worker name (its leases carry it).
-fn owner() -> &'static str {
-    static OWNER: OnceLock<String> = OnceLock::new();
-    OWNER.get_or_init(understudy_core::sessions::new_session_id)
-}
-
 /// The caller and its tenant: an editor credential (SPEC §6), the tenant from `X-Tenant-ID`,
 /// else the key's tenant scope.
 async fn caller(app: &App, parts: &Parts) -> Result<(String, Arc<TenantRuntime>), ExecError> {
@@ -245,16 +229,6 @@ struct ExecuteBody {
     metadata: Option<Value>,
 }
 
-/// What the worker runs.
-enum Work {
-    /// A scenario tool's answer.
-    Tool(Value),
-    /// The mock model's text (or a tool call's JSON), streamed in pieces.
-    Chat { pieces: Vec<String>, text: String },
-    /// An injected fault: the call ends with this error.
-    Fault(&'static str, String),
-}
-
 /// `POST /mcp/execute`.
 async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecError> {
     let (parts, body) = req.into_parts();
@@ -283,7 +257,23 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
             "\"request_id\" must be 1 to 128 characters without control characters",
         ));
     }
-    let work = prepare(&app, &tenant, &body.tool, &input).await?;
+    let work = prepare(&app, &tenant, &body.tool, &input)
+        .await
+        .map_err(|r| match r {
+            Refused::UnknownTool => ExecError::new(
+                StatusCode::NOT_FOUND,
+                "TOOL_NOT_FOUND",
+                format!(
+                    "Tool '{}' not found: GET /mcp/manifest lists the tenant's tools.",
+                    body.tool
+                        .chars()
+                        .take(128)
+                        .collect::<String>()
+                        .escape_default()
+                ),
+            ),
+            Refused::Invalid(message) => ExecError::validation(message),
+        })?;
     // The request as stored: a request_id reused with another body is refused.
     let canonical = json!({"tool": body.tool, "input": input, "session_id": body.session_id, "metadata": body.metadata}).to_string();
     let live = app
@@ -365,179 +355,6 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
     }
     tokio::spawn(run(app.clone(), tenant.clone(), call_id.clone(), work));
     Ok(axum::Json(json!({"call_id": call_id, "status": "started"})).into_response())
-}
-
-/// Checks the tool and its input, and decides what the worker will do.
-async fn prepare(
-    app: &App,
-    tenant: &Arc<TenantRuntime>,
-    tool: &str,
-    input: &Value,
-) -> Result<Work, ExecError> {
-    if tool == OPENAI_CHAT {
-        let outcome = app
-            .chaos
-            .evaluate(tenant, understudy_crds::Surface::Llm)
-            .await;
-        match outcome.fault {
-            Some(Fault::RateLimited { retry_after }) => {
-                return Ok(Work::Fault(
-                    "OPENAI_ERROR",
-                    format!(
-                        "The model refused: rate limited (chaos profile); retry after {retry_after} s"
-                    ),
-                ));
-            }
-            Some(Fault::ServerError(status)) => {
-                return Ok(Work::Fault(
-                    "OPENAI_ERROR",
-                    format!("The model answered {status} (chaos profile)"),
-                ));
-            }
-            _ => {}
-        }
-        let answer = crate::routes::llm::chat_answer(app, tenant, input)
-            .map_err(|e| ExecError::validation(e.message))?;
-        let (text, whole) = match &answer.call {
-            Some(c) => {
-                let t =
-                    json!({"tool_call": {"name": c.name, "arguments": c.arguments}}).to_string();
-                (t.clone(), t)
-            }
-            None => (answer.text.to_string(), answer.text.to_string()),
-        };
-        let size = tenant.settings.stream_chunk_chars.max(1);
-        let chars: Vec<char> = text.chars().collect();
-        let pieces = chars.chunks(size).map(|c| c.iter().collect()).collect();
-        return Ok(Work::Chat {
-            pieces,
-            text: whole,
-        });
-    }
-    let Some(_) = tenant.tools.get(tool) else {
-        return Err(ExecError::new(
-            StatusCode::NOT_FOUND,
-            "TOOL_NOT_FOUND",
-            format!(
-                "Tool '{}' not found: GET /mcp/manifest lists the tenant's tools.",
-                tool.chars().take(128).collect::<String>().escape_default()
-            ),
-        ));
-    };
-    match tenant.tools.call(&tenant.config.scenarios, tool, input) {
-        ToolCall::Unknown => Err(ExecError::new(
-            StatusCode::NOT_FOUND,
-            "TOOL_NOT_FOUND",
-            "Tool not found.",
-        )),
-        ToolCall::Invalid(violations) => Err(ExecError::validation(format!(
-            "Invalid input for tool '{tool}': {}",
-            violations.join("; ")
-        ))),
-        ToolCall::Answer { scenario, result } => {
-            app.stats.record(
-                tenant,
-                Some(Some(tenant.config.scenarios[scenario].id.as_str())),
-            );
-            let outcome = app
-                .chaos
-                .evaluate(tenant, understudy_crds::Surface::Mcp)
-                .await;
-            Ok(match outcome.fault {
-                Some(Fault::RateLimited { .. }) => {
-                    Work::Fault("RATE_LIMITED", "Rate limited (chaos profile)".into())
-                }
-                Some(Fault::ServerError(status)) => Work::Fault(
-                    "SERVER_ERROR",
-                    format!("Injected server error {status} (chaos profile)"),
-                ),
-                _ => Work::Tool(result),
-            })
-        }
-    }
-}
-
-/// The worker: runs the call on this process under its lease.
-async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Work) {
-    let calls = app.stores.calls.clone();
-    let t = tenant.id();
-    if calls.start_call(t, &call_id, owner(), LEASE_MS).await.ok() != Some(Lease::Held) {
-        return;
-    }
-    let append = |kind: EventKind, data: String, result: Option<String>, error: Option<String>| {
-        let calls = calls.clone();
-        let call_id = call_id.clone();
-        let tenant = t.to_string();
-        async move {
-            calls
-                .append_call_event(
-                    &tenant,
-                    &call_id,
-                    Some(owner()),
-                    kind,
-                    &data,
-                    result.as_deref(),
-                    error.as_deref(),
-                )
-                .await
-        }
-    };
-    match work {
-        Work::Fault(code, text) => {
-            let data = json!({"type": "error", "code": code, "text": text}).to_string();
-            let _ = append(EventKind::Error, data, None, Some(code.into())).await;
-        }
-        Work::Tool(result) => {
-            let text = result["content"][0]["text"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if result["isError"] == json!(true) {
-                let data = json!({"type": "error", "code": "TOOL_ERROR", "text": text}).to_string();
-                let _ = append(EventKind::Error, data, None, Some("TOOL_ERROR".into())).await;
-            } else {
-                let data = json!({"type": "final", "text": text}).to_string();
-                let _ = append(EventKind::Final, data, Some(text), None).await;
-            }
-        }
-        Work::Chat { pieces, text } => {
-            let s = &tenant.settings;
-            let mut renewed = tokio::time::Instant::now();
-            for (i, piece) in pieces.into_iter().enumerate() {
-                let mut wait = Duration::from_millis(if i == 0 {
-                    s.stream_ttft_ms
-                } else {
-                    s.stream_chunk_delay_ms
-                });
-                if s.stream_jitter_ms > 0 {
-                    wait += Duration::from_millis(fastrand::u64(0..=s.stream_jitter_ms));
-                }
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                // Between chunks: renew the lease; a cancel (or a lost lease) stops the work.
-                if renewed.elapsed() >= RENEW_EVERY {
-                    renewed = tokio::time::Instant::now();
-                    match calls.renew_call(t, &call_id, owner(), LEASE_MS).await {
-                        Ok(Lease::Held) | Err(_) => {}
-                        Ok(_) => return,
-                    }
-                }
-                let data = json!({"type": "partial", "text": piece}).to_string();
-                match append(EventKind::Partial, data, None, None).await {
-                    Ok(Appended::Event(_)) | Err(_) => {}
-                    Ok(_) => return,
-                }
-            }
-            let data = json!({"type": "final", "text": text}).to_string();
-            let _ = append(EventKind::Final, data, Some(text), None).await;
-        }
-    }
-}
-
-/// The `WORKER_LOST` event's payload.
-fn lost_data() -> String {
-    json!({"type": "error", "code": "WORKER_LOST", "text": "The process running this call stopped before it finished."}).to_string()
 }
 
 /// `GET /mcp/stream/{call_id}`.
