@@ -1,8 +1,9 @@
 //! Running a tool call under a lease (SPEC §6, §12): what the execute API and MCP tasks share.
 //! [`prepare`] checks the tool and its input and decides the work; [`run`] does it on this
 //! process, appending the call's events (`partial`…, then `final` or `error`) under its lease,
-//! and stops when the call is cancelled or the lease is lost. A `final` event carries the text
-//! and the MCP tool result (`result`), so a task's result can be read from the record.
+//! and stops when the call is cancelled or the lease is lost. The event payloads are SPEC §6's;
+//! the call record's `result` keeps the MCP tool result (JSON), so a task's result can be read
+//! back whole.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -166,8 +167,8 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
                         .to_string();
                 let _ = append(EventKind::Error, data, None, Some("TOOL_ERROR".into())).await;
             } else {
-                let data = json!({"type": "final", "text": text, "result": result}).to_string();
-                let _ = append(EventKind::Final, data, Some(text), None).await;
+                let data = json!({"type": "final", "text": text}).to_string();
+                let _ = append(EventKind::Final, data, Some(result.to_string()), None).await;
             }
         }
         Work::Chat { pieces, text } => {
@@ -200,8 +201,8 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
                 }
             }
             let result = json!({"content": [{"type": "text", "text": text}], "isError": false});
-            let data = json!({"type": "final", "text": text, "result": result}).to_string();
-            let _ = append(EventKind::Final, data, Some(text), None).await;
+            let data = json!({"type": "final", "text": text}).to_string();
+            let _ = append(EventKind::Final, data, Some(result.to_string()), None).await;
         }
     }
 }
@@ -209,4 +210,24 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
 /// The `WORKER_LOST` event's payload.
 pub fn lost_data() -> String {
     json!({"type": "error", "code": "WORKER_LOST", "text": "The process running this call stopped before it finished."}).to_string()
+}
+
+/// A call record's `result` (an MCP tool result, as JSON) read back.
+pub fn tool_result(stored: Option<&str>) -> Option<Value> {
+    stored
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .filter(Value::is_object)
+}
+
+/// The text of a stored result: its text content blocks, joined.
+pub fn result_text(stored: Option<&str>) -> Option<String> {
+    let r = tool_result(stored)?;
+    Some(
+        r.get("content")?
+            .as_array()?
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+    )
 }

@@ -118,10 +118,12 @@ pub enum BodyReply {
 
 /// Handles a whole body: batches only where the revision has them (refused with -32600
 /// otherwise), and never an `initialize` inside one.
-pub fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
+pub async fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
     match body {
         Body::Single(Err(e)) => BodyReply::One(Reply::of(e)),
-        Body::Single(Ok(m)) => handle(ctx, m).map_or(BodyReply::Accepted, BodyReply::One),
+        Body::Single(Ok(m)) => handle_any(ctx, m)
+            .await
+            .map_or(BodyReply::Accepted, BodyReply::One),
         Body::Batch(_) if !ctx.revision.batches() => BodyReply::One(Reply::of(jsonrpc::error(
             None,
             INVALID_REQUEST,
@@ -145,7 +147,7 @@ pub fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
                         ))
                     }
                     Ok(m) => {
-                        if let Some(r) = handle(ctx, m) {
+                        if let Some(r) = handle_any(ctx, m).await {
                             out.push(r.body)
                         }
                     }
@@ -157,6 +159,15 @@ pub fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
                 BodyReply::Batch(out)
             }
         }
+    }
+}
+
+/// Handles one message, tasks included (they touch the call store, so they are awaited).
+pub async fn handle_any(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
+    if super::tasks::wants(ctx, &msg) {
+        super::tasks::handle(ctx, msg).await
+    } else {
+        handle(ctx, msg)
     }
 }
 
@@ -257,19 +268,27 @@ pub fn finish(revision: Revision, result: Value, cacheable: bool) -> Value {
     Value::Object(o)
 }
 
-/// The capabilities advertised.
-fn capabilities(ctx: &Ctx<'_>) -> Value {
+/// The capabilities advertised for `revision`.
+fn capabilities(ctx: &Ctx<'_>, revision: Revision) -> Value {
     // The hosted endpoint serves tools only (seed 002).
     if ctx.transport == Transport::Hosted {
         return json!({"tools": {"listChanged": false}});
     }
-    json!({
+    let mut caps = json!({
         "tools": {"listChanged": ctx.transport.pushes()},
         "resources": {},
         "prompts": {},
         "logging": {},
         "completions": {},
-    })
+    });
+    if super::tasks::supported(revision) {
+        if revision.stateless() {
+            caps["extensions"] = json!({super::tasks::EXTENSION: {}});
+        } else {
+            caps["tasks"] = super::tasks::capability();
+        }
+    }
+    caps
 }
 
 fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> Reply {
@@ -340,7 +359,7 @@ fn initialize(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
     }
     let mut result = json!({
         "protocolVersion": negotiated.as_str(),
-        "capabilities": capabilities(ctx),
+        "capabilities": capabilities(ctx, negotiated),
         "serverInfo": info,
     });
     if let Some(text) = &ctx.tenant.settings.instructions {
@@ -355,7 +374,7 @@ fn initialize(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
 fn discover(ctx: &Ctx<'_>, id: &Value) -> Reply {
     let mut result = json!({
         "supportedVersions": Revision::ALL.iter().rev().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "capabilities": capabilities(ctx),
+        "capabilities": capabilities(ctx, Revision::V2026_07_28),
     });
     if let Some(text) = &ctx.tenant.settings.instructions {
         result["instructions"] = json!(text);
@@ -376,6 +395,9 @@ fn listing_for(revision: Revision, listing: &Value) -> Value {
         }
         if !revision.tool_annotations() {
             o.remove("annotations");
+        }
+        if super::tasks::supported(revision) && !revision.stateless() {
+            o.insert("execution".into(), json!({"taskSupport": "optional"}));
         }
     }
     l

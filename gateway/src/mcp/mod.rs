@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod jsonrpc;
 pub mod revision;
 pub mod stateless;
+pub mod tasks;
 
 pub use dispatch::{BodyReply, Ctx, Reply, Transport};
 pub use revision::Revision;

@@ -72,6 +72,7 @@ fn named(method: &str, params: Option<&Value>) -> Option<Option<String>> {
     let key = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return None,
     };
     Some(

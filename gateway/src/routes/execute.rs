@@ -556,7 +556,7 @@ async fn call(
         "created_at": rfc3339(c.doc.created_ms),
         "updated_at": rfc3339(c.updated_ms),
         "request_id": c.doc.request_id,
-        "result": c.result,
+        "result": crate::work::result_text(c.result.as_deref()).or(c.result),
         "error": c.error,
     }))
     .into_response())

@@ -137,7 +137,7 @@ pub async fn message(State(app): State<App>, req: Request) -> Response {
                 revision: Revision::DEFAULT_HTTP,
                 transport: Transport::Message,
             };
-            match crate::mcp::dispatch::handle_body(&ctx, parsed) {
+            match crate::mcp::dispatch::handle_body(&ctx, parsed).await {
                 BodyReply::Accepted => accepted(),
                 BodyReply::One(r) => {
                     let status = match r.error_code() {
@@ -199,7 +199,7 @@ async fn relay(
         revision,
         transport: Transport::Sse,
     };
-    let replies = match crate::mcp::dispatch::handle_body(&ctx, body) {
+    let replies = match crate::mcp::dispatch::handle_body(&ctx, body).await {
         BodyReply::Accepted => return accepted_text(),
         BodyReply::One(r) => {
             if let Some(v) = r.negotiated {

@@ -114,7 +114,7 @@ async fn session_post(
                 revision: Revision::V2026_07_28,
                 transport: Transport::Stateless,
             };
-            return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body));
+            return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
         }
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -132,7 +132,7 @@ async fn session_post(
         revision: session,
         transport: Transport::Streamable,
     };
-    reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body))
+    reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await)
 }
 
 fn reply_body(headers: &HeaderMap, reply: BodyReply) -> Response {
@@ -205,7 +205,7 @@ async fn initialize(
         revision: Revision::DEFAULT_HTTP,
         transport: Transport::Streamable,
     };
-    let BodyReply::One(reply) = crate::mcp::dispatch::handle_body(&ctx, body) else {
+    let BodyReply::One(reply) = crate::mcp::dispatch::handle_body(&ctx, body).await else {
         return accepted();
     };
     let Some(negotiated) = reply.negotiated else {
@@ -302,7 +302,7 @@ async fn stateless_post(
         revision: Revision::V2026_07_28,
         transport: Transport::Stateless,
     };
-    match crate::mcp::dispatch::handle(&ctx, msg) {
+    match crate::mcp::dispatch::handle_any(&ctx, msg).await {
         None => accepted(),
         Some(r) => {
             let status = match r.error_code() {
