@@ -231,3 +231,25 @@ pub fn result_text(stored: Option<&str>) -> Option<String> {
             .join(""),
     )
 }
+
+/// Cancels a call, from any process: appends its `cancelled` event (the first end wins; the
+/// worker stops at its next renewal).
+pub async fn cancel(
+    app: &App,
+    tenant: &str,
+    call_id: &str,
+) -> Result<Appended, understudy_core::StoreError> {
+    let data = json!({"type": "cancelled", "text": "Cancelled."}).to_string();
+    app.stores
+        .calls
+        .append_call_event(
+            tenant,
+            call_id,
+            None,
+            EventKind::Cancelled,
+            &data,
+            None,
+            None,
+        )
+        .await
+}

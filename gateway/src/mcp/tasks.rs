@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use understudy_core::calls::{Appended, CALL_TTL_MS, Call, CallDoc, CallStatus, EventKind};
+use understudy_core::calls::{Appended, CALL_TTL_MS, Call, CallDoc, CallStatus};
 
 use super::dispatch::{Ctx, Reply};
 use super::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, Message};
@@ -318,22 +318,7 @@ async fn list(ctx: &Ctx<'_>, id: &Value) -> Reply {
 }
 
 async fn cancel(ctx: &Ctx<'_>, id: &Value, task_id: &str) -> Reply {
-    let data = json!({"type": "cancelled", "text": "Cancelled."}).to_string();
-    match ctx
-        .app
-        .stores
-        .calls
-        .append_call_event(
-            ctx.tenant.id(),
-            task_id,
-            None,
-            EventKind::Cancelled,
-            &data,
-            None,
-            None,
-        )
-        .await
-    {
+    match work::cancel(ctx.app, ctx.tenant.id(), task_id).await {
         Ok(Appended::Event(_)) => get(ctx, id, task_id).await,
         Ok(Appended::Ended(s)) => err(
             id,
@@ -485,22 +470,7 @@ async fn modern(ctx: &Ctx<'_>, id: &Value, method: &str, params: &Value) -> Repl
             Err(r) => r,
         },
         "tasks/cancel" => {
-            let data = json!({"type": "cancelled", "text": "Cancelled."}).to_string();
-            match ctx
-                .app
-                .stores
-                .calls
-                .append_call_event(
-                    ctx.tenant.id(),
-                    task_id,
-                    None,
-                    EventKind::Cancelled,
-                    &data,
-                    None,
-                    None,
-                )
-                .await
-            {
+            match work::cancel(ctx.app, ctx.tenant.id(), task_id).await {
                 // Cooperative: a task that had ended stays as it ended.
                 Ok(Appended::Event(_) | Appended::Ended(_)) => ok(id, finish(json!({}))),
                 Ok(Appended::Lost | Appended::NoCall) => unknown(id, task_id),

@@ -470,19 +470,7 @@ async fn cancel_one(
     tenant: &str,
     call_id: &str,
 ) -> Result<(CallStatus, bool), ExecError> {
-    let data = json!({"type": "cancelled", "text": "Cancelled."}).to_string();
-    match app
-        .stores
-        .calls
-        .append_call_event(
-            tenant,
-            call_id,
-            None,
-            EventKind::Cancelled,
-            &data,
-            None,
-            None,
-        )
+    match crate::work::cancel(app, tenant, call_id)
         .await
         .map_err(|e| store_error(app, e))?
     {
