@@ -13,16 +13,14 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::Value;
-use understudy_core::sessions::{
-    Appended, MAX_SESSIONS_PER_TENANT, SessionDoc, SessionKind, new_session_id, valid_session_id,
-};
+use understudy_core::sessions::{Appended, SessionKind, valid_session_id};
 
 use super::{
     accepted, accepts_sse, admit, json_response, labelled, read_body, rpc_error, sse_response,
     with_faults,
 };
 use crate::chaos::Fault;
-use crate::mcp::jsonrpc::{self, INVALID_REQUEST, SERVER_ERROR};
+use crate::mcp::jsonrpc::{self, INVALID_REQUEST};
 use crate::mcp::{BodyReply, Ctx, Revision, Transport};
 use crate::state::{App, PathTenant};
 
@@ -34,15 +32,7 @@ pub const LEGACY_IDLE: Duration = Duration::from_secs(60);
 /// cover a stream that fell behind.
 pub const LEGACY_LOG: usize = 64;
 
-const SESSION_NOT_FOUND: i64 = -32001;
-
-fn unavailable() -> Response {
-    rpc_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        SERVER_ERROR,
-        "The session store is unreachable; retry shortly",
-    )
-}
+use super::{SESSION_NOT_FOUND, session_store_unavailable as unavailable};
 
 /// `GET /mcp/sse`.
 pub async fn open(State(app): State<App>, req: Request) -> Response {
@@ -51,34 +41,11 @@ pub async fn open(State(app): State<App>, req: Request) -> Response {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let id = new_session_id();
-    let doc = SessionDoc {
-        kind: SessionKind::Legacy,
-        protocol_version: None,
-        created_ms: understudy_core::now_ms(),
-    };
-    let idle = LEGACY_IDLE.as_millis() as u64;
-    match app
-        .stores
-        .sessions
-        .create_session(
-            tenant.id(),
-            &id,
-            &doc,
-            &tenant.tools.fingerprint,
-            idle,
-            MAX_SESSIONS_PER_TENANT,
-        )
-        .await
+    let id = match super::open_session(&app, &tenant, SessionKind::Legacy, None, LEGACY_IDLE).await
     {
-        Ok(true) => {}
-        Ok(false) => return labelled(super::streamable::too_many_sessions(&tenant), &tenant),
-        Err(e) => {
-            app.metrics.redis_error("mcp_session");
-            tracing::debug!(error = %e, "legacy session create failed");
-            return labelled(unavailable(), &tenant);
-        }
-    }
+        Ok(id) => id,
+        Err(r) => return labelled(r, &tenant),
+    };
     let prefix = match parts.extensions.get::<PathTenant>() {
         Some(p) => format!("/t/{}", p.0),
         None => String::new(),

@@ -40,6 +40,64 @@ use crate::tenancy::{Access, TenancyError};
 /// Events kept per session for `Last-Event-ID` resumption.
 pub const SESSION_LOG: usize = 256;
 
+/// "Session not found" (the code the SDKs use for it).
+pub const SESSION_NOT_FOUND: i64 = -32001;
+
+/// 503: the session store cannot be reached.
+pub fn session_store_unavailable() -> Response {
+    rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        SERVER_ERROR,
+        "The session store is unreachable; retry shortly",
+    )
+}
+
+/// Opens a session of `tenant` in the shared store: its new id, or the refusal (429 at the
+/// tenant's cap, 503 when the store cannot be reached).
+pub async fn open_session(
+    app: &App,
+    tenant: &TenantRuntime,
+    kind: understudy_core::SessionKind,
+    protocol_version: Option<&str>,
+    idle: std::time::Duration,
+) -> Result<String, Response> {
+    use understudy_core::sessions::MAX_SESSIONS_PER_TENANT;
+    let id = understudy_core::sessions::new_session_id();
+    let doc = understudy_core::SessionDoc {
+        kind,
+        protocol_version: protocol_version.map(String::from),
+        created_ms: understudy_core::now_ms(),
+    };
+    match app
+        .stores
+        .sessions
+        .create_session(
+            tenant.id(),
+            &id,
+            &doc,
+            &tenant.tools.fingerprint,
+            idle.as_millis() as u64,
+            MAX_SESSIONS_PER_TENANT,
+        )
+        .await
+    {
+        Ok(true) => Ok(id),
+        Ok(false) => Err(rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            SERVER_ERROR,
+            format!(
+                "Tenant '{}' holds {MAX_SESSIONS_PER_TENANT} live MCP sessions, the most it may: end some (DELETE /mcp) or let them expire",
+                tenant.id()
+            ),
+        )),
+        Err(e) => {
+            app.metrics.redis_error("mcp_session");
+            tracing::debug!(error = %e, "session create failed");
+            Err(session_store_unavailable())
+        }
+    }
+}
+
 /// The surface.
 pub fn surface() -> Surface {
     Surface {

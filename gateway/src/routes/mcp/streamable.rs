@@ -8,9 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
-use understudy_core::sessions::{
-    MAX_SESSIONS_PER_TENANT, SessionDoc, SessionKind, new_session_id, valid_session_id,
-};
+use understudy_core::sessions::{SessionKind, valid_session_id};
 
 use super::{
     accepted, admit, json_response, labelled, read_body, rpc_error, sse_response, with_faults,
@@ -23,8 +21,7 @@ use crate::state::App;
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
 
-/// "Session not found" (the code the SDKs use for it).
-const SESSION_NOT_FOUND: i64 = -32001;
+use super::{SESSION_NOT_FOUND, session_store_unavailable as unavailable};
 
 /// The era a request speaks, from `MCP-Protocol-Version`.
 enum Era {
@@ -173,26 +170,6 @@ async fn session(app: &App, tenant: &TenantRuntime, id: &str) -> Result<Revision
     }
 }
 
-/// 429: the tenant holds as many live sessions as it may.
-pub fn too_many_sessions(tenant: &TenantRuntime) -> Response {
-    rpc_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        SERVER_ERROR,
-        format!(
-            "Tenant '{}' holds {MAX_SESSIONS_PER_TENANT} live MCP sessions, the most it may: end some (DELETE /mcp) or let them expire",
-            tenant.id()
-        ),
-    )
-}
-
-fn unavailable() -> Response {
-    rpc_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        SERVER_ERROR,
-        "The session store is unreachable; retry shortly",
-    )
-}
-
 async fn initialize(
     app: &App,
     headers: &HeaderMap,
@@ -211,34 +188,18 @@ async fn initialize(
     let Some(negotiated) = reply.negotiated else {
         return render(headers, status_of(&reply), &reply.body);
     };
-    let id = new_session_id();
-    let doc = SessionDoc {
-        kind: SessionKind::Streamable,
-        protocol_version: Some(negotiated.as_str().to_string()),
-        created_ms: understudy_core::now_ms(),
-    };
-    let idle = app.options.mcp_session_idle.as_millis() as u64;
-    match app
-        .stores
-        .sessions
-        .create_session(
-            tenant.id(),
-            &id,
-            &doc,
-            &tenant.tools.fingerprint,
-            idle,
-            MAX_SESSIONS_PER_TENANT,
-        )
-        .await
+    let id = match super::open_session(
+        app,
+        tenant,
+        SessionKind::Streamable,
+        Some(negotiated.as_str()),
+        app.options.mcp_session_idle,
+    )
+    .await
     {
-        Ok(true) => {}
-        Ok(false) => return too_many_sessions(tenant),
-        Err(e) => {
-            app.metrics.redis_error("mcp_session");
-            tracing::debug!(error = %e, "session create failed");
-            return unavailable();
-        }
-    }
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let mut resp = render(headers, StatusCode::OK, &reply.body);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(SESSION_HEADER, v);
