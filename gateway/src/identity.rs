@@ -169,6 +169,16 @@ impl Principal {
         }
     }
 
+    /// Who the caller is, for per-caller budgets and records (the hosted limiter, execute
+    /// calls): the key's identity, so two keys of one identity are one caller; `@admin` for the
+    /// admin token (`@` begins no key identity).
+    pub fn caller(&self) -> String {
+        match self {
+            Principal::AdminToken => ADMIN_SUBJECT.into(),
+            Principal::Key(k) => k.identity.clone(),
+        }
+    }
+
     /// The full identity (API routes).
     pub fn identity(&self) -> Identity {
         match self {

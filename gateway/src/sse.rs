@@ -87,6 +87,31 @@ pub fn last_event_id(headers: &HeaderMap) -> Option<String> {
     ok.then(|| raw.to_string())
 }
 
+/// What a stream following a durable log (an MCP session's, a call's) does when its doorbell
+/// rings: the log is the truth, the doorbell only a shortcut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// The next event: send it as it came.
+    Send,
+    /// Already sent (read from the log before its doorbell arrived): nothing to do.
+    Skip,
+    /// A gap, a jump past the next event, or an event that came without its data: read the
+    /// log after the cursor.
+    ReRead,
+}
+
+impl Follow {
+    /// The step for a doorbell carrying event `seq` (`None`: a gap, or no event inline) when
+    /// the stream has sent up to `cursor`.
+    pub fn after(cursor: u64, seq: Option<u64>) -> Follow {
+        match seq {
+            Some(s) if s <= cursor => Follow::Skip,
+            Some(s) if s == cursor + 1 => Follow::Send,
+            _ => Follow::ReRead,
+        }
+    }
+}
+
 /// Sets the SSE response headers.
 pub fn headers(resp: &mut Response) {
     let h = resp.headers_mut();
@@ -254,6 +279,15 @@ mod tests {
             ..Event::default()
         };
         assert_eq!(&e.encode()[..], b"id: 1event: x\ndata: d\n\n");
+    }
+
+    #[test]
+    fn a_follower_sends_the_next_event_and_rereads_after_a_gap() {
+        assert_eq!(Follow::after(4, Some(5)), Follow::Send);
+        assert_eq!(Follow::after(4, Some(3)), Follow::Skip);
+        assert_eq!(Follow::after(4, Some(4)), Follow::Skip);
+        assert_eq!(Follow::after(4, Some(7)), Follow::ReRead);
+        assert_eq!(Follow::after(4, None), Follow::ReRead);
     }
 
     #[test]

@@ -31,9 +31,8 @@ use understudy_core::calls::{
 };
 use understudy_crds::model::Role;
 
-use crate::identity::Principal;
 use crate::snapshot::TenantRuntime;
-use crate::sse::{Event, KEEP_ALIVE_EVERY};
+use crate::sse::{Event, Follow, KEEP_ALIVE_EVERY};
 use crate::state::App;
 use crate::surface::{Reject, Surface};
 use crate::tenancy::{Access, TenancyError};
@@ -178,11 +177,7 @@ async fn caller(app: &App, parts: &Parts) -> Result<(String, Arc<TenantRuntime>)
             | TenancyError::NotFound(_) => ExecError::validation(e.message()),
         })?
         .tenant;
-    let name = match &principal {
-        Principal::AdminToken => crate::identity::ADMIN_SUBJECT.to_string(),
-        Principal::Key(k) => k.identity.clone(),
-    };
-    Ok((name, tenant))
+    Ok((principal.caller(), tenant))
 }
 
 fn store_error(app: &App, e: understudy_core::StoreError) -> ExecError {
@@ -436,13 +431,13 @@ async fn stream(
                         Some(Delivery::Message(b)) => CallEvent::decode(&b),
                         Some(Delivery::Gap) => None,
                     };
-                    match next {
-                        Some(e) if e.seq <= cursor => {}
-                        Some(e) if e.seq == cursor + 1 => {
+                    match (Follow::after(cursor, next.as_ref().map(|e| e.seq)), next) {
+                        (Follow::Send, Some(e)) => {
                             cursor = e.seq;
                             let (ok, end) = send(e).await;
                             if !ok || end { return; }
                         }
+                        (Follow::Skip, _) => {}
                         _ => if !catch_up!() { return; },
                     }
                 }

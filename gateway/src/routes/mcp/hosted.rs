@@ -39,16 +39,6 @@ fn forbidden(message: impl Into<String>) -> Response {
     refuse(Code::Forbidden, message)
 }
 
-/// The caller for the limiter: the key's identity (SPEC §4.5: "per key identity", so two keys
-/// of one identity share a budget), or `@admin` for the admin token (the internal service
-/// identity; `@` begins no key identity).
-fn caller(p: &Principal) -> String {
-    match p {
-        Principal::AdminToken => crate::identity::ADMIN_SUBJECT.into(),
-        Principal::Key(k) => k.identity.clone(),
-    }
-}
-
 /// What stands between a request and the dispatcher: its credential, role, tenant, limiter.
 async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRuntime>, Response> {
     const SEND: &str = "send an API key of the editor role or above as X-API-Key (or Authorization: Bearer), and X-Tenant-Id";
@@ -106,7 +96,7 @@ async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRunt
             | TenancyError::Forbidden { .. } => forbidden(e.message()),
         })?
         .tenant;
-    limit(app, &caller(&principal)).await?;
+    limit(app, &principal.caller()).await?;
     Ok(tenant)
 }
 

@@ -24,7 +24,7 @@ use understudy_core::sessions::{Appended, EventsRead, SessionEvent, SessionSigna
 use crate::mcp::dispatch::{META_SUBSCRIPTION, finish};
 use crate::mcp::{Revision, jsonrpc};
 use crate::snapshot::TenantRuntime;
-use crate::sse::{Event, KEEP_ALIVE_EVERY, Sender};
+use crate::sse::{Event, Follow, KEEP_ALIVE_EVERY, Sender};
 use crate::state::App;
 
 /// Events buffered per stream before the follower waits for the client (each at most a tool
@@ -238,12 +238,9 @@ impl Follower {
                             Some(SessionSignal::Event(e)) => Some(e),
                         },
                     };
-                    match signal {
-                        // The next event: sent as it came.
-                        Some(e) if e.seq == self.cursor + 1 => self.send(&e).await?,
-                        // Already sent (read from the log before its signal arrived).
-                        Some(e) if e.seq <= self.cursor => {}
-                        // A gap, a jump past the next event, or a large event: the log has it.
+                    match (Follow::after(self.cursor, signal.as_ref().map(|e| e.seq)), signal) {
+                        (Follow::Send, Some(e)) => self.send(&e).await?,
+                        (Follow::Skip, _) => {}
                         _ => self.catch_up().await?,
                     }
                 }
