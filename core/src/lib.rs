@@ -18,6 +18,9 @@
 //! as their own traits in [`Stores`], each with its part of [`Stores::purge_tenant`].
 
 pub mod calls;
+pub mod channels;
+mod channels_memory;
+mod channels_redis;
 pub mod hub;
 pub mod memory;
 pub mod process;

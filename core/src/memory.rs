@@ -90,8 +90,10 @@ const SWEEP_AT: usize = 10_000;
 /// The memory backend. Cheap to create; each instance is an isolated world.
 pub struct MemoryStore {
     state: Mutex<State>,
-    hub: Hub,
+    pub(crate) hub: Hub,
     instance: String,
+    /// Channels have a lock of their own: a publish never waits on the other concerns.
+    channels: Mutex<crate::channels_memory::MemChannels>,
 }
 
 impl MemoryStore {
@@ -101,12 +103,19 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             hub,
             instance: uuid::Uuid::new_v4().to_string(),
+            channels: Mutex::new(Default::default()),
         }
     }
 
     /// A store with a hub of its own (per-process chaos fallback counters, tests).
     pub fn standalone() -> Self {
         Self::new(Hub::memory())
+    }
+
+    pub(crate) fn channels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::channels_memory::MemChannels> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -335,6 +335,8 @@ pub struct Stores {
     pub sessions: Arc<dyn crate::sessions::SessionStore>,
     /// Execute-API calls and their events.
     pub calls: Arc<dyn crate::calls::CallStore>,
+    /// Channels, their grants and messages.
+    pub channels: Arc<dyn crate::channels::ChannelStore>,
     /// Pub/sub: configuration notices and, later, every surface's fan-out.
     pub hub: Hub,
     backend: &'static str,
@@ -350,7 +352,8 @@ impl Stores {
             runtime: store.clone(),
             stats: store.clone(),
             sessions: store.clone(),
-            calls: store,
+            calls: store.clone(),
+            channels: store,
             hub,
             backend: "memory",
         }
@@ -366,7 +369,8 @@ impl Stores {
             runtime: store.clone(),
             stats: store.clone(),
             sessions: store.clone(),
-            calls: store,
+            calls: store.clone(),
+            channels: store,
             hub,
             backend: "redis",
         })
@@ -378,7 +382,7 @@ impl Stores {
     }
 
     /// Deletes everything a tenant owns besides its configuration document: run-time counters
-    /// traffic counters, MCP sessions and execute calls (and, as its store lands, channels). The one
+    /// traffic counters, MCP sessions, execute calls and channels. The one
     /// cleanup used by the public API, the operator and the manifest seeder. Every part is
     /// attempted; the first error is returned.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
@@ -386,6 +390,7 @@ impl Stores {
         let stats = self.stats.purge_tenant(tenant).await;
         let sessions = self.sessions.purge_tenant(tenant).await;
         let calls = self.calls.purge_tenant(tenant).await;
-        runtime.and(stats).and(sessions).and(calls)
+        let channels = self.channels.purge_tenant(tenant).await;
+        runtime.and(stats).and(sessions).and(calls).and(channels)
     }
 }

@@ -8,6 +8,9 @@ use serde_json::json;
 use understudy_core::calls::{
     Appended as CallAppended, CallDoc, CallEvent, CallStatus, Created, EventKind, Lease,
 };
+use understudy_core::channels::{
+    ChannelDoc, ChannelSignal, Grant, GrantCreated, Visibility, channel_topic, token_hash,
+};
 use understudy_core::sessions::{Appended, SIGNAL_DATA_MAX};
 use understudy_core::{
     ConfigNotice, ConfigStore, Counter, Delivery, Expect, Hub, NoticeKind, NoticeOp, SessionDoc,
@@ -1059,6 +1062,293 @@ async fn a_call_whose_lease_expired_ends_as_worker_lost(s: Stores) {
     assert!(!c.finish_if_lost("t", "c2", data).await.unwrap());
 }
 
+// --- channels ---------------------------------------------------------------------------------
+
+fn channel_doc(tenant: Option<&str>) -> ChannelDoc {
+    ChannelDoc {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: "orders".into(),
+        visibility: Visibility::Private,
+        description: Some("d".into()),
+        default_ttl_seconds: None,
+        created_ms: 1,
+        tenant: tenant.map(String::from),
+        publish_token_hash: token_hash("pub_x"),
+    }
+}
+
+async fn next_channel_signal(sub: &mut understudy_core::Subscription) -> ChannelSignal {
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .expect("a signal within 5 s")
+        .expect("the hub lives");
+    let Delivery::Message(b) = got else {
+        panic!("gap")
+    };
+    ChannelSignal::decode(&b).expect("a channel signal")
+}
+
+async fn channels_publish_in_order_and_ring_their_doorbell(s: Stores) {
+    let c = &s.channels;
+    let doc = channel_doc(Some("t"));
+    assert!(c.create_channel(&doc, 10).await.unwrap());
+    let got = c.get_channel(&doc.id).await.unwrap().expect("created");
+    assert_eq!(got.doc, doc);
+    assert!(!got.deleted);
+    assert_eq!(got.last, None);
+    assert_eq!(
+        c.list_channels(Some("t"), 10).await.unwrap(),
+        vec![doc.id.clone()]
+    );
+    assert!(c.list_channels(None, 10).await.unwrap().is_empty());
+    let mut sub = s
+        .hub
+        .subscribe(&channel_topic(Some("t"), &doc.id).unwrap())
+        .await;
+    let mut prev = None;
+    let mut positions = Vec::new();
+    for i in 0..5 {
+        let m = c
+            .publish(&doc, &format!("\"m{i}\""), "{\"k\":1}", 0, 100)
+            .await
+            .unwrap()
+            .expect("published");
+        assert_eq!(
+            next_channel_signal(&mut sub).await,
+            ChannelSignal::Message {
+                prev,
+                message: m.clone()
+            }
+        );
+        prev = Some(m.pos);
+        positions.push(m.pos);
+    }
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions grow: {positions:?}"
+    );
+    assert_eq!(c.get_channel(&doc.id).await.unwrap().unwrap().last, prev);
+    // Reads: from the oldest, after a position, in pages.
+    let all = c.messages_after(&doc.id, None, 100).await.unwrap();
+    assert!(all.exists && !all.has_more && !all.after_retained);
+    assert_eq!(all.messages.len(), 5);
+    assert_eq!(all.messages[0].payload, "\"m0\"");
+    assert_eq!(all.messages[0].metadata, "{\"k\":1}");
+    assert_eq!(all.first, Some(positions[0]));
+    let page = c
+        .messages_after(&doc.id, Some(positions[1]), 2)
+        .await
+        .unwrap();
+    assert!(page.after_retained && page.has_more);
+    let p: Vec<_> = page.messages.iter().map(|m| m.pos).collect();
+    assert_eq!(p, positions[2..4]);
+    let tail = c
+        .messages_after(&doc.id, Some(positions[4]), 2)
+        .await
+        .unwrap();
+    assert!(tail.after_retained && !tail.has_more && tail.messages.is_empty());
+    // A position that was never a message is not retained; what follows it is still read.
+    let fake = understudy_core::channels::Position {
+        ms: positions[0].ms,
+        seq: 999_999,
+    };
+    let r = c.messages_after(&doc.id, Some(fake), 100).await.unwrap();
+    assert!(!r.after_retained);
+    // Large messages ring without their data.
+    let big = format!("\"{}\"", "x".repeat(SIGNAL_DATA_MAX));
+    let m = c.publish(&doc, &big, "", 7, 100).await.unwrap().unwrap();
+    assert_eq!(m.expires_ms, 7);
+    assert_eq!(
+        next_channel_signal(&mut sub).await,
+        ChannelSignal::Published { prev, pos: m.pos }
+    );
+    let back = c.messages_after(&doc.id, prev, 1).await.unwrap();
+    assert_eq!(back.messages, vec![m]);
+}
+
+async fn channel_streams_are_trimmed_to_their_cap(s: Stores) {
+    let c = &s.channels;
+    let doc = channel_doc(None);
+    assert!(c.create_channel(&doc, 10).await.unwrap());
+    let mut positions = Vec::new();
+    for i in 0..10 {
+        positions.push(
+            c.publish(&doc, &i.to_string(), "", 0, 3)
+                .await
+                .unwrap()
+                .unwrap()
+                .pos,
+        );
+    }
+    let r = c.messages_after(&doc.id, None, 100).await.unwrap();
+    let kept: Vec<_> = r.messages.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(kept, ["7", "8", "9"]);
+    assert_eq!(r.first, Some(positions[7]));
+    // A trimmed position is not retained: the reader learns it missed some.
+    let r = c
+        .messages_after(&doc.id, Some(positions[2]), 100)
+        .await
+        .unwrap();
+    assert!(!r.after_retained);
+    assert_eq!(r.messages.len(), 3);
+}
+
+async fn deleted_channels_refuse_everything_and_ring(s: Stores) {
+    let c = &s.channels;
+    let doc = channel_doc(Some("t"));
+    assert!(c.create_channel(&doc, 10).await.unwrap());
+    c.publish(&doc, "1", "", 0, 10).await.unwrap().unwrap();
+    let grant = Grant {
+        id: uuid::Uuid::new_v4().to_string(),
+        channel_id: doc.id.clone(),
+        label: None,
+        expires_ms: None,
+        created_ms: 1,
+        revoked_ms: None,
+        token_hash: token_hash("rdg_a"),
+    };
+    assert_eq!(
+        c.create_grant(&grant, 10).await.unwrap(),
+        GrantCreated::Created
+    );
+    let mut sub = s
+        .hub
+        .subscribe(&channel_topic(Some("t"), &doc.id).unwrap())
+        .await;
+    assert!(c.delete_channel(&doc).await.unwrap());
+    assert_eq!(next_channel_signal(&mut sub).await, ChannelSignal::Deleted);
+    assert!(!c.delete_channel(&doc).await.unwrap(), "deleted once");
+    let tomb = c.get_channel(&doc.id).await.unwrap().expect("a tombstone");
+    assert!(tomb.deleted);
+    assert_eq!(c.publish(&doc, "2", "", 0, 10).await.unwrap(), None);
+    assert!(!c.messages_after(&doc.id, None, 10).await.unwrap().exists);
+    assert_eq!(
+        c.grant_by_token(&doc.id, &grant.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(c.get_grant(&doc.id, &grant.id).await.unwrap(), None);
+    assert_eq!(
+        c.create_grant(&grant, 10).await.unwrap(),
+        GrantCreated::NoChannel
+    );
+    assert!(c.list_channels(Some("t"), 10).await.unwrap().is_empty());
+    // Nothing for an id never created.
+    assert_eq!(
+        c.get_channel(&uuid::Uuid::new_v4().to_string())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn grants_are_found_by_token_capped_and_revoked(s: Stores) {
+    let c = &s.channels;
+    let doc = channel_doc(None);
+    assert!(c.create_channel(&doc, 10).await.unwrap());
+    let grant = |token: &str| Grant {
+        id: uuid::Uuid::new_v4().to_string(),
+        channel_id: doc.id.clone(),
+        label: Some("agent".into()),
+        expires_ms: Some(u64::MAX / 2),
+        created_ms: 5,
+        revoked_ms: None,
+        token_hash: token_hash(token),
+    };
+    let a = grant("rdg_a");
+    let b = grant("rdg_b");
+    assert_eq!(c.create_grant(&a, 2).await.unwrap(), GrantCreated::Created);
+    assert_eq!(c.create_grant(&b, 2).await.unwrap(), GrantCreated::Created);
+    assert_eq!(
+        c.create_grant(&grant("rdg_c"), 2).await.unwrap(),
+        GrantCreated::TooMany
+    );
+    assert_eq!(
+        c.grant_by_token(&doc.id, &token_hash("rdg_a"))
+            .await
+            .unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        c.grant_by_token(&doc.id, &token_hash("rdg_z"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(c.get_grant(&doc.id, &b.id).await.unwrap(), Some(b.clone()));
+    let mut sub = s
+        .hub
+        .subscribe(&channel_topic(None, &doc.id).unwrap())
+        .await;
+    let revoked = c
+        .revoke_grant(&doc, &a.id, 77)
+        .await
+        .unwrap()
+        .expect("revoked");
+    assert_eq!(revoked.revoked_ms, Some(77));
+    assert!(!revoked.valid_at(0));
+    assert_eq!(
+        next_channel_signal(&mut sub).await,
+        ChannelSignal::Revoked(a.id.clone())
+    );
+    assert_eq!(
+        c.grant_by_token(&doc.id, &token_hash("rdg_a"))
+            .await
+            .unwrap(),
+        None
+    );
+    let again = c
+        .revoke_grant(&doc, &a.id, 99)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(
+        again.revoked_ms,
+        Some(77),
+        "the first revocation time is kept"
+    );
+    assert_eq!(
+        c.revoke_grant(&doc, &uuid::Uuid::new_v4().to_string(), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(b.valid_at(1_000));
+}
+
+async fn owners_hold_at_most_their_cap_and_purge_takes_a_tenants_channels(s: Stores) {
+    let c = &s.channels;
+    let a = channel_doc(Some("t"));
+    let b = channel_doc(Some("t"));
+    let other = channel_doc(Some("u"));
+    let global = channel_doc(None);
+    assert!(c.create_channel(&a, 2).await.unwrap());
+    assert!(c.create_channel(&b, 2).await.unwrap());
+    assert!(
+        !c.create_channel(&channel_doc(Some("t")), 2).await.unwrap(),
+        "at the cap"
+    );
+    assert!(c.create_channel(&other, 2).await.unwrap());
+    assert!(c.create_channel(&global, 2).await.unwrap());
+    assert!(
+        c.create_channel(&a, 2).await.is_err(),
+        "an id is created once"
+    );
+    // A deleted channel frees its place.
+    assert!(c.delete_channel(&b).await.unwrap());
+    assert!(c.create_channel(&channel_doc(Some("t")), 2).await.unwrap());
+    c.publish(&a, "1", "", 0, 10).await.unwrap().unwrap();
+    let mut sub = s
+        .hub
+        .subscribe(&channel_topic(Some("t"), &a.id).unwrap())
+        .await;
+    c.purge_tenant("t").await.unwrap();
+    assert_eq!(next_channel_signal(&mut sub).await, ChannelSignal::Deleted);
+    assert_eq!(c.get_channel(&a.id).await.unwrap(), None);
+    assert!(c.list_channels(Some("t"), 10).await.unwrap().is_empty());
+    assert!(c.get_channel(&other.id).await.unwrap().is_some());
+    assert!(c.get_channel(&global.id).await.unwrap().is_some());
+}
+
 macro_rules! contract {
     ($suite:ident: $($name:ident),* $(,)?) => {
         mod $suite {
@@ -1126,6 +1416,14 @@ contract!(sessions:
     a_tenant_holds_at_most_its_cap_of_live_sessions,
     events_are_logged_bounded_and_rung,
     purge_deletes_every_session_of_a_tenant,
+);
+
+contract!(channels:
+    channels_publish_in_order_and_ring_their_doorbell,
+    channel_streams_are_trimmed_to_their_cap,
+    deleted_channels_refuse_everything_and_ring,
+    grants_are_found_by_token_capped_and_revoked,
+    owners_hold_at_most_their_cap_and_purge_takes_a_tenants_channels,
 );
 
 contract!(calls:

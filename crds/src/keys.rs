@@ -117,3 +117,34 @@ pub fn tenant_calls(tenant: &str) -> String {
 pub fn caller_live_calls(tenant: &str, caller: &str) -> String {
     format!("us:calls:{tenant}:live:{caller}")
 }
+
+/// Hash of one channel (`doc`: its JSON record, `deleted`: `0` or `1`, `last`: the stream id of
+/// its last message). A deleted channel's hash stays as a tombstone for a week.
+pub fn channel(id: &str) -> String {
+    format!("us:ch:{id}")
+}
+
+/// Stream of a channel's messages (fields `p` payload, `m` metadata, `x` expiry in Unix ms),
+/// trimmed to the retention cap: the truth subscribers resume from.
+pub fn channel_messages(id: &str) -> String {
+    format!("us:ch:{id}:m")
+}
+
+/// Hash grant id → JSON grant of a channel.
+pub fn channel_grants(id: &str) -> String {
+    format!("us:ch:{id}:g")
+}
+
+/// Hash token hash → grant id of a channel's grants that are not revoked.
+pub fn channel_tokens(id: &str) -> String {
+    format!("us:ch:{id}:gt")
+}
+
+/// Set of the live channel ids of a tenant (`None`: of no tenant): the per-owner cap and the
+/// tenant purge.
+pub fn channels_of(tenant: Option<&str>) -> String {
+    match tenant {
+        Some(t) => format!("us:chs:t:{t}"),
+        None => "us:chs:g".to_string(),
+    }
+}
