@@ -204,6 +204,23 @@ impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
     }
 }
 
+/// The base URL links are built on (channel URLs, metadata documents): `--public-url`, else the
+/// request's own host (when it is a plain host name), else `http://localhost`.
+pub fn base_url(app: &App, headers: &http::HeaderMap) -> String {
+    if let Some(u) = &app.options.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
 /// The caller, resolved from `X-API-Key` / `Authorization: Bearer` (401 for a bad credential).
 pub struct Caller(pub Identity);
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► surfaces
-//!               llm · mcp · execute · public · admin · ops · openapi        └─ unknown path: the owning
+//!               llm · mcp · execute · channels · public · admin · ops · openapi        └─ unknown path: the owning
 //!                                                              surface's own 404
 //! ```
 
@@ -27,6 +27,7 @@ pub fn surfaces() -> Vec<Surface> {
         routes::llm::surface(),
         routes::mcp::surface(),
         routes::execute::surface(),
+        routes::channels::surface(),
         routes::public::surface(),
         routes::admin::surface(),
         routes::ops::surface(),

@@ -124,6 +124,13 @@ pub struct ServeArgs {
     /// How long a streamable HTTP MCP session lives after its last request.
     #[arg(long, env = "UNDERSTUDY_MCP_SESSION_IDLE", default_value = "30m", value_parser = humantime::parse_duration)]
     pub mcp_session_idle: Duration,
+    /// Largest channel message payload in bytes, serialised (SPEC §7.3 says 256 KiB).
+    #[arg(long, env = "UNDERSTUDY_CHANNEL_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub channel_max_payload_bytes: usize,
+    /// Messages retained per channel (the oldest go first); replay and `GET …/messages` reach
+    /// back this far.
+    #[arg(long, env = "UNDERSTUDY_CHANNEL_RETENTION", default_value_t = 10_000)]
+    pub channel_retention: usize,
 }
 
 impl ServeArgs {
@@ -156,6 +163,15 @@ impl ServeArgs {
         if self.hosted_rate_limit < 1 {
             return Err(
                 "--hosted-rate-limit (UNDERSTUDY_HOSTED_RATE_LIMIT) must be at least 1".into(),
+            );
+        }
+        if !(1..=16 * 1024 * 1024).contains(&self.channel_max_payload_bytes) {
+            return Err("--channel-max-payload-bytes (UNDERSTUDY_CHANNEL_MAX_PAYLOAD_BYTES) must be between 1 and 16777216".into());
+        }
+        if !(1..=1_000_000).contains(&self.channel_retention) {
+            return Err(
+                "--channel-retention (UNDERSTUDY_CHANNEL_RETENTION) must be between 1 and 1000000"
+                    .into(),
             );
         }
         if self.max_connections < 1 {

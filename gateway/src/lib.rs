@@ -14,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod channels;
 pub mod chaos;
 pub mod config;
 pub mod conn;

@@ -7,8 +7,8 @@ use std::sync::RwLock;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use understudy_crds::Surface;
 
@@ -33,6 +33,8 @@ pub struct Metrics {
     pub tenants: IntGauge,
     /// Stats flushes that failed (their counts are kept for the next flush).
     pub stats_flush_errors: IntGauge,
+    /// Channel messages and streams.
+    pub channels: ChannelMetrics,
     tenant_labels: RwLock<HashSet<String>>,
 }
 
@@ -45,6 +47,18 @@ impl Default for Metrics {
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
     // Only fails for malformed metric definitions, which are constants here.
     r.expect("metric definitions are valid")
+}
+
+/// The channel counters (plain counters: the delivery path costs one atomic add).
+pub struct ChannelMetrics {
+    /// Messages published.
+    pub published: IntCounter,
+    /// Messages sent to subscribers.
+    pub delivered: IntCounter,
+    /// Subscribers that re-read after missing doorbells.
+    pub lagged: IntCounter,
+    /// Streams opened with a replay.
+    pub resumed: IntCounter,
 }
 
 /// Surface label of a surface.
@@ -134,6 +148,34 @@ impl Metrics {
             "understudy_stats_flush_errors",
             "Traffic-counter flushes that failed",
         ));
+        let counter = |name: &str, help: &str| must(IntCounter::new(name, help));
+        let channels = ChannelMetrics {
+            published: counter(
+                "understudy_channel_messages_published_total",
+                "Channel messages published (stored)",
+            ),
+            delivered: counter(
+                "understudy_channel_messages_delivered_total",
+                "Channel messages sent to SSE subscribers",
+            ),
+            lagged: counter(
+                "understudy_channel_lagged_receivers_total",
+                "Times a channel subscriber missed doorbells (it lagged, or the hub reconnected) \
+                 and re-read its channel's stream",
+            ),
+            resumed: counter(
+                "understudy_channel_resumed_streams_total",
+                "Channel SSE streams opened with Last-Event-ID or ?from=oldest (replay)",
+            ),
+        };
+        for c in [
+            Box::new(channels.published.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(channels.delivered.clone()),
+            Box::new(channels.lagged.clone()),
+            Box::new(channels.resumed.clone()),
+        ] {
+            must(registry.register(c));
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -162,6 +204,7 @@ impl Metrics {
             config_version,
             tenants,
             stats_flush_errors,
+            channels,
             tenant_labels: RwLock::new(HashSet::new()),
         }
     }

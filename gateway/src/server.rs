@@ -151,6 +151,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             .collect(),
         mcp_session_idle: args.mcp_session_idle,
         hosted_rate_limit: args.hosted_rate_limit,
+        channel_max_payload_bytes: args.channel_max_payload_bytes,
+        channel_retention: args.channel_retention,
     };
     let mut wiring = Wiring::new(stores, options);
     wiring.sync.resync = args.resync_interval;

@@ -42,6 +42,10 @@ pub struct Options {
     pub mcp_session_idle: std::time::Duration,
     /// Requests per minute per caller on the hosted MCP endpoint.
     pub hosted_rate_limit: u64,
+    /// Largest channel message payload, serialised.
+    pub channel_max_payload_bytes: usize,
+    /// Messages retained per channel.
+    pub channel_retention: usize,
 }
 
 impl Default for Options {
@@ -60,6 +64,8 @@ impl Default for Options {
             mcp_allowed_origins: Vec::new(),
             mcp_session_idle: std::time::Duration::from_secs(30 * 60),
             hosted_rate_limit: 60,
+            channel_max_payload_bytes: 256 * 1024,
+            channel_retention: 10_000,
         }
     }
 }

@@ -140,22 +140,6 @@ fn reject(why: Reject, method: &Method, path: &str) -> Response {
     resp
 }
 
-/// The base URL links are built on: `--public-url`, else the request's own host.
-fn base_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(u) = &app.options.public_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}")
-}
-
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728): where clients learn how to
 /// authenticate to tenant MCP. Credentials are API keys (or the OpenID provider, once
 /// configured).
@@ -163,7 +147,7 @@ async fn protected_resource(
     axum::extract::State(app): axum::extract::State<App>,
     headers: HeaderMap,
 ) -> Response {
-    let base = base_url(&app, &headers);
+    let base = crate::api::base_url(&app, &headers);
     let body = serde_json::json!({
         "resource": format!("{base}/mcp"),
         "authorization_servers": [],
@@ -236,7 +220,7 @@ fn tenancy_refusal(app: &App, headers: &HeaderMap, e: TenancyError) -> Response 
     if e.status() == StatusCode::UNAUTHORIZED {
         let value = format!(
             "Bearer realm=\"understudy\", resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
-            base_url(app, headers)
+            crate::api::base_url(app, headers)
         );
         if let Ok(v) = HeaderValue::from_str(&value) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -1,0 +1,316 @@
+//! Channels (SPEC §7): the REST routes, the SSE streams ([`stream`]) and the channel MCP server
+//! ([`mcp`]) — thin adapters over [`crate::channels`].
+//!
+//! ```text
+//!  POST   /v1/channels                                   create (X-Tenant-ID: the tenant's)
+//!  GET    /v1/channels/{id}                              ┐
+//!  DELETE /v1/channels/{id}                              │ X-Publish-Token
+//!  POST   /v1/channels/{id}/publish                      │
+//!  POST   /v1/channels/{id}/read-grants                  │
+//!  POST   /v1/channels/{id}/read-grants/{gid}/revoke     ┘
+//!  GET    /v1/channels/{id}/messages                     read token (private), or publish token
+//!  GET    /channel/v1/{public|private}/{id}              SSE: replay (Last-Event-ID, ?from=oldest)
+//!                                                        then live; ends on delete / revoke / expiry
+//!  /channels/mcp, /channels/sse, /.well-known/mcp-server the channel tools over MCP
+//! ```
+//! A tenant's channels get its chaos profile (surface `channels`) with the §7.3 codes.
+
+mod mcp;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::Value;
+use understudy_core::channels::Channel;
+use understudy_crds::Surface as ChaosSurface;
+
+use crate::api::{ApiError, ApiJson, Code};
+use crate::channels::{self as ops, CreateChannel, CreateGrant, DEFAULT_LIMIT, Publish};
+use crate::chaos::{Fault, Outcome};
+use crate::snapshot::TenantRuntime;
+use crate::state::{App, PathTenant, TenantLabel};
+use crate::surface::{Surface, envelope_reject};
+
+/// The surface.
+pub fn surface() -> Surface {
+    Surface {
+        label: "channels",
+        router: router(),
+        prefixes: &[
+            "/v1/channels",
+            "/channel/",
+            "/internal/v1/channels",
+            "/channels",
+        ],
+        reject: envelope_reject,
+    }
+}
+
+fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/channels", post(create))
+        .route("/v1/channels/{id}", get(get_channel).delete(delete))
+        .route("/v1/channels/{id}/publish", post(publish))
+        .route("/v1/channels/{id}/read-grants", post(create_grant))
+        .route(
+            "/v1/channels/{id}/read-grants/{grant_id}/revoke",
+            post(revoke_grant),
+        )
+        .route("/v1/channels/{id}/messages", get(messages))
+        .route("/internal/v1/channels/{id}/messages", get(messages))
+        .route("/channel/v1/{visibility}/{id}", get(stream::subscribe))
+        .merge(mcp::router())
+}
+
+/// A refusal: the envelope, or a response already made (chaos).
+pub enum Fail {
+    /// The envelope.
+    Api(ApiError),
+    /// A finished response.
+    Raw(Response),
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Fail::Api(e)
+    }
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        match self {
+            Fail::Api(e) => e.into_response(),
+            Fail::Raw(r) => r,
+        }
+    }
+}
+
+type Answer = Result<Response, Fail>;
+
+fn publish_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-publish-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// A read token: `Authorization: Bearer`, else `?access_token=` (browsers' EventSource cannot
+/// send headers), else the publish token.
+fn read_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or_else(|| query.get("access_token").map(String::as_str))
+        .or_else(|| publish_token(headers))
+        .filter(|t| !t.is_empty())
+}
+
+fn query_map(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+}
+
+/// The tenant of a channel, when it has one that still exists.
+async fn tenant_of(app: &App, channel: &Channel) -> Option<Arc<TenantRuntime>> {
+    let id = channel.doc.tenant.as_deref()?;
+    crate::tenancy::find(app, id).await.ok().flatten()
+}
+
+/// Chaos for a request on a tenant's channel (SPEC §5 with the §7.3 codes): a refusal answers
+/// here; latency is waited for; what is left (stream faults) goes to the caller.
+pub async fn chaos(app: &App, tenant: Option<&Arc<TenantRuntime>>) -> Result<Outcome, Fail> {
+    let Some(tenant) = tenant else {
+        return Ok(Outcome::default());
+    };
+    let outcome = app.chaos.evaluate(tenant, ChaosSurface::Channels).await;
+    match outcome.fault {
+        Some(Fault::RateLimited { retry_after }) => {
+            let mut resp = ApiError::new(
+                Code::RateLimited,
+                format!(
+                    "rate limit exceeded for tenant '{}' (chaos profile); retry after {retry_after} s",
+                    tenant.id()
+                ),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Err(Fail::Raw(labelled(resp, Some(tenant))))
+        }
+        Some(Fault::ServerError(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = ApiError::unavailable(format!(
+                "injected server error {} (chaos profile)",
+                status.as_u16()
+            ))
+            .into_response();
+            *resp.status_mut() = status;
+            Err(Fail::Raw(labelled(resp, Some(tenant))))
+        }
+        Some(Fault::StreamCut(_)) | Some(Fault::Malformed(_)) | None => {
+            if let Some(l) = outcome.latency {
+                tokio::time::sleep(l).await;
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// Tags a response with its tenant (metrics).
+fn labelled(mut resp: Response, tenant: Option<&Arc<TenantRuntime>>) -> Response {
+    if let Some(t) = tenant {
+        resp.extensions_mut().insert(TenantLabel(t.clone()));
+    }
+    resp
+}
+
+/// A non-streamed answer: `stream_cut` closes the connection before it.
+fn answer(
+    status: StatusCode,
+    body: Value,
+    outcome: &Outcome,
+    tenant: Option<&Arc<TenantRuntime>>,
+) -> Response {
+    if matches!(outcome.fault, Some(Fault::StreamCut(_))) {
+        return labelled(crate::chaos::aborted(), tenant);
+    }
+    labelled((status, axum::Json(body)).into_response(), tenant)
+}
+
+/// The owner's view of a channel, with its tenant and chaos applied.
+async fn owned(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(Channel, Option<Arc<TenantRuntime>>, Outcome), Fail> {
+    let channel = ops::owner(app, id, publish_token(headers)).await?;
+    let tenant = tenant_of(app, &channel).await;
+    let outcome = chaos(app, tenant.as_ref()).await?;
+    Ok((channel, tenant, outcome))
+}
+
+/// Whether the request names a tenant (`X-Tenant-ID` or the `/t/{id}/` prefix).
+fn names_tenant(parts: &Parts) -> bool {
+    parts.headers.contains_key("x-tenant-id") || parts.extensions.get::<PathTenant>().is_some()
+}
+
+/// `POST /v1/channels`.
+async fn create(State(app): State<App>, req: Request) -> Answer {
+    let (parts, body) = req.into_parts();
+    let tenant = if names_tenant(&parts) {
+        Some(
+            crate::tenancy::resolve(&app, &parts, crate::tenancy::Access::DataPlane)
+                .await
+                .map_err(ApiError::from)?
+                .tenant,
+        )
+    } else {
+        None
+    };
+    let outcome = chaos(&app, tenant.as_ref()).await?;
+    let req = Request::from_parts(parts.clone(), body);
+    let ApiJson(input) = ApiJson::<CreateChannel>::from_request(req, &app).await?;
+    let base = crate::api::base_url(&app, &parts.headers);
+    let body = ops::create(&app, tenant.as_ref(), input, &base).await?;
+    Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
+}
+
+use axum::extract::FromRequest;
+
+/// `GET /v1/channels/{id}`.
+async fn get_channel(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Answer {
+    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    let mut body = ops::channel_json(&channel.doc);
+    body["channel_url"] = Value::String(ops::channel_url(
+        &crate::api::base_url(&app, &headers),
+        &channel.doc,
+    ));
+    Ok(answer(StatusCode::OK, body, &outcome, tenant.as_ref()))
+}
+
+/// `DELETE /v1/channels/{id}`.
+async fn delete(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Answer {
+    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    let body = ops::delete(&app, &channel).await?;
+    Ok(answer(StatusCode::OK, body, &outcome, tenant.as_ref()))
+}
+
+/// `POST /v1/channels/{id}/publish`.
+async fn publish(State(app): State<App>, Path(id): Path<String>, req: Request) -> Answer {
+    let headers = req.headers().clone();
+    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    let ApiJson(input) = ApiJson::<Publish>::from_request(req, &app).await?;
+    let body = ops::publish(&app, &channel, input).await?;
+    Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
+}
+
+/// `POST /v1/channels/{id}/read-grants`.
+async fn create_grant(State(app): State<App>, Path(id): Path<String>, req: Request) -> Answer {
+    let headers = req.headers().clone();
+    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    // An empty body is an empty request (both fields are optional).
+    let empty = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    let input = if empty {
+        CreateGrant::default()
+    } else {
+        ApiJson::<CreateGrant>::from_request(req, &app).await?.0
+    };
+    let body = ops::create_grant(&app, &channel, input).await?;
+    Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
+}
+
+/// `POST /v1/channels/{id}/read-grants/{grant_id}/revoke`.
+async fn revoke_grant(
+    State(app): State<App>,
+    Path((id, grant_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    let body = ops::revoke_grant(&app, &channel, &grant_id).await?;
+    Ok(answer(StatusCode::OK, body, &outcome, tenant.as_ref()))
+}
+
+/// `GET /v1/channels/{id}/messages?after_message_id=&limit=`.
+async fn messages(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let query = query_map(query)?;
+    let channel = ops::live(&app, &id).await?;
+    ops::reader(&app, &channel, read_token(&headers, &query)).await?;
+    let tenant = tenant_of(&app, &channel).await;
+    let outcome = chaos(&app, tenant.as_ref()).await?;
+    let after = match query.get("after_message_id").filter(|v| !v.is_empty()) {
+        Some(m) => Some(ops::position(&channel.doc.id, m)?),
+        None => None,
+    };
+    let limit = match query.get("limit").filter(|v| !v.is_empty()) {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("limit must be a whole number between 1 and 1000"))?,
+        None => DEFAULT_LIMIT,
+    };
+    let body = ops::messages(&app, &channel, after, limit).await?;
+    Ok(answer(StatusCode::OK, body, &outcome, tenant.as_ref()))
+}
