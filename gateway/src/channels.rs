@@ -8,8 +8,6 @@
 //!  reader(channel, read token | publish token) ─► messages, SSE (routes::channels::stream)
 //! ```
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -22,7 +20,6 @@ use understudy_core::channels::{Grant, GrantCreated as _GrantCreated};
 use understudy_core::{StoreError, now_ms};
 
 use crate::api::{ApiError, Code};
-use crate::snapshot::TenantRuntime;
 use crate::state::App;
 
 /// Longest TTL a message or channel may ask for (a year).
@@ -125,7 +122,7 @@ pub fn channel_url(base: &str, doc: &ChannelDoc) -> String {
 /// its URL.
 pub async fn create(
     app: &App,
-    tenant: Option<&Arc<TenantRuntime>>,
+    tenant: Option<&str>,
     input: CreateChannel,
     base: &str,
 ) -> Result<Value, ApiError> {
@@ -153,7 +150,7 @@ pub async fn create(
         description: input.description,
         default_ttl_seconds: input.default_ttl_seconds,
         created_ms: now_ms(),
-        tenant: tenant.map(|t| t.id().to_string()),
+        tenant: tenant.map(String::from),
         publish_token_hash: token_hash(&token),
     };
     let created = app

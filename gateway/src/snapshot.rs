@@ -33,7 +33,13 @@ pub struct TenantRuntime {
     pub matcher: crate::engine::matcher::Matcher,
     /// The tenant's tools (MCP, hosted, execute).
     pub tools: crate::engine::tools::Tools,
+    /// This is the channel MCP server (SPEC §7.4), for a tenant or for none: it lists the
+    /// channel tools and none of the tenant's.
+    pub channel_server: bool,
 }
+
+/// The scope of the channel MCP server's sessions and metrics when no tenant is named.
+pub const CHANNEL_SERVER_SCOPE: &str = "understudy.channels";
 
 impl TenantRuntime {
     /// Digests a document.
@@ -48,7 +54,48 @@ impl TenantRuntime {
             settings,
             matcher,
             tools,
+            channel_server: false,
         }
+    }
+
+    /// The channel MCP server: for `tenant` (its id, visibility and chaos; none of its
+    /// scenarios), or for no tenant ([`CHANNEL_SERVER_SCOPE`]).
+    pub fn channel_server(tenant: Option<&TenantRuntime>) -> Self {
+        let config = match tenant {
+            Some(t) => TenantConfig {
+                tenant_id: t.config.tenant_id.clone(),
+                visibility: t.config.visibility,
+                owner: t.config.owner.clone(),
+                state: serde_json::Value::Null,
+                settings: serde_json::Value::Null,
+                default_response: None,
+                scenarios: Vec::new(),
+                chaos: t.config.chaos.clone(),
+                source: t.config.source,
+                origin: t.config.origin.clone(),
+            },
+            None => TenantConfig {
+                tenant_id: CHANNEL_SERVER_SCOPE.to_string(),
+                visibility: Default::default(),
+                owner: None,
+                state: serde_json::Value::Null,
+                settings: serde_json::Value::Null,
+                default_response: None,
+                scenarios: Vec::new(),
+                chaos: None,
+                source: understudy_crds::model::ConfigSource::Api,
+                origin: String::new(),
+            },
+        };
+        let mut rt = TenantRuntime::new(config, tenant.map_or(0, |t| t.version));
+        rt.channel_server = true;
+        rt.settings.channel_tools = true;
+        rt
+    }
+
+    /// The tenant channels created here belong to (`None`: the channel server of no tenant).
+    pub fn channel_owner(&self) -> Option<&str> {
+        (!(self.channel_server && self.id() == CHANNEL_SERVER_SCOPE)).then(|| self.id())
     }
 
     /// The tenant id.

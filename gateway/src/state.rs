@@ -93,6 +93,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Set when draining: readiness answers 503.
     pub draining: AtomicBool,
+    /// The channel MCP server of no tenant.
+    pub channel_server: Arc<TenantRuntime>,
+    /// The channel MCP server of each tenant that used it, per tenant version.
+    channel_views: std::sync::Mutex<std::collections::HashMap<String, Arc<TenantRuntime>>>,
 }
 
 /// Shared handle to the state.
@@ -120,7 +124,26 @@ impl AppState {
             options,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            channel_server: Arc::new(TenantRuntime::channel_server(None)),
+            channel_views: Default::default(),
         })
+    }
+
+    /// The channel MCP server of `tenant` (made once per tenant version).
+    pub fn channel_view(&self, tenant: &TenantRuntime) -> Arc<TenantRuntime> {
+        let mut views = self.channel_views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get(tenant.id())
+            && v.version == tenant.version
+        {
+            return v.clone();
+        }
+        // Bounded: past 1,000 tenants, start over (views are cheap to make again).
+        if views.len() >= 1_000 {
+            views.clear();
+        }
+        let view = Arc::new(TenantRuntime::channel_server(Some(tenant)));
+        views.insert(tenant.id().to_string(), view.clone());
+        view
     }
 
     /// Whether the process should receive traffic.

@@ -53,6 +53,12 @@ const SLOT_WAIT: Duration = Duration::from_millis(100);
 /// unreachable: unknown tenants answer 503 without trying it.
 const STALE_MS: u64 = 3_000;
 
+/// Whether a request names a tenant itself (`X-Tenant-ID` or the `/t/{id}/` prefix), as opposed
+/// to leaving it to the key's scope or having none (channels may belong to no tenant).
+pub fn names_tenant(parts: &Parts) -> bool {
+    parts.headers.contains_key("x-tenant-id") || parts.extensions.get::<PathTenant>().is_some()
+}
+
 /// What access a route needs to a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

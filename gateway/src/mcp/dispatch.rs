@@ -80,6 +80,8 @@ pub struct Ctx<'a> {
     pub revision: Revision,
     /// The transport.
     pub transport: Transport,
+    /// The request's headers (links the server hands out are built on its host).
+    pub headers: &'a http::HeaderMap,
 }
 
 /// The answer to one request.
@@ -92,7 +94,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn of(body: Value) -> Reply {
+    pub(crate) fn of(body: Value) -> Reply {
         Reply {
             body,
             negotiated: None,
@@ -164,7 +166,9 @@ pub async fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
 
 /// Handles one message, tasks included (they touch the call store, so they are awaited).
 pub async fn handle_any(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
-    if super::tasks::wants(ctx, &msg) {
+    if super::channel_tools::wants(ctx, &msg) {
+        super::channel_tools::handle(ctx, msg).await
+    } else if super::tasks::wants(ctx, &msg) {
         super::tasks::handle(ctx, msg).await
     } else {
         handle(ctx, msg)
@@ -228,14 +232,14 @@ pub fn method_label(method: &str) -> &'static str {
 const ECHO_MAX: usize = 128;
 
 /// `text` cut to [`ECHO_MAX`] characters (with `…` when cut).
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     match text.char_indices().nth(ECHO_MAX) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
 }
 
-fn ok(ctx: &Ctx<'_>, id: &Value, result: Value, cacheable: bool) -> Reply {
+pub(crate) fn ok(ctx: &Ctx<'_>, id: &Value, result: Value, cacheable: bool) -> Reply {
     Reply::of(jsonrpc::result(id, finish(ctx.revision, result, cacheable)))
 }
 
@@ -270,8 +274,8 @@ pub fn finish(revision: Revision, result: Value, cacheable: bool) -> Value {
 
 /// The capabilities advertised for `revision`.
 fn capabilities(ctx: &Ctx<'_>, revision: Revision) -> Value {
-    // The hosted endpoint serves tools only (seed 002).
-    if ctx.transport == Transport::Hosted {
+    // The hosted endpoint (seed 002) and the channel server (seed 003) serve tools only.
+    if ctx.transport == Transport::Hosted || ctx.tenant.channel_server {
         return json!({"tools": {"listChanged": false}});
     }
     let mut caps = json!({
@@ -300,13 +304,14 @@ fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> R
         "server/discover" => discover(ctx, id),
         "ping" | "logging/setLevel" if !stateless => ok(ctx, id, json!({}), false),
         "tools/list" => {
-            let tools: Vec<Value> = ctx
+            let mut tools: Vec<Value> = ctx
                 .tenant
                 .tools
                 .list
                 .iter()
                 .map(|t| listing_for(ctx.revision, &t.listing))
                 .collect();
+            tools.extend(super::channel_tools::listings(ctx.tenant, ctx.revision));
             ok(ctx, id, json!({"tools": tools}), true)
         }
         "tools/call" => call(ctx, id, params),
@@ -354,8 +359,15 @@ fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> R
 fn initialize(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
     let negotiated = Revision::negotiate(params.get("protocolVersion").and_then(Value::as_str));
     let mut info = server_info();
+    if ctx.tenant.channel_server {
+        info["name"] = json!(super::channel_tools::SERVER_NAME);
+    }
     if negotiated >= Revision::V2025_06_18 {
-        info["title"] = json!("Understudy");
+        info["title"] = json!(if ctx.tenant.channel_server {
+            "Understudy channels"
+        } else {
+            "Understudy"
+        });
     }
     let mut result = json!({
         "protocolVersion": negotiated.as_str(),
@@ -387,7 +399,7 @@ fn discover(ctx: &Ctx<'_>, id: &Value) -> Reply {
 }
 
 /// A tool's listing with only the fields `revision` defines.
-fn listing_for(revision: Revision, listing: &Value) -> Value {
+pub(crate) fn listing_for(revision: Revision, listing: &Value) -> Value {
     let mut l = listing.clone();
     if let Value::Object(o) = &mut l {
         if !revision.structured_output() {

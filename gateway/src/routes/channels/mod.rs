@@ -1,5 +1,5 @@
-//! Channels (SPEC §7): the REST routes, the SSE streams ([`stream`]) and the channel MCP server
-//! ([`mcp`]) — thin adapters over [`crate::channels`].
+//! Channels (SPEC §7): the REST routes and the SSE streams ([`stream`]) — thin adapters over
+//! [`crate::channels`].
 //!
 //! ```text
 //!  POST   /v1/channels                                   create (X-Tenant-ID: the tenant's)
@@ -11,11 +11,11 @@
 //!  GET    /v1/channels/{id}/messages                     read token (private), or publish token
 //!  GET    /channel/v1/{public|private}/{id}              SSE: replay (Last-Event-ID, ?from=oldest)
 //!                                                        then live; ends on delete / revoke / expiry
-//!  /channels/mcp, /channels/sse, /.well-known/mcp-server the channel tools over MCP
 //! ```
+//! The channel MCP server (`/channels/mcp`, `/channels/sse`, `/.well-known/mcp-server`) is served
+//! by the MCP surface's transports with the tools of [`crate::mcp::channel_tools`].
 //! A tenant's channels get its chaos profile (surface `channels`) with the §7.3 codes.
 
-mod mcp;
 mod stream;
 
 use std::collections::HashMap;
@@ -26,7 +26,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 use understudy_core::channels::Channel;
@@ -36,7 +35,7 @@ use crate::api::{ApiError, ApiJson, Code};
 use crate::channels::{self as ops, CreateChannel, CreateGrant, DEFAULT_LIMIT, Publish};
 use crate::chaos::{Fault, Outcome};
 use crate::snapshot::TenantRuntime;
-use crate::state::{App, PathTenant, TenantLabel};
+use crate::state::{App, TenantLabel};
 use crate::surface::{Surface, envelope_reject};
 
 /// The surface.
@@ -44,12 +43,7 @@ pub fn surface() -> Surface {
     Surface {
         label: "channels",
         router: router(),
-        prefixes: &[
-            "/v1/channels",
-            "/channel/",
-            "/internal/v1/channels",
-            "/channels",
-        ],
+        prefixes: &["/v1/channels", "/channel/", "/internal/v1/channels"],
         reject: envelope_reject,
     }
 }
@@ -67,7 +61,6 @@ fn router() -> Router<App> {
         .route("/v1/channels/{id}/messages", get(messages))
         .route("/internal/v1/channels/{id}/messages", get(messages))
         .route("/channel/v1/{visibility}/{id}", get(stream::subscribe))
-        .merge(mcp::router())
 }
 
 /// A refusal: the envelope, or a response already made (chaos).
@@ -205,15 +198,10 @@ async fn owned(
     Ok((channel, tenant, outcome))
 }
 
-/// Whether the request names a tenant (`X-Tenant-ID` or the `/t/{id}/` prefix).
-fn names_tenant(parts: &Parts) -> bool {
-    parts.headers.contains_key("x-tenant-id") || parts.extensions.get::<PathTenant>().is_some()
-}
-
 /// `POST /v1/channels`.
 async fn create(State(app): State<App>, req: Request) -> Answer {
     let (parts, body) = req.into_parts();
-    let tenant = if names_tenant(&parts) {
+    let tenant = if crate::tenancy::names_tenant(&parts) {
         Some(
             crate::tenancy::resolve(&app, &parts, crate::tenancy::Access::DataPlane)
                 .await
@@ -227,7 +215,7 @@ async fn create(State(app): State<App>, req: Request) -> Answer {
     let req = Request::from_parts(parts.clone(), body);
     let ApiJson(input) = ApiJson::<CreateChannel>::from_request(req, &app).await?;
     let base = crate::api::base_url(&app, &parts.headers);
-    let body = ops::create(&app, tenant.as_ref(), input, &base).await?;
+    let body = ops::create(&app, tenant.as_ref().map(|t| t.id()), input, &base).await?;
     Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
 }
 

@@ -161,11 +161,16 @@ pub async fn post(State(app): State<App>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return labelled(r, &tenant),
     };
-    let resp = answer(&app, &tenant, &bytes);
+    let resp = answer(&app, &tenant, &bytes, &parts.headers);
     labelled(with_faults(resp, &outcome), &tenant)
 }
 
-fn answer(app: &App, tenant: &Arc<TenantRuntime>, bytes: &[u8]) -> Response {
+fn answer(
+    app: &App,
+    tenant: &Arc<TenantRuntime>,
+    bytes: &[u8],
+    headers: &http::HeaderMap,
+) -> Response {
     let msg = match jsonrpc::parse(bytes) {
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &e),
         Ok(Body::Batch(_)) => {
@@ -221,6 +226,7 @@ fn answer(app: &App, tenant: &Arc<TenantRuntime>, bytes: &[u8]) -> Response {
         tenant,
         revision: Revision::V2025_03_26,
         transport: Transport::Hosted,
+        headers,
     };
     match crate::mcp::dispatch::handle(&ctx, msg) {
         None => accepted(),

@@ -51,7 +51,14 @@ pub async fn open(State(app): State<App>, req: Request) -> Response {
         None => String::new(),
     };
     let open = super::stream::Open {
-        endpoint: Some(format!("{prefix}/mcp/message?sessionId={id}")),
+        endpoint: Some(format!(
+            "{prefix}{}?sessionId={id}",
+            if tenant.channel_server {
+                "/channels/message"
+            } else {
+                "/mcp/message"
+            }
+        )),
         id,
         resume: None,
         keep: LEGACY_LOG,
@@ -96,13 +103,14 @@ pub async fn message(State(app): State<App>, req: Request) -> Response {
         {
             accepted_text()
         }
-        Some(sid) => relay(&app, &tenant, &sid, parsed).await,
+        Some(sid) => relay(&app, &tenant, &sid, parsed, &parts.headers).await,
         None => {
             let ctx = Ctx {
                 app: &app,
                 tenant: &tenant,
                 revision: Revision::DEFAULT_HTTP,
                 transport: Transport::Message,
+                headers: &parts.headers,
             };
             match crate::mcp::dispatch::handle_body(&ctx, parsed).await {
                 BodyReply::Accepted => accepted(),
@@ -133,6 +141,7 @@ async fn relay(
     tenant: &std::sync::Arc<crate::snapshot::TenantRuntime>,
     sid: &str,
     body: jsonrpc::Body,
+    headers: &http::HeaderMap,
 ) -> Response {
     let not_found = || {
         rpc_error(
@@ -165,6 +174,7 @@ async fn relay(
         tenant,
         revision,
         transport: Transport::Sse,
+        headers,
     };
     let replies = match crate::mcp::dispatch::handle_body(&ctx, body).await {
         BodyReply::Accepted => return accepted_text(),

@@ -103,7 +103,12 @@ pub fn surface() -> Surface {
     Surface {
         label: "mcp",
         router: router(),
-        prefixes: &["/mcp", "/api/v1/mcp"],
+        prefixes: &[
+            "/mcp",
+            "/api/v1/mcp",
+            "/channels/",
+            "/.well-known/mcp-server",
+        ],
         reject,
     }
 }
@@ -120,6 +125,15 @@ fn router() -> Router<App> {
         .route("/mcp/message", post(legacy::message))
         .route("/mcp/sse", get(legacy::open))
         .route("/api/v1/mcp", post(hosted::post))
+        .route(
+            "/channels/mcp",
+            post(streamable::post)
+                .get(streamable::get)
+                .delete(streamable::delete),
+        )
+        .route("/channels/sse", get(legacy::open))
+        .route("/channels/message", post(legacy::message))
+        .route("/.well-known/mcp-server", get(mcp_server))
         .route(
             "/.well-known/oauth-protected-resource",
             get(protected_resource),
@@ -284,18 +298,47 @@ pub async fn admit(app: &App, parts: &Parts) -> Result<(Arc<TenantRuntime>, Outc
             "Forbidden: this Origin may not use MCP here (see --mcp-allowed-origins)",
         ));
     }
-    let tenant = crate::tenancy::resolve(app, parts, Access::DataPlane)
-        .await
-        .map_err(|e| tenancy_refusal(app, &parts.headers, e))?
-        .tenant;
+    let channel_server = parts.uri.path().starts_with(CHANNEL_SERVER_PREFIX);
+    let tenant = if channel_server && !crate::tenancy::names_tenant(parts) {
+        app.channel_server.clone()
+    } else {
+        let tenant = crate::tenancy::resolve(app, parts, Access::DataPlane)
+            .await
+            .map_err(|e| tenancy_refusal(app, &parts.headers, e))?
+            .tenant;
+        if channel_server {
+            app.channel_view(&tenant)
+        } else {
+            tenant
+        }
+    };
     let outcome = chaos(app, &tenant).await?;
     Ok((tenant, outcome))
+}
+
+/// Where the channel MCP server is mounted (SPEC §7.4): `/channels/mcp` (streamable HTTP and
+/// plain JSON-RPC), `/channels/sse` with `/channels/message` (the legacy transport).
+pub const CHANNEL_SERVER_PREFIX: &str = "/channels/";
+
+/// `GET /.well-known/mcp-server`: the channel MCP server described (seed 003).
+async fn mcp_server(
+    axum::extract::State(app): axum::extract::State<App>,
+    headers: HeaderMap,
+) -> Response {
+    let base = crate::api::base_url(&app, &headers);
+    axum::Json(crate::mcp::channel_tools::describe(&base)).into_response()
 }
 
 /// Chaos for an MCP request of `tenant` (SPEC §5): a refusal answers here, with the HTTP status
 /// and a JSON-RPC error body; latency is waited for; what is left goes to the renderer.
 pub async fn chaos(app: &App, tenant: &Arc<TenantRuntime>) -> Result<Outcome, Response> {
-    let outcome = app.chaos.evaluate(tenant, ChaosSurface::Mcp).await;
+    // The channel MCP server answers to the tenant's chaos for channels.
+    let surface = if tenant.channel_server {
+        ChaosSurface::Channels
+    } else {
+        ChaosSurface::Mcp
+    };
+    let outcome = app.chaos.evaluate(tenant, surface).await;
     let label = |mut r: Response| {
         r.extensions_mut().insert(TenantLabel(tenant.clone()));
         r

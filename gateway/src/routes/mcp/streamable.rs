@@ -110,6 +110,7 @@ async fn session_post(
                 tenant,
                 revision: Revision::V2026_07_28,
                 transport: Transport::Stateless,
+                headers,
             };
             return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
         }
@@ -128,6 +129,7 @@ async fn session_post(
         tenant,
         revision: session,
         transport: Transport::Streamable,
+        headers,
     };
     reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await)
 }
@@ -181,6 +183,7 @@ async fn initialize(
         tenant,
         revision: Revision::DEFAULT_HTTP,
         transport: Transport::Streamable,
+        headers,
     };
     let BodyReply::One(reply) = crate::mcp::dispatch::handle_body(&ctx, body).await else {
         return accepted();
@@ -262,6 +265,7 @@ async fn stateless_post(
         tenant,
         revision: Revision::V2026_07_28,
         transport: Transport::Stateless,
+        headers,
     };
     match crate::mcp::dispatch::handle_any(&ctx, msg).await {
         None => accepted(),
