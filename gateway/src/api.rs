@@ -184,24 +184,28 @@ impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
             }
             Err(e) => return Err(ApiError::invalid(format!("could not read the body: {e}"))),
         };
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                Code::InvalidJson,
-                format!("the body is not valid JSON: {e}"),
-            )
-        })?;
-        serde_path_to_error::deserialize(value)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                if path == "." {
-                    ApiError::invalid(inner)
-                } else {
-                    ApiError::invalid(format!("{path}: {inner}"))
-                }
-            })
+        parse_json(&body).map(ApiJson)
     }
+}
+
+/// Parses a JSON body into `T`, with [`ApiJson`]'s refusals (the field named, unknown fields
+/// included where `T` denies them).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            Code::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            ApiError::invalid(inner)
+        } else {
+            ApiError::invalid(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// The base URL links are built on (channel URLs, metadata documents): `--public-url`, else the

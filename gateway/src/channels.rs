@@ -164,12 +164,9 @@ pub async fn create(
             Some(t) => format!("tenant '{t}'"),
             None => "channels without a tenant".to_string(),
         };
-        return Err(ApiError::new(
-            Code::RateLimited,
-            format!(
-                "{owner} already hold {MAX_CHANNELS_PER_OWNER} live channels, the most allowed: delete some first"
-            ),
-        ));
+        return Err(ApiError::conflict(format!(
+            "{owner} already hold {MAX_CHANNELS_PER_OWNER} live channels, the most allowed: delete some first"
+        )));
     }
     let mut body = channel_json(&doc);
     body["publish_token"] = json!(token);
@@ -345,27 +342,41 @@ pub async fn messages(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let read = app
-        .stores
-        .channels
-        .messages_after(&channel.doc.id, after, limit)
-        .await
-        .map_err(|e| store(app, e))?;
-    if !read.exists {
-        return Err(not_found(&channel.doc.id));
-    }
+    // TTLs apply at delivery: expired messages are passed over, reading on until the page is
+    // full or the stream ends (bounded by the retention cap).
     let now = now_ms();
     let mut list = String::from("[");
-    for m in read.messages.iter().filter(|m| m.live_at(now)) {
-        if list.len() > 1 {
-            list.push(',');
+    let mut count = 0;
+    let mut cursor = after;
+    let has_more = loop {
+        let read = app
+            .stores
+            .channels
+            .messages_after(&channel.doc.id, cursor, limit - count)
+            .await
+            .map_err(|e| store(app, e))?;
+        if !read.exists {
+            return Err(not_found(&channel.doc.id));
         }
-        list.push_str(&render(&channel.doc.id, m));
-    }
+        for m in &read.messages {
+            cursor = Some(m.pos);
+            if !m.live_at(now) {
+                continue;
+            }
+            if count > 0 {
+                list.push(',');
+            }
+            list.push_str(&render(&channel.doc.id, m));
+            count += 1;
+        }
+        if count >= limit || !read.has_more {
+            break read.has_more;
+        }
+    };
     list.push(']');
     let messages: Value = serde_json::from_str(&list)
         .map_err(|e| ApiError::invalid(format!("could not render the messages: {e}")))?;
-    Ok(json!({"messages": messages, "has_more": read.has_more}))
+    Ok(json!({"messages": messages, "has_more": has_more}))
 }
 
 /// A grant as the API shows it (never its token's hash).

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::dispatch::{Ctx, Reply, clip, listing_for, ok};
+use super::dispatch::{Ctx, Reply, Transport, clip, listing_for, ok};
 use super::jsonrpc::{self, INVALID_PARAMS, Message};
 use super::revision::Revision;
 use crate::api::ApiError;
@@ -49,8 +49,12 @@ fn offered(tenant: &TenantRuntime, name: &str) -> bool {
     enabled(tenant) && TOOLS.contains(&name) && tenant.tools.get(name).is_none()
 }
 
-/// Whether `msg` is a call of a channel tool this context offers.
+/// Whether `msg` is a call of a channel tool this context offers (the hosted endpoint serves
+/// the tenant's own tools only, seed 002).
 pub fn wants(ctx: &Ctx<'_>, msg: &Message) -> bool {
+    if ctx.transport == Transport::Hosted {
+        return false;
+    }
     match msg {
         Message::Request { method, params, .. } if method == "tools/call" => params
             .as_ref()
@@ -160,9 +164,10 @@ fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-/// The listings of the channel tools `tenant` offers, for `revision`.
-pub fn listings(tenant: &TenantRuntime, revision: Revision) -> Vec<Value> {
-    if !enabled(tenant) {
+/// The listings of the channel tools this context offers.
+pub fn listings(ctx: &Ctx<'_>) -> Vec<Value> {
+    let (tenant, revision) = (ctx.tenant, ctx.revision);
+    if !enabled(tenant) || ctx.transport == Transport::Hosted {
         return Vec::new();
     }
     definitions()

@@ -311,7 +311,7 @@ fn request(ctx: &Ctx<'_>, id: &Value, method: &str, params: Option<&Value>) -> R
                 .iter()
                 .map(|t| listing_for(ctx.revision, &t.listing))
                 .collect();
-            tools.extend(super::channel_tools::listings(ctx.tenant, ctx.revision));
+            tools.extend(super::channel_tools::listings(ctx));
             ok(ctx, id, json!({"tools": tools}), true)
         }
         "tools/call" => call(ctx, id, params),

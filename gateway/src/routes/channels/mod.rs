@@ -194,8 +194,18 @@ async fn owned(
 ) -> Result<(Channel, Option<Arc<TenantRuntime>>, Outcome), Fail> {
     let channel = ops::owner(app, id, publish_token(headers)).await?;
     let tenant = tenant_of(app, &channel).await;
-    let outcome = chaos(app, tenant.as_ref()).await?;
+    let outcome = rest_chaos(app, tenant.as_ref()).await?;
     Ok((channel, tenant, outcome))
+}
+
+/// [`chaos`] for a request answered in one piece: `stream_cut` closes the connection before
+/// anything is done (a client that retries never finds its first attempt half-applied).
+async fn rest_chaos(app: &App, tenant: Option<&Arc<TenantRuntime>>) -> Result<Outcome, Fail> {
+    let outcome = chaos(app, tenant).await?;
+    if matches!(outcome.fault, Some(Fault::StreamCut(_))) {
+        return Err(Fail::Raw(labelled(crate::chaos::aborted(), tenant)));
+    }
+    Ok(outcome)
 }
 
 /// `POST /v1/channels`.
@@ -211,7 +221,7 @@ async fn create(State(app): State<App>, req: Request) -> Answer {
     } else {
         None
     };
-    let outcome = chaos(&app, tenant.as_ref()).await?;
+    let outcome = rest_chaos(&app, tenant.as_ref()).await?;
     let req = Request::from_parts(parts.clone(), body);
     let ApiJson(input) = ApiJson::<CreateChannel>::from_request(req, &app).await?;
     let base = crate::api::base_url(&app, &parts.headers);
@@ -250,17 +260,21 @@ async fn publish(State(app): State<App>, Path(id): Path<String>, req: Request) -
 
 /// `POST /v1/channels/{id}/read-grants`.
 async fn create_grant(State(app): State<App>, Path(id): Path<String>, req: Request) -> Answer {
-    let headers = req.headers().clone();
-    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
+    let (parts, body) = req.into_parts();
+    let (channel, tenant, outcome) = owned(&app, &id, &parts.headers).await?;
     // An empty body is an empty request (both fields are optional).
-    let empty = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0");
-    let input = if empty {
+    let bytes = crate::body::read(&parts, body, app.options.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge(_) => {
+                ApiError::new(Code::PayloadTooLarge, e.message())
+            }
+            crate::body::BodyError::Unreadable(_) => ApiError::invalid(e.message()),
+        })?;
+    let input = if bytes.iter().all(u8::is_ascii_whitespace) {
         CreateGrant::default()
     } else {
-        ApiJson::<CreateGrant>::from_request(req, &app).await?.0
+        crate::api::parse_json::<CreateGrant>(&bytes)?
     };
     let body = ops::create_grant(&app, &channel, input).await?;
     Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
@@ -288,7 +302,7 @@ async fn messages(
     let channel = ops::live(&app, &id).await?;
     ops::reader(&app, &channel, read_token(&headers, &query)).await?;
     let tenant = tenant_of(&app, &channel).await;
-    let outcome = chaos(&app, tenant.as_ref()).await?;
+    let outcome = rest_chaos(&app, tenant.as_ref()).await?;
     let after = match query.get("after_message_id").filter(|v| !v.is_empty()) {
         Some(m) => Some(ops::position(&channel.doc.id, m)?),
         None => None,

@@ -114,6 +114,17 @@ async fn session_post(
             };
             return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
         }
+        // The channel server also takes plain JSON-RPC without a session (SPEC §7.4).
+        if tenant.channel_server {
+            let ctx = Ctx {
+                app,
+                tenant,
+                revision: Revision::DEFAULT_HTTP,
+                transport: Transport::Message,
+                headers,
+            };
+            return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
+        }
         return rpc_error(
             StatusCode::BAD_REQUEST,
             INVALID_REQUEST,
