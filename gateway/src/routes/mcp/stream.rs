@@ -23,7 +23,7 @@ use understudy_core::sessions::{Appended, EventsRead, SessionEvent, SessionSigna
 
 use crate::mcp::dispatch::{META_SUBSCRIPTION, finish};
 use crate::mcp::{Revision, jsonrpc};
-use crate::snapshot::TenantRuntime;
+use crate::snapshot::{CHANNEL_SERVER_SCOPE, TenantRuntime};
 use crate::sse::{Event, Follow, KEEP_ALIVE_EVERY, Sender};
 use crate::state::App;
 
@@ -60,12 +60,14 @@ pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
     let (tx, resp) = crate::sse::channel(app, "mcp", STREAM_BUFFER, Some(KEEP_ALIVE_EVERY));
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
+    let tenant = tenant.clone();
     tokio::spawn(async move {
         let legacy = open.endpoint.is_some();
         let id = open.id.clone();
         let follower = Follower {
             app: app.clone(),
             tenant: tenant_id.clone(),
+            channel_server: tenant.channel_server,
             id: open.id,
             tx,
             cursor: 0,
@@ -83,6 +85,8 @@ pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
 struct Follower {
     app: App,
     tenant: String,
+    /// The channel MCP server's session: its tools never change.
+    channel_server: bool,
     id: String,
     tx: Sender,
     /// The last sequence sent.
@@ -275,8 +279,15 @@ impl Follower {
     /// when the tenant is gone.
     async fn check_tools(&mut self, told: &mut String) -> Step {
         let Some(t) = self.app.snapshot.tenant(&self.tenant) else {
+            // The channel server of no tenant has no tenant to lose.
+            if self.channel_server && self.tenant == CHANNEL_SERVER_SCOPE {
+                return Ok(());
+            }
             return Err(Stop::Done);
         };
+        if self.channel_server {
+            return Ok(());
+        }
         if t.tools.fingerprint == *told {
             return Ok(());
         }
@@ -325,6 +336,7 @@ pub fn listen(
     let mut versions = app.snapshot.watch();
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
+    let channel_server = tenant.channel_server;
     let mut told = tenant.tools.fingerprint.clone();
     tokio::spawn(async move {
         let meta = json!({META_SUBSCRIPTION: id});
@@ -356,8 +368,12 @@ pub fn listen(
             tokio::select! {
                 changed = versions.changed() => {
                     if changed.is_err() { break; }
-                    let Some(t) = app.snapshot.tenant(&tenant_id) else { break };
-                    if t.tools.fingerprint != told {
+                    let Some(t) = app.snapshot.tenant(&tenant_id) else {
+                        if channel_server && tenant_id == CHANNEL_SERVER_SCOPE { continue }
+                        break
+                    };
+                    // The channel server's tools never change.
+                    if !channel_server && t.tools.fingerprint != told {
                         told = t.tools.fingerprint.clone();
                         if wanted {
                             let n = jsonrpc::notification(
