@@ -347,6 +347,72 @@ impl ChannelSignal {
     }
 }
 
+/// What a doorbell says, read without copying the message it carries (a process fans one
+/// doorbell out to every subscriber of the channel: they need its head, and one of them the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head<'a> {
+    /// [`ChannelSignal::Message`]: the message is in the doorbell.
+    Message {
+        /// Its position.
+        pos: Position,
+        /// The position before it.
+        prev: Option<Position>,
+        /// Its expiry (0: none).
+        expires_ms: u64,
+    },
+    /// [`ChannelSignal::Published`]: read the message from the stream.
+    Published {
+        /// Its position.
+        pos: Position,
+    },
+    /// [`ChannelSignal::Deleted`].
+    Deleted,
+    /// [`ChannelSignal::Revoked`]: the grant's id.
+    Revoked(&'a str),
+}
+
+impl ChannelSignal {
+    /// The head of a doorbell's wire form (`None`: not one of ours).
+    pub fn head(b: &[u8]) -> Option<Head<'_>> {
+        let prev = |t: &str| -> Option<Option<Position>> {
+            if t == "-" {
+                Some(None)
+            } else {
+                Position::parse(t).map(Some)
+            }
+        };
+        match b.first()? {
+            b'x' => Some(Head::Deleted),
+            b'r' => Some(Head::Revoked(std::str::from_utf8(&b[1..]).ok()?)),
+            b'n' => {
+                let rest = std::str::from_utf8(&b[1..]).ok()?;
+                let (pos, p) = rest.split_once('\n')?;
+                prev(p)?;
+                Some(Head::Published {
+                    pos: Position::parse(pos)?,
+                })
+            }
+            b'm' => {
+                // Only the first three lines: the payload may be large.
+                let mut lines = b[1..].splitn(4, |c| *c == b'\n');
+                fn text(l: Option<&[u8]>) -> Option<&str> {
+                    std::str::from_utf8(l?).ok()
+                }
+                let pos = Position::parse(text(lines.next())?)?;
+                let p = prev(text(lines.next())?)?;
+                let expires_ms = text(lines.next())?.parse().ok()?;
+                lines.next()?;
+                Some(Head::Message {
+                    pos,
+                    prev: p,
+                    expires_ms,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The hub topic of a channel: under its tenant, or global.
 pub fn channel_topic(tenant: Option<&str>, id: &str) -> Result<Topic, crate::TopicError> {
     match tenant {
@@ -510,6 +576,33 @@ mod tests {
         ));
         assert_eq!(ChannelSignal::decode(b"q"), None);
         assert_eq!(ChannelSignal::decode(b"m1-0\n-\nx\n1\n"), None);
+        let m = ChannelSignal::Message {
+            prev: None,
+            message: StoredMessage {
+                pos: Position { ms: 3, seq: 1 },
+                payload: "1".into(),
+                metadata: String::new(),
+                expires_ms: 5,
+            },
+        };
+        assert_eq!(
+            ChannelSignal::head(&m.encode()),
+            Some(Head::Message {
+                pos: Position { ms: 3, seq: 1 },
+                prev: None,
+                expires_ms: 5
+            })
+        );
+        assert_eq!(ChannelSignal::head(b"x"), Some(Head::Deleted));
+        assert_eq!(ChannelSignal::head(b"rg1"), Some(Head::Revoked("g1")));
+        assert_eq!(
+            ChannelSignal::head(b"n4-1\n3-0"),
+            Some(Head::Published {
+                pos: Position { ms: 4, seq: 1 }
+            })
+        );
+        assert_eq!(ChannelSignal::head(b"m1-0\n-\nx\n1\n"), None);
+        assert_eq!(ChannelSignal::head(b"m1-0\n-\n0"), None);
     }
 
     #[test]

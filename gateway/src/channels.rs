@@ -323,6 +323,57 @@ pub fn render(channel: &str, m: &StoredMessage) -> String {
     )
 }
 
+/// The SSE frame of a message: `id:`, `event: message`, `data:` [`render`]ed.
+pub fn frame(channel: &str, m: &StoredMessage) -> bytes::Bytes {
+    let id = message_id(channel, m.pos);
+    let data = render(channel, m);
+    crate::sse::Event {
+        id: Some(&id),
+        event: Some("message"),
+        data: &data,
+    }
+    .encode()
+}
+
+/// The last frame rendered per channel in this process: a doorbell reaches every subscriber of
+/// its channel here, and one renders the message for all (bounded: forgotten past 4,096
+/// channels).
+#[derive(Default)]
+pub struct Frames(std::sync::Mutex<std::collections::HashMap<String, (Position, bytes::Bytes)>>);
+
+impl Frames {
+    /// The frame of the message at `pos` in `channel`, rendered by `render` if no subscriber
+    /// did yet (`None`: `render` could not).
+    pub fn get_or_render(
+        &self,
+        channel: &str,
+        pos: Position,
+        render: impl FnOnce() -> Option<bytes::Bytes>,
+    ) -> Option<bytes::Bytes> {
+        {
+            let frames = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, f)) = frames.get(channel)
+                && *p == pos
+            {
+                return Some(f.clone());
+            }
+        }
+        let f = render()?;
+        let mut frames = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if frames.len() >= 4096 && !frames.contains_key(channel) {
+            frames.clear();
+        }
+        match frames.get_mut(channel) {
+            Some(entry) if entry.0 < pos => *entry = (pos, f.clone()),
+            Some(_) => {}
+            None => {
+                frames.insert(channel.to_string(), (pos, f.clone()));
+            }
+        }
+        Some(f)
+    }
+}
+
 /// The position a client's message id names in `channel` (400 when it cannot be one).
 pub fn position(channel: &str, message_id: &str) -> Result<Position, ApiError> {
     position_of(channel, message_id)

@@ -95,6 +95,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The channel MCP server of no tenant.
     pub channel_server: Arc<TenantRuntime>,
+    /// Channel messages rendered once per process for every subscriber.
+    pub channel_frames: crate::channels::Frames,
     /// The channel MCP server of each tenant that used it, per tenant version.
     channel_views: std::sync::Mutex<std::collections::HashMap<String, Arc<TenantRuntime>>>,
 }
@@ -125,6 +127,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             channel_server: Arc::new(TenantRuntime::channel_server(None)),
+            channel_frames: Default::default(),
             channel_views: Default::default(),
         })
     }

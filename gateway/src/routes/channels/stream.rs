@@ -27,8 +27,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::HeaderMap;
 use understudy_core::channels::{
-    ChannelDoc, ChannelSignal, Grant, Position, StoredMessage, channel_topic, message_id,
-    position_of,
+    ChannelDoc, ChannelSignal, Grant, Head, Position, StoredMessage, channel_topic, position_of,
 };
 use understudy_core::{Delivery, Subscription, now_ms};
 
@@ -36,7 +35,7 @@ use super::{Fail, chaos, labelled, query_map, read_token, tenant_of};
 use crate::api::ApiError;
 use crate::channels::{self as ops};
 use crate::chaos::Fault;
-use crate::sse::{Event, KEEP_ALIVE_EVERY};
+use crate::sse::KEEP_ALIVE_EVERY;
 use crate::state::App;
 
 /// Messages read from the stream per re-read.
@@ -244,51 +243,67 @@ impl Follower {
 
     /// Queues a message (unless its TTL passed) and moves the cursor past it.
     fn push(&mut self, m: &StoredMessage, now: u64) {
-        self.cursor = Some(m.pos);
-        if !m.live_at(now) {
-            return;
+        if m.live_at(now) {
+            let frame = ops::frame(&self.doc.id, m);
+            self.push_frame(m.pos, frame);
+        } else {
+            self.cursor = Some(m.pos);
         }
+    }
+
+    /// Queues a live message's frame and moves the cursor past it.
+    fn push_frame(&mut self, pos: Position, frame: Bytes) {
+        self.cursor = Some(pos);
         if self.fault_due() && matches!(self.fault, Some(Fault::Malformed(_))) {
             self.pending
                 .push_back(Bytes::from_static(b"event: message\ndata: {\"id\":\n\n"));
             self.sent += 1;
         }
-        let id = message_id(&self.doc.id, m.pos);
-        let data = ops::render(&self.doc.id, m);
-        self.pending.push_back(
-            Event {
-                id: Some(&id),
-                event: Some("message"),
-                data: &data,
-            }
-            .encode(),
-        );
+        self.pending.push_back(frame);
         self.sent = self.sent.saturating_add(1);
         self.app.metrics.channels.delivered.inc();
     }
 
-    /// A doorbell.
+    /// A doorbell. The message it carries is rendered once per process ([`ops::Frames`]).
     fn ring(&mut self, b: &[u8]) {
-        let Some(signal) = ChannelSignal::decode(b) else {
+        let Some(head) = ChannelSignal::head(b) else {
             return;
         };
         let seen = |pos: Position, cursor: Option<Position>| cursor.is_some_and(|c| pos <= c);
-        match signal {
-            ChannelSignal::Message { prev, message } => {
-                if seen(message.pos, self.cursor) {
-                } else if prev == self.cursor {
-                    self.push(&message, now_ms());
-                } else {
+        match head {
+            Head::Message {
+                pos,
+                prev,
+                expires_ms,
+            } => {
+                if seen(pos, self.cursor) {
+                } else if prev != self.cursor {
                     self.behind = true;
+                } else if expires_ms != 0 && now_ms() >= expires_ms {
+                    self.cursor = Some(pos);
+                } else {
+                    let channel = &self.doc.id;
+                    let frame = self.app.channel_frames.get_or_render(channel, pos, || {
+                        match ChannelSignal::decode(b)? {
+                            ChannelSignal::Message { message, .. } => {
+                                Some(ops::frame(channel, &message))
+                            }
+                            _ => None,
+                        }
+                    });
+                    match frame {
+                        Some(f) => self.push_frame(pos, f),
+                        None => self.behind = true,
+                    }
                 }
             }
-            ChannelSignal::Published { pos, .. } => {
+            Head::Published { pos } => {
                 if !seen(pos, self.cursor) {
                     self.behind = true;
                 }
             }
-            ChannelSignal::Deleted => self.end("the channel was deleted"),
-            ChannelSignal::Revoked(g) => {
+            Head::Deleted => self.end("the channel was deleted"),
+            Head::Revoked(g) => {
                 if self.grant.as_ref().is_some_and(|mine| mine.id == g) {
                     self.end("the read grant was revoked");
                 }
