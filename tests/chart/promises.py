@@ -280,6 +280,8 @@ def gateway(r: Rendered) -> list[str]:
         "UNDERSTUDY_DRAIN_TIMEOUT": f"{values['drainTimeoutSeconds']}s",
         "UNDERSTUDY_AUDIT_RETENTION": values["auditRetention"],
         "UNDERSTUDY_MCP_SESSION_IDLE": values["mcp"]["sessionIdle"],
+        "UNDERSTUDY_CHANNEL_MAX_PAYLOAD_BYTES": str(values["channels"]["maxPayloadBytes"]),
+        "UNDERSTUDY_CHANNEL_RETENTION": str(values["channels"]["retention"]),
         **{name: str(values["limits"][key]) for key, name in GATEWAY_LIMITS_ENV.items()},
     }
     optional = {
