@@ -336,10 +336,22 @@ pub fn frame(channel: &str, m: &StoredMessage) -> bytes::Bytes {
 }
 
 /// The last frame rendered per channel in this process: a doorbell reaches every subscriber of
-/// its channel here, and one renders the message for all (bounded: forgotten past 4,096
-/// channels).
+/// its channel here, and one renders the message for all. Bounded: frames over
+/// [`FRAME_CACHE_MAX`] are not kept, and past [`FRAME_CACHE_BYTES`] in all it starts over.
 #[derive(Default)]
-pub struct Frames(std::sync::Mutex<std::collections::HashMap<String, (Position, bytes::Bytes)>>);
+pub struct Frames(std::sync::Mutex<FrameCache>);
+
+/// Largest frame kept in [`Frames`].
+pub const FRAME_CACHE_MAX: usize = 64 * 1024;
+/// Most bytes of frames kept in [`Frames`].
+pub const FRAME_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What [`Frames`] holds: channel → its last frame, and their total size.
+#[derive(Default)]
+pub struct FrameCache {
+    frames: std::collections::HashMap<String, (Position, bytes::Bytes)>,
+    bytes: usize,
+}
 
 impl Frames {
     /// The frame of the message at `pos` in `channel`, rendered by `render` if no subscriber
@@ -351,25 +363,29 @@ impl Frames {
         render: impl FnOnce() -> Option<bytes::Bytes>,
     ) -> Option<bytes::Bytes> {
         {
-            let frames = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((p, f)) = frames.get(channel)
+            let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, f)) = cache.frames.get(channel)
                 && *p == pos
             {
                 return Some(f.clone());
             }
         }
         let f = render()?;
-        let mut frames = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if frames.len() >= 4096 && !frames.contains_key(channel) {
-            frames.clear();
+        if f.len() > FRAME_CACHE_MAX {
+            return Some(f);
         }
-        match frames.get_mut(channel) {
-            Some(entry) if entry.0 < pos => *entry = (pos, f.clone()),
-            Some(_) => {}
-            None => {
-                frames.insert(channel.to_string(), (pos, f.clone()));
-            }
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.bytes + f.len() > FRAME_CACHE_BYTES {
+            cache.frames.clear();
+            cache.bytes = 0;
         }
+        let old = match cache.frames.get(channel) {
+            Some((p, _)) if *p >= pos => return Some(f),
+            Some((_, old)) => old.len(),
+            None => 0,
+        };
+        cache.bytes = cache.bytes - old + f.len();
+        cache.frames.insert(channel.to_string(), (pos, f.clone()));
         Some(f)
     }
 }
@@ -543,6 +559,36 @@ mod tests {
     fn times_are_rfc3339_with_milliseconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_764_500_000_123), "2025-11-30T10:53:20.123Z");
+    }
+
+    #[test]
+    fn frames_render_once_per_message_and_stay_bounded() {
+        let frames = Frames::default();
+        let p = |ms| Position { ms, seq: 0 };
+        let mut renders = 0;
+        for _ in 0..3 {
+            let f = frames.get_or_render("c", p(1), || {
+                renders += 1;
+                Some(bytes::Bytes::from_static(b"one"))
+            });
+            assert_eq!(f.as_deref(), Some(&b"one"[..]));
+        }
+        assert_eq!(renders, 1, "one render for every subscriber");
+        // A newer message replaces it; an older one is rendered but not kept.
+        frames.get_or_render("c", p(2), || Some(bytes::Bytes::from_static(b"two")));
+        frames.get_or_render("c", p(1), || Some(bytes::Bytes::from_static(b"old")));
+        let again = frames.get_or_render("c", p(2), || panic!("kept"));
+        assert_eq!(again.as_deref(), Some(&b"two"[..]));
+        // Large frames are not kept; the byte budget holds.
+        let big = bytes::Bytes::from(vec![b'x'; FRAME_CACHE_MAX + 1]);
+        frames.get_or_render("big", p(1), || Some(big.clone()));
+        assert!(!frames.0.lock().unwrap().frames.contains_key("big"));
+        let chunk = bytes::Bytes::from(vec![b'x'; FRAME_CACHE_MAX]);
+        for i in 0..(FRAME_CACHE_BYTES / FRAME_CACHE_MAX + 10) {
+            frames.get_or_render(&format!("ch{i}"), p(1), || Some(chunk.clone()));
+            assert!(frames.0.lock().unwrap().bytes <= FRAME_CACHE_BYTES);
+        }
+        assert_eq!(frames.get_or_render("none", p(1), || None), None);
     }
 
     #[test]
