@@ -271,3 +271,40 @@ async fn a_stream_ends_on_delete_from_another_process_and_unknown_ids_replay_fro
     let r = publish(&gws[1], &id, &token, json!("late")).await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn streams_carry_on_across_a_redis_restart_that_keeps_the_data() {
+    let dir = std::env::temp_dir().join(format!("understudy-ch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = understudy_e2e::free_port();
+    let redis = RedisServer::start_in(port, &dir).expect("redis-server starts");
+    let gws = gateways(2, &redis).await;
+    let (id, token) = channel(&gws[0]).await;
+    let mut sub = subscribe(&gws[1], &id, None).await;
+    assert_eq!(publish(&gws[0], &id, &token, json!(1)).await.status(), 201);
+    assert_eq!(next(&mut sub).await.1, json!(1));
+    assert_eq!(redis.cli(&["SAVE"]).unwrap(), "OK");
+    drop(redis);
+    let r = publish(&gws[0], &id, &token, json!("down")).await;
+    assert_eq!(r.status(), 503, "publishing needs Redis");
+    let _redis = RedisServer::start_in(port, &dir).expect("redis-server starts again");
+    let mut back = false;
+    for _ in 0..100 {
+        if publish(&gws[0], &id, &token, json!(2)).await.status() == 201 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "publishing works again once Redis is back");
+    assert_eq!(
+        next(&mut sub).await.1,
+        json!(2),
+        "the open stream carries on from the stream"
+    );
+    assert!(
+        sub.next(Duration::from_millis(500)).await.is_none(),
+        "nothing twice"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,6 +31,17 @@ impl RedisServer {
 
     /// Starts a throwaway server on `port` (to restart one where a client expects it).
     pub fn start_on(port: u16) -> anyhow::Result<Self> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a server on `port` whose data lives in `dir` (`SAVE` writes it there; a server
+    /// started again on the same `dir` loads it): a restart that keeps the data.
+    pub fn start_in(port: u16, dir: &std::path::Path) -> anyhow::Result<Self> {
+        let dir = dir.to_string_lossy().into_owned();
+        Self::start_with(port, &["--dir", &dir, "--dbfilename", "dump.rdb"])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -42,6 +53,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
