@@ -30,7 +30,7 @@ pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_LABEL: usize = 128;
 /// Live channels an owner (a tenant, or "no tenant") may hold at once.
 pub const MAX_CHANNELS_PER_OWNER: usize = 10_000;
-/// Read grants a channel may hold (revoked and expired ones included).
+/// Read grants a channel may hold (revoked and expired ones are forgotten to make room).
 pub const MAX_GRANTS_PER_CHANNEL: usize = 1_000;
 /// How long a deleted channel's tombstone answers 404 before it is forgotten.
 pub const TOMBSTONE_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -426,7 +426,7 @@ pub fn channel_topic(tenant: Option<&str>, id: &str) -> Result<Topic, crate::Top
 pub enum GrantCreated {
     /// Created.
     Created,
-    /// The channel holds [`MAX_GRANTS_PER_CHANNEL`] grants already.
+    /// The channel holds [`MAX_GRANTS_PER_CHANNEL`] live grants already.
     TooMany,
     /// The channel does not exist or is deleted.
     NoChannel,
@@ -454,15 +454,24 @@ pub trait ChannelStore: Send + Sync + 'static {
         expires_ms: u64,
         keep: usize,
     ) -> Result<Option<StoredMessage>, StoreError>;
-    /// The retained messages after `after` (`None`: from the oldest), at most `limit`.
+    /// The retained messages after `after` (`None`: from the oldest), at most `limit`, and no
+    /// more than `max_bytes` of payload and metadata (at least one message, whatever its size):
+    /// `has_more` says whether more follow.
     async fn messages_after(
         &self,
         id: &str,
         after: Option<Position>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<MessagesRead, StoreError>;
-    /// Records a grant whose token hash is `grant.token_hash`.
-    async fn create_grant(&self, grant: &Grant, max: usize) -> Result<GrantCreated, StoreError>;
+    /// Records a grant whose token hash is `grant.token_hash`. At `max`, grants revoked or
+    /// expired by `now_ms` are forgotten first, to make room.
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<GrantCreated, StoreError>;
     /// A grant of a channel by id.
     async fn get_grant(&self, channel: &str, grant_id: &str) -> Result<Option<Grant>, StoreError>;
     /// A grant of a channel by its token's hash (revoked ones are not found this way).

@@ -160,6 +160,7 @@ impl ChannelStore for MemoryStore {
         id: &str,
         after: Option<Position>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<MessagesRead, StoreError> {
         let mut st = self.channels();
         let Some(c) = st.live(id) else {
@@ -171,8 +172,16 @@ impl ChannelStore for MemoryStore {
         };
         let after_retained = after
             .is_some_and(|a| start > 0 && c.messages.get(start - 1).is_some_and(|m| m.pos == a));
-        let messages: Vec<StoredMessage> =
-            c.messages.iter().skip(start).take(limit).cloned().collect();
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        for m in c.messages.iter().skip(start).take(limit) {
+            let size = m.payload.len() + m.metadata.len();
+            if !messages.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            messages.push(m.clone());
+        }
         Ok(MessagesRead {
             exists: true,
             has_more: c.messages.len() > start + messages.len(),
@@ -182,11 +191,21 @@ impl ChannelStore for MemoryStore {
         })
     }
 
-    async fn create_grant(&self, grant: &Grant, max: usize) -> Result<GrantCreated, StoreError> {
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<GrantCreated, StoreError> {
         let mut st = self.channels();
         let Some(c) = st.live(&grant.channel_id) else {
             return Ok(GrantCreated::NoChannel);
         };
+        if c.grants.len() >= max {
+            c.grants.retain(|_, g| g.valid_at(now_ms));
+            let grants = &c.grants;
+            c.tokens.retain(|_, id| grants.contains_key(id));
+        }
         if c.grants.len() >= max {
             return Ok(GrantCreated::TooMany);
         }

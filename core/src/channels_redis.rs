@@ -65,8 +65,9 @@ return 1
     )
 });
 
-/// KEYS: channel, stream; ARGV: after ('' for none), count.
-/// {0} without a live channel, else {1, first id, after retained, entries}.
+/// KEYS: channel, stream; ARGV: after ('' for none), count, byte budget.
+/// {0} without a live channel, else {1, first id, after retained, entries, more}: entries stop
+/// at the count or once the budget of payload and metadata bytes is spent (one at least).
 static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -80,18 +81,51 @@ if ARGV[1] ~= '' then
   if #redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1]) > 0 then found = 1 end
   start = '(' .. ARGV[1]
 end
-return {1, f, found, redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[2]))}
+local count = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local got = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count + 1)
+local out = {}
+local bytes = 0
+local more = 0
+for i, e in ipairs(got) do
+  if i > count then more = 1 break end
+  local size = 0
+  for j = 1, #e[2], 2 do
+    local k = e[2][j]
+    if k == 'p' or k == 'm' then size = size + #e[2][j + 1] end
+  end
+  if #out > 0 and bytes + size > budget then more = 1 break end
+  bytes = bytes + size
+  out[#out + 1] = e
+end
+return {1, f, found, out, more}
 "#,
     )
 });
 
-/// KEYS: channel, grants, tokens; ARGV: grant id, grant JSON, token hash, max.
-/// 1 created, 0 no live channel, -1 at the cap.
+/// KEYS: channel, grants, tokens; ARGV: grant id, grant JSON, token hash, max, now (ms).
+/// 1 created, 0 no live channel, -1 at the cap. At the cap, revoked and expired grants are
+/// forgotten first.
 static GRANT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('HGET', KEYS[1], 'deleted') ~= '0' then return 0 end
-if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  local now = tonumber(ARGV[5])
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    local ok, g = pcall(cjson.decode, all[i + 1])
+    if ok and type(g) == 'table' then
+      local revoked = g.revoked_ms ~= nil and g.revoked_ms ~= cjson.null
+      local expired = type(g.expires_ms) == 'number' and g.expires_ms <= now
+      if revoked or expired then
+        redis.call('HDEL', KEYS[2], all[i])
+        if type(g.token_hash) == 'string' then redis.call('HDEL', KEYS[3], g.token_hash) end
+      end
+    end
+  end
+  if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
 return 1
@@ -261,12 +295,14 @@ impl ChannelStore for RedisStore {
         id: &str,
         after: Option<Position>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<MessagesRead, StoreError> {
         let reply: Value = READ
             .key(keys::channel(id))
             .key(keys::channel_messages(id))
             .arg(after.map(|p| p.to_string()).unwrap_or_default())
-            .arg(limit.saturating_add(1))
+            .arg(limit.max(1))
+            .arg(max_bytes)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -281,12 +317,11 @@ impl ChannelStore for RedisStore {
             .and_then(text)
             .and_then(|t| Position::parse(&t));
         let after_retained = matches!(parts.get(2), Some(Value::Int(1)));
-        let mut messages: Vec<StoredMessage> = match parts.get(3) {
+        let messages: Vec<StoredMessage> = match parts.get(3) {
             Some(Value::Array(entries)) => entries.iter().filter_map(entry).collect(),
             _ => Vec::new(),
         };
-        let has_more = messages.len() > limit;
-        messages.truncate(limit);
+        let has_more = matches!(parts.get(4), Some(Value::Int(1)));
         Ok(MessagesRead {
             exists: true,
             messages,
@@ -296,7 +331,12 @@ impl ChannelStore for RedisStore {
         })
     }
 
-    async fn create_grant(&self, grant: &Grant, max: usize) -> Result<GrantCreated, StoreError> {
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<GrantCreated, StoreError> {
         let json = serde_json::to_string(grant).map_err(corrupt)?;
         let n: i64 = GRANT
             .key(keys::channel(&grant.channel_id))
@@ -306,6 +346,7 @@ impl ChannelStore for RedisStore {
             .arg(json)
             .arg(&grant.token_hash)
             .arg(max)
+            .arg(now_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

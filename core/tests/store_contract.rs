@@ -1129,21 +1129,24 @@ async fn channels_publish_in_order_and_ring_their_doorbell(s: Stores) {
     );
     assert_eq!(c.get_channel(&doc.id).await.unwrap().unwrap().last, prev);
     // Reads: from the oldest, after a position, in pages.
-    let all = c.messages_after(&doc.id, None, 100).await.unwrap();
+    let all = c
+        .messages_after(&doc.id, None, 100, usize::MAX)
+        .await
+        .unwrap();
     assert!(all.exists && !all.has_more && !all.after_retained);
     assert_eq!(all.messages.len(), 5);
     assert_eq!(all.messages[0].payload, "\"m0\"");
     assert_eq!(all.messages[0].metadata, "{\"k\":1}");
     assert_eq!(all.first, Some(positions[0]));
     let page = c
-        .messages_after(&doc.id, Some(positions[1]), 2)
+        .messages_after(&doc.id, Some(positions[1]), 2, usize::MAX)
         .await
         .unwrap();
     assert!(page.after_retained && page.has_more);
     let p: Vec<_> = page.messages.iter().map(|m| m.pos).collect();
     assert_eq!(p, positions[2..4]);
     let tail = c
-        .messages_after(&doc.id, Some(positions[4]), 2)
+        .messages_after(&doc.id, Some(positions[4]), 2, usize::MAX)
         .await
         .unwrap();
     assert!(tail.after_retained && !tail.has_more && tail.messages.is_empty());
@@ -1152,7 +1155,10 @@ async fn channels_publish_in_order_and_ring_their_doorbell(s: Stores) {
         ms: positions[0].ms,
         seq: 999_999,
     };
-    let r = c.messages_after(&doc.id, Some(fake), 100).await.unwrap();
+    let r = c
+        .messages_after(&doc.id, Some(fake), 100, usize::MAX)
+        .await
+        .unwrap();
     assert!(!r.after_retained);
     // Large messages ring without their data.
     let big = format!("\"{}\"", "x".repeat(SIGNAL_DATA_MAX));
@@ -1162,7 +1168,10 @@ async fn channels_publish_in_order_and_ring_their_doorbell(s: Stores) {
         next_channel_signal(&mut sub).await,
         ChannelSignal::Published { prev, pos: m.pos }
     );
-    let back = c.messages_after(&doc.id, prev, 1).await.unwrap();
+    let back = c
+        .messages_after(&doc.id, prev, 1, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(back.messages, vec![m]);
 }
 
@@ -1180,13 +1189,24 @@ async fn channel_streams_are_trimmed_to_their_cap(s: Stores) {
                 .pos,
         );
     }
-    let r = c.messages_after(&doc.id, None, 100).await.unwrap();
+    let r = c
+        .messages_after(&doc.id, None, 100, usize::MAX)
+        .await
+        .unwrap();
     let kept: Vec<_> = r.messages.iter().map(|m| m.payload.as_str()).collect();
     assert_eq!(kept, ["7", "8", "9"]);
     assert_eq!(r.first, Some(positions[7]));
+    // A read stops at its byte budget (one message at least) and says more follow.
+    let r = c.messages_after(&doc.id, None, 100, 2).await.unwrap();
+    let kept: Vec<_> = r.messages.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(kept, ["7", "8"]);
+    assert!(r.has_more);
+    let r = c.messages_after(&doc.id, None, 100, 0).await.unwrap();
+    assert_eq!(r.messages.len(), 1, "one message whatever the budget");
+    assert!(r.has_more);
     // A trimmed position is not retained: the reader learns it missed some.
     let r = c
-        .messages_after(&doc.id, Some(positions[2]), 100)
+        .messages_after(&doc.id, Some(positions[2]), 100, usize::MAX)
         .await
         .unwrap();
     assert!(!r.after_retained);
@@ -1208,7 +1228,7 @@ async fn deleted_channels_refuse_everything_and_ring(s: Stores) {
         token_hash: token_hash("rdg_a"),
     };
     assert_eq!(
-        c.create_grant(&grant, 10).await.unwrap(),
+        c.create_grant(&grant, 10, 0).await.unwrap(),
         GrantCreated::Created
     );
     let mut sub = s
@@ -1221,14 +1241,19 @@ async fn deleted_channels_refuse_everything_and_ring(s: Stores) {
     let tomb = c.get_channel(&doc.id).await.unwrap().expect("a tombstone");
     assert!(tomb.deleted);
     assert_eq!(c.publish(&doc, "2", "", 0, 10).await.unwrap(), None);
-    assert!(!c.messages_after(&doc.id, None, 10).await.unwrap().exists);
+    assert!(
+        !c.messages_after(&doc.id, None, 10, usize::MAX)
+            .await
+            .unwrap()
+            .exists
+    );
     assert_eq!(
         c.grant_by_token(&doc.id, &grant.token_hash).await.unwrap(),
         None
     );
     assert_eq!(c.get_grant(&doc.id, &grant.id).await.unwrap(), None);
     assert_eq!(
-        c.create_grant(&grant, 10).await.unwrap(),
+        c.create_grant(&grant, 10, 0).await.unwrap(),
         GrantCreated::NoChannel
     );
     assert!(c.list_channels(Some("t"), 10).await.unwrap().is_empty());
@@ -1256,10 +1281,16 @@ async fn grants_are_found_by_token_capped_and_revoked(s: Stores) {
     };
     let a = grant("rdg_a");
     let b = grant("rdg_b");
-    assert_eq!(c.create_grant(&a, 2).await.unwrap(), GrantCreated::Created);
-    assert_eq!(c.create_grant(&b, 2).await.unwrap(), GrantCreated::Created);
     assert_eq!(
-        c.create_grant(&grant("rdg_c"), 2).await.unwrap(),
+        c.create_grant(&a, 2, 0).await.unwrap(),
+        GrantCreated::Created
+    );
+    assert_eq!(
+        c.create_grant(&b, 2, 0).await.unwrap(),
+        GrantCreated::Created
+    );
+    assert_eq!(
+        c.create_grant(&grant("rdg_c"), 2, 0).await.unwrap(),
         GrantCreated::TooMany
     );
     assert_eq!(
@@ -1305,6 +1336,49 @@ async fn grants_are_found_by_token_capped_and_revoked(s: Stores) {
         again.revoked_ms,
         Some(77),
         "the first revocation time is kept"
+    );
+    // At the cap, revoked (and expired) grants make room; live ones do not.
+    let d = grant("rdg_d");
+    assert_eq!(
+        c.create_grant(&d, 2, 100).await.unwrap(),
+        GrantCreated::Created
+    );
+    assert_eq!(
+        c.get_grant(&doc.id, &a.id).await.unwrap(),
+        None,
+        "the revoked one went"
+    );
+    assert_eq!(
+        c.create_grant(&grant("rdg_e"), 2, 100).await.unwrap(),
+        GrantCreated::TooMany
+    );
+    let mut short = grant("rdg_f");
+    short.expires_ms = Some(50);
+    let s2 = channel_doc(None);
+    assert!(c.create_channel(&s2, 10).await.unwrap());
+    short.channel_id = s2.id.clone();
+    let mut live = grant("rdg_g");
+    live.channel_id = s2.id.clone();
+    assert_eq!(
+        c.create_grant(&short, 2, 0).await.unwrap(),
+        GrantCreated::Created
+    );
+    assert_eq!(
+        c.create_grant(&live, 2, 0).await.unwrap(),
+        GrantCreated::Created
+    );
+    let mut next = grant("rdg_h");
+    next.channel_id = s2.id.clone();
+    assert_eq!(
+        c.create_grant(&next, 2, 60).await.unwrap(),
+        GrantCreated::Created,
+        "an expired grant makes room"
+    );
+    assert_eq!(
+        c.grant_by_token(&s2.id, &token_hash("rdg_f"))
+            .await
+            .unwrap(),
+        None
     );
     assert_eq!(
         c.revoke_grant(&doc, &uuid::Uuid::new_v4().to_string(), 1)

@@ -28,6 +28,9 @@ pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Messages a read returns when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
+/// Most payload and metadata bytes one read returns (past it the page ends early, with
+/// `has_more`; one message at least).
+pub const READ_BYTES: usize = 8 * 1024 * 1024;
 
 /// `POST /v1/channels`, and the `create_channel` tool.
 #[derive(Debug, Deserialize)]
@@ -409,23 +412,33 @@ pub async fn messages(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    // TTLs apply at delivery: expired messages are passed over, reading on until the page is
-    // full or the stream ends (bounded by the retention cap).
+    // TTLs apply at delivery: expired messages are passed over, reading on (a page of at least
+    // 100 at a time) until the page is full, its byte budget spent, or the stream ends.
     let now = now_ms();
     let mut list = String::from("[");
     let mut count = 0;
+    let mut bytes = 0;
     let mut cursor = after;
-    let has_more = loop {
+    let has_more = 'read: loop {
+        let want = (limit - count).clamp(100, MAX_PAGE);
         let read = app
             .stores
             .channels
-            .messages_after(&channel.doc.id, cursor, limit - count)
+            .messages_after(
+                &channel.doc.id,
+                cursor,
+                want,
+                READ_BYTES.saturating_sub(bytes),
+            )
             .await
             .map_err(|e| store(app, e))?;
         if !read.exists {
             return Err(not_found(&channel.doc.id));
         }
         for m in &read.messages {
+            if count == limit || (count > 0 && bytes >= READ_BYTES) {
+                break 'read true;
+            }
             cursor = Some(m.pos);
             if !m.live_at(now) {
                 continue;
@@ -435,9 +448,13 @@ pub async fn messages(
             }
             list.push_str(&render(&channel.doc.id, m));
             count += 1;
+            bytes += m.payload.len() + m.metadata.len();
         }
-        if count >= limit || !read.has_more {
-            break read.has_more;
+        if !read.has_more {
+            break false;
+        }
+        if count == limit || bytes >= READ_BYTES {
+            break true;
         }
     };
     list.push(']');
@@ -503,7 +520,7 @@ pub async fn create_grant(
     let created = app
         .stores
         .channels
-        .create_grant(&grant, MAX_GRANTS_PER_CHANNEL)
+        .create_grant(&grant, MAX_GRANTS_PER_CHANNEL, now)
         .await
         .map_err(|e| store(app, e))?;
     match created {

@@ -36,6 +36,9 @@ pub struct TenantRuntime {
     /// This is the channel MCP server (SPEC §7.4), for a tenant or for none: it lists the
     /// channel tools and none of the tenant's.
     pub channel_server: bool,
+    /// This is the channel MCP server of no tenant (its id is [`CHANNEL_SERVER_SCOPE`], which a
+    /// tenant could also take: this flag, not the id, says which it is).
+    pub tenantless: bool,
 }
 
 /// The scope of the channel MCP server's sessions and metrics when no tenant is named.
@@ -55,6 +58,7 @@ impl TenantRuntime {
             matcher,
             tools,
             channel_server: false,
+            tenantless: false,
         }
     }
 
@@ -89,13 +93,14 @@ impl TenantRuntime {
         };
         let mut rt = TenantRuntime::new(config, tenant.map_or(0, |t| t.version));
         rt.channel_server = true;
+        rt.tenantless = tenant.is_none();
         rt.settings.channel_tools = true;
         rt
     }
 
     /// The tenant channels created here belong to (`None`: the channel server of no tenant).
     pub fn channel_owner(&self) -> Option<&str> {
-        (!(self.channel_server && self.id() == CHANNEL_SERVER_SCOPE)).then(|| self.id())
+        (!self.tenantless).then(|| self.id())
     }
 
     /// The tenant id.

@@ -308,3 +308,80 @@ async fn streams_carry_on_across_a_redis_restart_that_keeps_the_data() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_revoked_grant_ends_a_replay_at_once_not_after_the_backlog() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let gws = gateways(2, &redis).await;
+    let r = client()
+        .post(format!("{}/v1/channels", gws[0].base))
+        .json(&json!({"name": "backlog", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["publish_token"].as_str().unwrap().to_string(),
+    );
+    let g: Value = client()
+        .post(format!("{}/v1/channels/{id}/read-grants", gws[0].base))
+        .header("x-publish-token", &token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total = 3000;
+    let pad = "x".repeat(4096);
+    for n in 0..total {
+        let r = publish(&gws[0], &id, &token, json!({"n": n, "pad": pad})).await;
+        assert_eq!(r.status(), 201);
+    }
+    // The scheme is case-insensitive ("bearer"); the replay is about 12 MiB, far more than the
+    // socket buffers, and this reader waits before reading any of it.
+    let resp = client()
+        .get(format!(
+            "{}/channel/v1/private/{id}?from=oldest",
+            gws[1].base
+        ))
+        .header(
+            "authorization",
+            format!("bearer {}", g["raw_token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut sse = Sse::new(resp);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = client()
+        .post(format!(
+            "{}/v1/channels/{id}/read-grants/{}/revoke",
+            gws[0].base,
+            g["id"].as_str().unwrap()
+        ))
+        .header("x-publish-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0;
+    while let Some((_, event, _)) = sse.next(WAIT).await {
+        assert_eq!(event, "message");
+        got += 1;
+    }
+    assert!(
+        got < total,
+        "the stream ended before the backlog ({got} of {total} sent)"
+    );
+    assert!(
+        sse.comments
+            .iter()
+            .any(|c| c.contains("the read grant was revoked")),
+        "{:?}",
+        sse.comments
+    );
+}

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
-use understudy_core::channels::Channel;
+use understudy_core::channels::{Channel, ChannelDoc};
 use understudy_crds::Surface as ChaosSurface;
 
 use crate::api::{ApiError, ApiJson, Code};
@@ -99,17 +99,21 @@ fn publish_token(headers: &HeaderMap) -> Option<&str> {
 /// A read token: `Authorization: Bearer`, else `?access_token=` (browsers' EventSource cannot
 /// send headers), else the publish token.
 fn read_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
-    headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .or_else(|| query.get("access_token").map(String::as_str))
-        .or_else(|| publish_token(headers))
-        .filter(|t| !t.is_empty())
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    [
+        bearer,
+        query.get("access_token").map(|t| t.trim()),
+        publish_token(headers),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|t| !t.is_empty())
 }
 
 fn query_map(
@@ -120,8 +124,8 @@ fn query_map(
 }
 
 /// The tenant of a channel, when it has one that still exists.
-async fn tenant_of(app: &App, channel: &Channel) -> Option<Arc<TenantRuntime>> {
-    let id = channel.doc.tenant.as_deref()?;
+async fn tenant_of(app: &App, doc: &ChannelDoc) -> Option<Arc<TenantRuntime>> {
+    let id = doc.tenant.as_deref()?;
     crate::tenancy::find(app, id).await.ok().flatten()
 }
 
@@ -193,7 +197,7 @@ async fn owned(
     headers: &HeaderMap,
 ) -> Result<(Channel, Option<Arc<TenantRuntime>>, Outcome), Fail> {
     let channel = ops::owner(app, id, publish_token(headers)).await?;
-    let tenant = tenant_of(app, &channel).await;
+    let tenant = tenant_of(app, &channel.doc).await;
     let outcome = rest_chaos(app, tenant.as_ref()).await?;
     Ok((channel, tenant, outcome))
 }
@@ -301,7 +305,7 @@ async fn messages(
     let query = query_map(query)?;
     let channel = ops::live(&app, &id).await?;
     ops::reader(&app, &channel, read_token(&headers, &query)).await?;
-    let tenant = tenant_of(&app, &channel).await;
+    let tenant = tenant_of(&app, &channel.doc).await;
     let outcome = rest_chaos(&app, tenant.as_ref()).await?;
     let after = match query.get("after_message_id").filter(|v| !v.is_empty()) {
         Some(m) => Some(ops::position(&channel.doc.id, m)?),

@@ -41,6 +41,10 @@ use crate::state::App;
 /// Messages read from the stream per re-read.
 const PAGE: usize = 256;
 
+/// Most payload bytes read from the stream per re-read (one message at least): what a replaying
+/// subscriber holds at once.
+const PAGE_BYTES: usize = 1024 * 1024;
+
 /// How long a stream waits before re-reading after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -79,14 +83,30 @@ async fn open(
         .into());
     }
     let grant = ops::reader(&app, &channel, read_token(headers, &query)).await?;
-    let tenant = tenant_of(&app, &channel).await;
-    let outcome = chaos(&app, tenant.as_ref()).await?;
     let doc = Arc::new(channel.doc);
     let topic = channel_topic(doc.tenant.as_deref(), &doc.id)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    // Subscribe first: whatever is published from here on rings this receiver, so the start
-    // position read below leaves no hole.
+    // Subscribe first: whatever is published (or revoked) from here on rings this receiver, so
+    // the grant checked again below and the start position read after leave no hole.
     let sub = app.stores.hub.subscribe(&topic).await;
+    if let Some(g) = &grant {
+        let still = app
+            .stores
+            .channels
+            .get_grant(&doc.id, &g.id)
+            .await
+            .map_err(|e| {
+                app.metrics.redis_error("channels");
+                ApiError::unavailable(format!(
+                    "the channel store is unreachable; retry shortly ({e})"
+                ))
+            })?;
+        if !still.is_some_and(|g| g.valid_at(now_ms())) {
+            return Err(ApiError::forbidden("this read grant was revoked or has expired").into());
+        }
+    }
+    let tenant = tenant_of(&app, &doc).await;
+    let outcome = chaos(&app, tenant.as_ref()).await?;
     let mut pending = VecDeque::new();
     let (cursor, behind) = if let Some(last) = crate::sse::last_event_id(headers) {
         app.metrics.channels.resumed.inc();
@@ -131,7 +151,7 @@ async fn retained(app: &App, doc: &ChannelDoc, pos: Position) -> Result<bool, Ap
     let read = app
         .stores
         .channels
-        .messages_after(&doc.id, Some(pos), 1)
+        .messages_after(&doc.id, Some(pos), 1, 0)
         .await
         .map_err(|e| {
             app.metrics.redis_error("channels");
@@ -313,6 +333,19 @@ impl Follower {
 
     /// Reads one page of the stream after the cursor.
     async fn reread(&mut self) -> Result<(), understudy_core::StoreError> {
+        // Doorbells that rang meanwhile first: a revocation or deletion ends a replay at once.
+        while let Some(d) = self.sub.try_recv() {
+            match d {
+                Delivery::Gap => {
+                    self.app.metrics.channels.lagged.inc();
+                    self.revalidate = true;
+                }
+                Delivery::Message(b) => self.ring(&b),
+            }
+            if self.done {
+                return Ok(());
+            }
+        }
         let store = &self.app.stores.channels;
         if self.revalidate {
             match store.get_channel(&self.doc.id).await? {
@@ -334,7 +367,7 @@ impl Follower {
             self.revalidate = false;
         }
         let read = store
-            .messages_after(&self.doc.id, self.cursor, PAGE)
+            .messages_after(&self.doc.id, self.cursor, PAGE, PAGE_BYTES)
             .await?;
         if !read.exists {
             self.end("the channel was deleted");

@@ -23,7 +23,7 @@ use understudy_core::sessions::{Appended, EventsRead, SessionEvent, SessionSigna
 
 use crate::mcp::dispatch::{META_SUBSCRIPTION, finish};
 use crate::mcp::{Revision, jsonrpc};
-use crate::snapshot::{CHANNEL_SERVER_SCOPE, TenantRuntime};
+use crate::snapshot::TenantRuntime;
 use crate::sse::{Event, Follow, KEEP_ALIVE_EVERY, Sender};
 use crate::state::App;
 
@@ -68,6 +68,7 @@ pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
             app: app.clone(),
             tenant: tenant_id.clone(),
             channel_server: tenant.channel_server,
+            tenantless: tenant.tenantless,
             id: open.id,
             tx,
             cursor: 0,
@@ -87,6 +88,8 @@ struct Follower {
     tenant: String,
     /// The channel MCP server's session: its tools never change.
     channel_server: bool,
+    /// The channel MCP server of no tenant: there is no tenant to lose.
+    tenantless: bool,
     id: String,
     tx: Sender,
     /// The last sequence sent.
@@ -280,7 +283,7 @@ impl Follower {
     async fn check_tools(&mut self, told: &mut String) -> Step {
         let Some(t) = self.app.snapshot.tenant(&self.tenant) else {
             // The channel server of no tenant has no tenant to lose.
-            if self.channel_server && self.tenant == CHANNEL_SERVER_SCOPE {
+            if self.tenantless {
                 return Ok(());
             }
             return Err(Stop::Done);
@@ -337,6 +340,7 @@ pub fn listen(
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
     let channel_server = tenant.channel_server;
+    let tenantless = tenant.tenantless;
     let mut told = tenant.tools.fingerprint.clone();
     tokio::spawn(async move {
         let meta = json!({META_SUBSCRIPTION: id});
@@ -369,7 +373,7 @@ pub fn listen(
                 changed = versions.changed() => {
                     if changed.is_err() { break; }
                     let Some(t) = app.snapshot.tenant(&tenant_id) else {
-                        if channel_server && tenant_id == CHANNEL_SERVER_SCOPE { continue }
+                        if tenantless { continue }
                         break
                     };
                     // The channel server's tools never change.
