@@ -83,7 +83,8 @@ pub fn rfc3339(ms: u64) -> String {
     }
 }
 
-fn store(app: &App, e: StoreError) -> ApiError {
+/// A channel-store failure: counted, logged at debug, answered 503 `unavailable`.
+pub fn store_error(app: &App, e: StoreError) -> ApiError {
     app.metrics.redis_error("channels");
     tracing::debug!(error = %e, "channel store failed");
     ApiError::unavailable("the channel store is unreachable; retry shortly")
@@ -161,7 +162,7 @@ pub async fn create(
         .channels
         .create_channel(&doc, MAX_CHANNELS_PER_OWNER)
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     if !created {
         let owner = match &doc.tenant {
             Some(t) => format!("tenant '{t}'"),
@@ -185,7 +186,7 @@ pub async fn live(app: &App, id: &str) -> Result<Channel, ApiError> {
     match app.stores.channels.get_channel(id).await {
         Ok(Some(c)) if !c.deleted => Ok(c),
         Ok(_) => Err(not_found(id)),
-        Err(e) => Err(store(app, e)),
+        Err(e) => Err(store_error(app, e)),
     }
 }
 
@@ -236,7 +237,7 @@ pub async fn reader(
         .channels
         .grant_by_token(&channel.doc.id, &token_hash(token))
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     match grant {
         Some(g) if g.valid_at(now_ms()) => Ok(Some(g)),
         Some(_) => Err(ApiError::forbidden("this read grant has expired")),
@@ -295,7 +296,7 @@ pub async fn publish(app: &App, channel: &Channel, input: Publish) -> Result<Val
             app.options.channel_retention,
         )
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     let Some(message) = stored else {
         // Deleted between the check and the write: nothing was stored.
         return Err(not_found(&channel.doc.id));
@@ -431,7 +432,7 @@ pub async fn messages(
                 READ_BYTES.saturating_sub(bytes),
             )
             .await
-            .map_err(|e| store(app, e))?;
+            .map_err(|e| store_error(app, e))?;
         if !read.exists {
             return Err(not_found(&channel.doc.id));
         }
@@ -522,7 +523,7 @@ pub async fn create_grant(
         .channels
         .create_grant(&grant, MAX_GRANTS_PER_CHANNEL, now)
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     match created {
         GrantCreated::Created => {
             let mut body = grant_json(&grant);
@@ -550,7 +551,7 @@ pub async fn revoke_grant(app: &App, channel: &Channel, grant_id: &str) -> Resul
         .channels
         .revoke_grant(&channel.doc, grant_id, now_ms())
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     revoked.map(|g| grant_json(&g)).ok_or_else(missing)
 }
 
@@ -561,7 +562,7 @@ pub async fn delete(app: &App, channel: &Channel) -> Result<Value, ApiError> {
         .channels
         .delete_channel(&channel.doc)
         .await
-        .map_err(|e| store(app, e))?;
+        .map_err(|e| store_error(app, e))?;
     if !done {
         return Err(not_found(&channel.doc.id));
     }

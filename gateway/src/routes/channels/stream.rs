@@ -95,12 +95,7 @@ async fn open(
             .channels
             .get_grant(&doc.id, &g.id)
             .await
-            .map_err(|e| {
-                app.metrics.redis_error("channels");
-                ApiError::unavailable(format!(
-                    "the channel store is unreachable; retry shortly ({e})"
-                ))
-            })?;
+            .map_err(|e| ops::store_error(&app, e))?;
         if !still.is_some_and(|g| g.valid_at(now_ms())) {
             return Err(ApiError::forbidden("this read grant was revoked or has expired").into());
         }
@@ -153,12 +148,7 @@ async fn retained(app: &App, doc: &ChannelDoc, pos: Position) -> Result<bool, Ap
         .channels
         .messages_after(&doc.id, Some(pos), 1, 0)
         .await
-        .map_err(|e| {
-            app.metrics.redis_error("channels");
-            ApiError::unavailable(format!(
-                "the channel store is unreachable; retry shortly ({e})"
-            ))
-        })?;
+        .map_err(|e| ops::store_error(app, e))?;
     Ok(read.after_retained)
 }
 
