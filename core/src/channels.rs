@@ -307,43 +307,40 @@ impl ChannelSignal {
 
     /// Reads the wire form (`None`: not one of ours).
     pub fn decode(b: &[u8]) -> Option<ChannelSignal> {
-        let rest = std::str::from_utf8(b.get(1..)?).ok()?;
-        let prev = |t: &str| -> Option<Option<Position>> {
-            if t == "-" {
-                Some(None)
-            } else {
-                Position::parse(t).map(Some)
-            }
-        };
-        match b.first()? {
-            b'x' => Some(ChannelSignal::Deleted),
-            b'r' => Some(ChannelSignal::Revoked(rest.to_string())),
-            b'n' => {
-                let (pos, p) = rest.split_once('\n')?;
-                Some(ChannelSignal::Published {
-                    prev: prev(p)?,
-                    pos: Position::parse(pos)?,
-                })
-            }
-            b'm' => {
-                let mut parts = rest.splitn(5, '\n');
-                let pos = Position::parse(parts.next()?)?;
-                let p = prev(parts.next()?)?;
-                let expires_ms = parts.next()?.parse().ok()?;
+        Some(match ChannelSignal::head(b)? {
+            Head::Deleted => ChannelSignal::Deleted,
+            Head::Revoked(g) => ChannelSignal::Revoked(g.to_string()),
+            Head::Published { pos, prev } => ChannelSignal::Published { prev, pos },
+            Head::Message {
+                pos,
+                prev,
+                expires_ms,
+            } => {
+                // The head checked the first three lines; the message is the last two.
+                let rest = std::str::from_utf8(&b[1..]).ok()?;
+                let mut parts = rest.splitn(5, '\n').skip(3);
                 let payload = parts.next()?.to_string();
                 let metadata = parts.next()?.to_string();
-                Some(ChannelSignal::Message {
-                    prev: p,
+                ChannelSignal::Message {
+                    prev,
                     message: StoredMessage {
                         pos,
                         payload,
                         metadata,
                         expires_ms,
                     },
-                })
+                }
             }
-            _ => None,
-        }
+        })
+    }
+}
+
+/// `-` (none) or a position.
+fn prev_of(t: &str) -> Option<Option<Position>> {
+    if t == "-" {
+        Some(None)
+    } else {
+        Position::parse(t).map(Some)
     }
 }
 
@@ -364,6 +361,8 @@ pub enum Head<'a> {
     Published {
         /// Its position.
         pos: Position,
+        /// The position before it.
+        prev: Option<Position>,
     },
     /// [`ChannelSignal::Deleted`].
     Deleted,
@@ -374,22 +373,15 @@ pub enum Head<'a> {
 impl ChannelSignal {
     /// The head of a doorbell's wire form (`None`: not one of ours).
     pub fn head(b: &[u8]) -> Option<Head<'_>> {
-        let prev = |t: &str| -> Option<Option<Position>> {
-            if t == "-" {
-                Some(None)
-            } else {
-                Position::parse(t).map(Some)
-            }
-        };
         match b.first()? {
             b'x' => Some(Head::Deleted),
             b'r' => Some(Head::Revoked(std::str::from_utf8(&b[1..]).ok()?)),
             b'n' => {
                 let rest = std::str::from_utf8(&b[1..]).ok()?;
                 let (pos, p) = rest.split_once('\n')?;
-                prev(p)?;
                 Some(Head::Published {
                     pos: Position::parse(pos)?,
+                    prev: prev_of(p)?,
                 })
             }
             b'm' => {
@@ -399,7 +391,7 @@ impl ChannelSignal {
                     std::str::from_utf8(l?).ok()
                 }
                 let pos = Position::parse(text(lines.next())?)?;
-                let p = prev(text(lines.next())?)?;
+                let p = prev_of(text(lines.next())?)?;
                 let expires_ms = text(lines.next())?.parse().ok()?;
                 lines.next()?;
                 Some(Head::Message {
@@ -607,7 +599,8 @@ mod tests {
         assert_eq!(
             ChannelSignal::head(b"n4-1\n3-0"),
             Some(Head::Published {
-                pos: Position { ms: 4, seq: 1 }
+                pos: Position { ms: 4, seq: 1 },
+                prev: Some(Position { ms: 3, seq: 0 })
             })
         );
         assert_eq!(ChannelSignal::head(b"m1-0\n-\nx\n1\n"), None);

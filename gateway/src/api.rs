@@ -6,7 +6,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use understudy_crds::model::Role;
@@ -164,28 +163,26 @@ impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
-        let limit = app.options.max_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                Code::PayloadTooLarge,
-                format!("the body is larger than {limit} bytes"),
-            )
-        };
-        let body = match http_body_util::Limited::new(req.into_body(), limit)
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(too_large());
-            }
-            Err(e) => return Err(ApiError::invalid(format!("could not read the body: {e}"))),
-        };
-        parse_json(&body).map(ApiJson)
+        let (parts, body) = req.into_parts();
+        parse_json(&read_body(app, &parts, body).await?).map(ApiJson)
     }
+}
+
+/// Reads a request body within `--max-body-bytes`: 413 `payload_too_large` over it (an
+/// announced oversized body is refused before any of it is read), 400 when it breaks off.
+pub async fn read_body(
+    app: &App,
+    parts: &Parts,
+    body: axum::body::Body,
+) -> Result<bytes::Bytes, ApiError> {
+    crate::body::read(parts, body, app.options.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge(_) => {
+                ApiError::new(Code::PayloadTooLarge, e.message())
+            }
+            crate::body::BodyError::Unreadable(_) => ApiError::invalid(e.message()),
+        })
 }
 
 /// Parses a JSON body into `T`, with [`ApiJson`]'s refusals (the field named, unknown fields

@@ -104,8 +104,8 @@ fn check_ttl(field: &str, ttl: Option<u64>) -> Result<(), ApiError> {
     }
 }
 
-/// A channel as the API shows it (flat: SPEC §7.1).
-pub fn channel_json(doc: &ChannelDoc) -> Value {
+/// A channel as the API shows it (flat: SPEC §7.1), with its SSE URL on `base`.
+pub fn channel_json(doc: &ChannelDoc, base: &str) -> Value {
     json!({
         "id": doc.id,
         "name": doc.name,
@@ -114,12 +114,8 @@ pub fn channel_json(doc: &ChannelDoc) -> Value {
         "default_ttl_seconds": doc.default_ttl_seconds,
         "created_at": rfc3339(doc.created_ms),
         "tenant_id": doc.tenant,
+        "channel_url": format!("{base}/channel/v1/{}/{}", doc.visibility.as_str(), doc.id),
     })
-}
-
-/// The SSE URL of a channel.
-pub fn channel_url(base: &str, doc: &ChannelDoc) -> String {
-    format!("{base}/channel/v1/{}/{}", doc.visibility.as_str(), doc.id)
 }
 
 /// Creates a channel of `tenant` (or of none): the channel, its publish token (shown once) and
@@ -172,9 +168,8 @@ pub async fn create(
             "{owner} already hold {MAX_CHANNELS_PER_OWNER} live channels, the most allowed: delete some first"
         )));
     }
-    let mut body = channel_json(&doc);
+    let mut body = channel_json(&doc, base);
     body["publish_token"] = json!(token);
-    body["channel_url"] = json!(channel_url(base, &doc));
     Ok(body)
 }
 

@@ -132,6 +132,21 @@ impl AppState {
         })
     }
 
+    /// The current version of what `served` serves, after configuration changes: the tenant
+    /// from the snapshot, or that tenant's channel server; the channel server of no tenant
+    /// stays. `None`: the tenant is gone.
+    pub fn current(&self, served: &TenantRuntime) -> Option<Arc<TenantRuntime>> {
+        if served.tenantless {
+            return Some(self.channel_server.clone());
+        }
+        let tenant = self.snapshot.tenant(served.id())?;
+        Some(if served.channel_server {
+            self.channel_view(&tenant)
+        } else {
+            tenant
+        })
+    }
+
     /// The channel MCP server of `tenant` (made once per tenant version).
     pub fn channel_view(&self, tenant: &TenantRuntime) -> Arc<TenantRuntime> {
         let mut views = self.channel_views.lock().unwrap_or_else(|e| e.into_inner());

@@ -328,12 +328,10 @@ async fn run(ctx: &Ctx<'_>, name: &str, arguments: &Value) -> Result<Value, Refu
         "get_channel" => {
             let a: Owned = args(arguments)?;
             let channel = ops::owner(app, &a.channel_id, Some(&a.publish_token)).await?;
-            let mut body = ops::channel_json(&channel.doc);
-            body["channel_url"] = json!(ops::channel_url(
+            Ok(ops::channel_json(
+                &channel.doc,
                 &crate::api::base_url(app, ctx.headers),
-                &channel.doc
-            ));
-            Ok(body)
+            ))
         }
         "read_channel_messages" => {
             let a: ReadArgs = args(arguments)?;

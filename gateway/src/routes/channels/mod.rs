@@ -31,7 +31,7 @@ use serde_json::Value;
 use understudy_core::channels::{Channel, ChannelDoc};
 use understudy_crds::Surface as ChaosSurface;
 
-use crate::api::{ApiError, ApiJson, Code};
+use crate::api::{ApiError, Code, parse_json, read_body};
 use crate::channels::{self as ops, CreateChannel, CreateGrant, DEFAULT_LIMIT, Publish};
 use crate::chaos::{Fault, Outcome};
 use crate::snapshot::TenantRuntime;
@@ -226,23 +226,16 @@ async fn create(State(app): State<App>, req: Request) -> Answer {
         None
     };
     let outcome = rest_chaos(&app, tenant.as_ref()).await?;
-    let req = Request::from_parts(parts.clone(), body);
-    let ApiJson(input) = ApiJson::<CreateChannel>::from_request(req, &app).await?;
+    let input: CreateChannel = parse_json(&read_body(&app, &parts, body).await?)?;
     let base = crate::api::base_url(&app, &parts.headers);
     let body = ops::create(&app, tenant.as_ref().map(|t| t.id()), input, &base).await?;
     Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
 }
 
-use axum::extract::FromRequest;
-
 /// `GET /v1/channels/{id}`.
 async fn get_channel(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Answer {
     let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
-    let mut body = ops::channel_json(&channel.doc);
-    body["channel_url"] = Value::String(ops::channel_url(
-        &crate::api::base_url(&app, &headers),
-        &channel.doc,
-    ));
+    let body = ops::channel_json(&channel.doc, &crate::api::base_url(&app, &headers));
     Ok(answer(StatusCode::OK, body, &outcome, tenant.as_ref()))
 }
 
@@ -255,9 +248,9 @@ async fn delete(State(app): State<App>, Path(id): Path<String>, headers: HeaderM
 
 /// `POST /v1/channels/{id}/publish`.
 async fn publish(State(app): State<App>, Path(id): Path<String>, req: Request) -> Answer {
-    let headers = req.headers().clone();
-    let (channel, tenant, outcome) = owned(&app, &id, &headers).await?;
-    let ApiJson(input) = ApiJson::<Publish>::from_request(req, &app).await?;
+    let (parts, body) = req.into_parts();
+    let (channel, tenant, outcome) = owned(&app, &id, &parts.headers).await?;
+    let input: Publish = parse_json(&read_body(&app, &parts, body).await?)?;
     let body = ops::publish(&app, &channel, input).await?;
     Ok(answer(StatusCode::CREATED, body, &outcome, tenant.as_ref()))
 }

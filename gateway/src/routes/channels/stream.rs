@@ -307,7 +307,7 @@ impl Follower {
                     }
                 }
             }
-            Head::Published { pos } => {
+            Head::Published { pos, .. } => {
                 if !seen(pos, self.cursor) {
                     self.behind = true;
                 }

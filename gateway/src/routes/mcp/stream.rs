@@ -60,15 +60,14 @@ pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
     let (tx, resp) = crate::sse::channel(app, "mcp", STREAM_BUFFER, Some(KEEP_ALIVE_EVERY));
     let app = app.clone();
     let tenant_id = tenant.id().to_string();
-    let tenant = tenant.clone();
+    let served = tenant.clone();
     tokio::spawn(async move {
         let legacy = open.endpoint.is_some();
         let id = open.id.clone();
         let follower = Follower {
             app: app.clone(),
             tenant: tenant_id.clone(),
-            channel_server: tenant.channel_server,
-            tenantless: tenant.tenantless,
+            served,
             id: open.id,
             tx,
             cursor: 0,
@@ -86,10 +85,9 @@ pub fn follow(app: &App, tenant: &Arc<TenantRuntime>, open: Open) -> Response {
 struct Follower {
     app: App,
     tenant: String,
-    /// The channel MCP server's session: its tools never change.
-    channel_server: bool,
-    /// The channel MCP server of no tenant: there is no tenant to lose.
-    tenantless: bool,
+    /// What the session was opened on (a tenant, or a channel server): its current version is
+    /// [`crate::state::AppState::current`].
+    served: Arc<TenantRuntime>,
     id: String,
     tx: Sender,
     /// The last sequence sent.
@@ -281,16 +279,9 @@ impl Follower {
     /// (the store appends it once per listing, whichever stream asks first). Ends the stream
     /// when the tenant is gone.
     async fn check_tools(&mut self, told: &mut String) -> Step {
-        let Some(t) = self.app.snapshot.tenant(&self.tenant) else {
-            // The channel server of no tenant has no tenant to lose.
-            if self.tenantless {
-                return Ok(());
-            }
+        let Some(t) = self.app.current(&self.served) else {
             return Err(Stop::Done);
         };
-        if self.channel_server {
-            return Ok(());
-        }
         if t.tools.fingerprint == *told {
             return Ok(());
         }
@@ -338,9 +329,7 @@ pub fn listen(
     // Watching before the listing is read, so no change falls between the two.
     let mut versions = app.snapshot.watch();
     let app = app.clone();
-    let tenant_id = tenant.id().to_string();
-    let channel_server = tenant.channel_server;
-    let tenantless = tenant.tenantless;
+    let served = tenant.clone();
     let mut told = tenant.tools.fingerprint.clone();
     tokio::spawn(async move {
         let meta = json!({META_SUBSCRIPTION: id});
@@ -372,12 +361,8 @@ pub fn listen(
             tokio::select! {
                 changed = versions.changed() => {
                     if changed.is_err() { break; }
-                    let Some(t) = app.snapshot.tenant(&tenant_id) else {
-                        if tenantless { continue }
-                        break
-                    };
-                    // The channel server's tools never change.
-                    if !channel_server && t.tools.fingerprint != told {
+                    let Some(t) = app.current(&served) else { break };
+                    if t.tools.fingerprint != told {
                         told = t.tools.fingerprint.clone();
                         if wanted {
                             let n = jsonrpc::notification(
