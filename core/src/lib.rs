@@ -17,6 +17,9 @@
 //! (`core/tests/`); the hub has its own. Later concerns (sessions, calls, channels, audit) join
 //! as their own traits in [`Stores`], each with its part of [`Stores::purge_tenant`].
 
+pub mod audit;
+mod audit_memory;
+mod audit_redis;
 pub mod calls;
 pub mod channels;
 mod channels_memory;

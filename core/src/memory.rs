@@ -41,6 +41,10 @@ struct State {
     counters: HashMap<String, HashMap<Counter, Count>>,
     /// lock name → (holder, expiry)
     locks: HashMap<String, (String, Instant)>,
+    /// name → (value, expiry): short-lived values.
+    values: HashMap<String, (String, Instant)>,
+    /// bucket name → (tokens, Unix ms the count is as of).
+    buckets: HashMap<String, (u64, u64)>,
     /// tenant → the version that created its current incarnation.
     born: HashMap<String, u64>,
     /// tenant → (the incarnation counted for, totals).
@@ -94,6 +98,8 @@ pub struct MemoryStore {
     instance: String,
     /// Channels have a lock of their own: a publish never waits on the other concerns.
     channels: Mutex<crate::channels_memory::MemChannels>,
+    /// The audit log: read by the portal, written in batches by one writer.
+    audit: std::sync::RwLock<crate::audit_memory::MemAudit>,
 }
 
 impl MemoryStore {
@@ -104,6 +110,7 @@ impl MemoryStore {
             hub,
             instance: uuid::Uuid::new_v4().to_string(),
             channels: Mutex::new(Default::default()),
+            audit: Default::default(),
         }
     }
 
@@ -116,6 +123,18 @@ impl MemoryStore {
         &self,
     ) -> std::sync::MutexGuard<'_, crate::channels_memory::MemChannels> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn audit_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, crate::audit_memory::MemAudit> {
+        self.audit.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn audit_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, crate::audit_memory::MemAudit> {
+        self.audit.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -396,6 +415,82 @@ impl RuntimeStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn take_token(
+        &self,
+        name: &str,
+        burst: u32,
+        refill_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut st = self.lock();
+        let burst = u64::from(burst.max(1));
+        let refill = refill_ms.max(1);
+        if st.buckets.len() >= SWEEP_AT {
+            // A bucket idle long enough to be full again holds nothing worth keeping.
+            st.buckets
+                .retain(|_, (_, at)| now_ms.saturating_sub(*at) < burst * refill);
+        }
+        let (tokens, at) = st.buckets.get(name).copied().unwrap_or((burst, now_ms));
+        let (tokens, at) = bucket_step(tokens, at, burst, refill, now_ms);
+        if tokens == 0 {
+            return Ok(Some((at + refill).saturating_sub(now_ms).max(1)));
+        }
+        st.buckets.insert(name.to_string(), (tokens - 1, at));
+        Ok(None)
+    }
+
+    async fn put_value(&self, name: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        if st.values.len() >= SWEEP_AT {
+            st.values.retain(|_, (_, exp)| *exp > now);
+        }
+        st.values.insert(
+            name.to_string(),
+            (
+                value.to_string(),
+                now + Duration::from_millis(ttl_ms.max(1)),
+            ),
+        );
+        Ok(())
+    }
+
+    async fn get_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let st = self.lock();
+        Ok(st
+            .values
+            .get(name)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn take_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut st = self.lock();
+        Ok(st
+            .values
+            .remove(name)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(v, _)| v))
+    }
+
+    async fn delete_value(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().values.remove(name);
+        Ok(())
+    }
+}
+
+/// A token bucket brought up to `now`: whole refills added (at most to `burst`); a full bucket's
+/// clock restarts now.
+fn bucket_step(tokens: u64, at: u64, burst: u64, refill: u64, now: u64) -> (u64, u64) {
+    let gained = now.saturating_sub(at) / refill;
+    let tokens = (tokens + gained).min(burst);
+    let at = if tokens >= burst {
+        now
+    } else {
+        at + gained * refill
+    };
+    (tokens, at)
 }
 
 #[async_trait]

@@ -32,6 +32,8 @@ use crate::store::{
 pub struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
+    /// The audit log's own connection (its queries never delay the request path's commands).
+    audit_conn: ConnectionManager,
     put_script: Script,
     del_script: Script,
     load_script: Script,
@@ -131,6 +133,22 @@ return 0
 "#;
 
 /// Takes a lock if free, or extends it if `holder` holds it.
+/// Takes a token (KEYS: bucket; ARGV: burst, refill ms, now ms): -1 when taken, else the ms
+/// until the next token. Whole refills are added; a full bucket's clock restarts now.
+const TAKE_TOKEN_LUA: &str = r#"
+local burst, refill, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+local gained = math.floor(math.max(0, now - at) / refill)
+tokens = math.min(burst, tokens + gained)
+if tokens >= burst then at = now else at = at + gained * refill end
+if tokens < 1 then return math.max(1, at + refill - now) end
+redis.call('HSET', KEYS[1], 't', tokens - 1, 'at', at)
+redis.call('PEXPIRE', KEYS[1], burst * refill + 1000)
+return -1
+"#;
+
 const LOCK_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return 0 end
@@ -352,11 +370,15 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_millis(1000)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(unavailable)?;
+        let audit_config = config.set_response_timeout(Some(Duration::from_secs(10)));
+        let audit_conn = ConnectionManager::new_lazy_with_config(client.clone(), audit_config)
+            .map_err(unavailable)?;
         Ok(RedisStore {
             client,
             conn,
+            audit_conn,
             put_script: Script::new(PUT_LUA),
             del_script: Script::new(DEL_LUA),
             load_script: Script::new(LOAD_LUA),
@@ -378,6 +400,10 @@ impl RedisStore {
 
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    pub(crate) fn audit_conn(&self) -> ConnectionManager {
+        self.audit_conn.clone()
     }
 
     /// The client (the hub opens its subscriber connection from it).
@@ -685,6 +711,59 @@ impl RuntimeStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        name: &str,
+        burst: u32,
+        refill_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(TAKE_TOKEN_LUA));
+        let wait: i64 = SCRIPT
+            .key(keys::token_bucket(name))
+            .arg(burst.max(1))
+            .arg(refill_ms.max(1))
+            .arg(now_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((wait >= 0).then_some(wait as u64))
+    }
+
+    async fn put_value(&self, name: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("SET")
+            .arg(keys::value(name))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        conn.get(keys::value(name)).await.map_err(unavailable)
+    }
+
+    async fn take_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("GETDEL")
+            .arg(keys::value(name))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_value(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        conn.del::<_, ()>(keys::value(name))
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -235,6 +235,27 @@ pub trait RuntimeStore: Send + Sync + 'static {
     async fn try_lock(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;
     /// Releases a lock if `holder` holds it.
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Takes one token from the bucket `name` (full at `burst` tokens, one more every
+    /// `refill_ms`), shared by every process: `None` when one was taken, `Some(ms)` when the
+    /// bucket is empty and the next token is due in `ms`. An unused bucket expires once full.
+    async fn take_token(
+        &self,
+        name: &str,
+        burst: u32,
+        refill_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Stores a short-lived value under `name` for `ttl_ms` (login states, portal sessions),
+    /// replacing what was there.
+    async fn put_value(&self, name: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError>;
+    /// The value under `name`, while it lives.
+    async fn get_value(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The value under `name`, deleted in the same step: of two processes taking it, one gets it.
+    async fn take_value(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Deletes the value under `name`.
+    async fn delete_value(&self, name: &str) -> Result<(), StoreError>;
 }
 
 // --- stats ------------------------------------------------------------------------------------
@@ -337,6 +358,8 @@ pub struct Stores {
     pub calls: Arc<dyn crate::calls::CallStore>,
     /// Channels, their grants and messages.
     pub channels: Arc<dyn crate::channels::ChannelStore>,
+    /// The audit log.
+    pub audit: Arc<dyn crate::audit::AuditStore>,
     /// Pub/sub: configuration notices and, later, every surface's fan-out.
     pub hub: Hub,
     backend: &'static str,
@@ -353,7 +376,8 @@ impl Stores {
             stats: store.clone(),
             sessions: store.clone(),
             calls: store.clone(),
-            channels: store,
+            channels: store.clone(),
+            audit: store,
             hub,
             backend: "memory",
         }
@@ -370,7 +394,8 @@ impl Stores {
             stats: store.clone(),
             sessions: store.clone(),
             calls: store.clone(),
-            channels: store,
+            channels: store.clone(),
+            audit: store,
             hub,
             backend: "redis",
         })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use understudy_core::audit::{self, AuditEntry, AuditEvent, AuditFilter, AuditPayload};
 use understudy_core::calls::{
     Appended as CallAppended, CallDoc, CallEvent, CallStatus, Created, EventKind, Lease,
 };
@@ -1423,6 +1424,308 @@ async fn owners_hold_at_most_their_cap_and_purge_takes_a_tenants_channels(s: Sto
     assert!(c.get_channel(&global.id).await.unwrap().is_some());
 }
 
+// --- token buckets and short-lived values -----------------------------------------------------
+
+async fn token_buckets_hold_a_burst_and_refill(s: Stores) {
+    let r = &s.runtime;
+    let t0 = 1_000_000;
+    for i in 0..5 {
+        assert_eq!(
+            r.take_token("replay:ann", 5, 12_000, t0 + i).await.unwrap(),
+            None
+        );
+    }
+    let wait = r.take_token("replay:ann", 5, 12_000, t0 + 5).await.unwrap();
+    assert_eq!(
+        wait,
+        Some(12_000 - 5),
+        "the next token is due a refill after the first take"
+    );
+    assert_eq!(
+        r.take_token("replay:bob", 5, 12_000, t0 + 5).await.unwrap(),
+        None,
+        "buckets are per name"
+    );
+    // One refill later exactly one token is back.
+    assert_eq!(
+        r.take_token("replay:ann", 5, 12_000, t0 + 12_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        r.take_token("replay:ann", 5, 12_000, t0 + 12_001)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A long pause fills it to the burst, never beyond.
+    for i in 0..5 {
+        assert_eq!(
+            r.take_token("replay:ann", 5, 12_000, t0 + 1_000_000 + i)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert!(
+        r.take_token("replay:ann", 5, 12_000, t0 + 1_000_010)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn values_live_for_their_ttl_and_are_taken_once(s: Stores) {
+    let r = &s.runtime;
+    r.put_value("login:a", "one", 60_000).await.unwrap();
+    assert_eq!(
+        r.get_value("login:a").await.unwrap().as_deref(),
+        Some("one")
+    );
+    assert_eq!(
+        r.take_value("login:a").await.unwrap().as_deref(),
+        Some("one")
+    );
+    assert_eq!(r.take_value("login:a").await.unwrap(), None, "taken once");
+    assert_eq!(r.get_value("login:a").await.unwrap(), None);
+    r.put_value("portal:s", "two", 60_000).await.unwrap();
+    r.delete_value("portal:s").await.unwrap();
+    assert_eq!(r.get_value("portal:s").await.unwrap(), None);
+    r.put_value("short", "x", 50).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(r.get_value("short").await.unwrap(), None, "expired");
+    assert_eq!(r.take_value("short").await.unwrap(), None);
+}
+
+// --- audit -------------------------------------------------------------------------------------
+
+fn audit_entry(
+    ms: u64,
+    tenant: Option<&str>,
+    tool: &str,
+    user: Option<&str>,
+    ok: bool,
+) -> AuditEntry {
+    AuditEntry {
+        event: AuditEvent {
+            id: audit::new_id(ms),
+            ts: audit::rfc3339_ms(ms),
+            tenant: tenant.map(String::from),
+            tool: tool.into(),
+            user: user.map(String::from),
+            session: None,
+            auth_type: if user.is_some() {
+                "api_key"
+            } else {
+                "anonymous"
+            }
+            .into(),
+            source: "mcp".into(),
+            success: ok,
+            duration_ms: 1.5,
+            transport: Some("streamable".into()),
+            scenario: None,
+            chaos: None,
+            status: None,
+            error: (!ok).then(|| "Boom happened".to_string()),
+        },
+        payload: Some(AuditPayload {
+            request_params: Some(
+                json!({"n": ms % 3, "city": if ms % 2 == 0 { "Paris" } else { "Oslo" }}),
+            ),
+            request_headers: Some(json!({"User-Agent": ["sdk/1"]})),
+            response_result: Some(json!({"isError": !ok})),
+            response_error: (!ok).then(|| json!({"message": "boom"})),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn audit_events_are_stored_queried_and_paged(s: Stores) {
+    let a = &s.audit;
+    let now = understudy_core::now_ms();
+    let base = now - 60_000;
+    let mut entries = Vec::new();
+    for i in 0..30u64 {
+        let tenant = if i % 3 == 0 {
+            Some("shop")
+        } else {
+            Some("bank")
+        };
+        let user = if i % 2 == 0 { Some("ann") } else { None };
+        entries.push(audit_entry(
+            base + i * 10,
+            tenant,
+            if i % 5 == 0 { "refund" } else { "lookup" },
+            user,
+            i % 4 != 0,
+        ));
+    }
+    a.append_audit(&entries[..10]).await.unwrap();
+    a.append_audit(&entries[10..]).await.unwrap();
+    assert_eq!(a.audit_len().await.unwrap(), 30);
+
+    let got = a.audit_event(&entries[7].event.id).await.unwrap().unwrap();
+    assert_eq!(got, entries[7]);
+    assert_eq!(a.audit_event(&audit::new_id(base)).await.unwrap(), None);
+
+    // Everything, newest first, paged.
+    let all = AuditFilter::default();
+    let p = a.query_audit(&all, 0, 7, now).await.unwrap();
+    assert_eq!(p.total, 30);
+    let ids: Vec<_> = p.events.iter().map(|e| e.id.clone()).collect();
+    let want: Vec<_> = entries
+        .iter()
+        .rev()
+        .take(7)
+        .map(|e| e.event.id.clone())
+        .collect();
+    assert_eq!(ids, want);
+    let p2 = a.query_audit(&all, 28, 7, now).await.unwrap();
+    assert_eq!(p2.events.len(), 2);
+    assert_eq!(p2.events[1].id, entries[0].event.id);
+
+    // The same filters on both backends, checked against a plain evaluation.
+    let check = |f: AuditFilter| {
+        let want: Vec<String> = entries
+            .iter()
+            .rev()
+            .filter(|e| f.matches(&e.event, e.payload.as_ref(), now))
+            .map(|e| e.event.id.clone())
+            .collect();
+        (f, want)
+    };
+    let mut filters = Vec::new();
+    filters.push(AuditFilter {
+        tenant: Some("shop".into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        tool: Some("lookup".into()),
+        success: Some(false),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        tool: Some("refund".into()),
+        user: Some("ann".into()),
+        tenant: Some("shop".into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        q: Some("boom".into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        from_ms: Some(base + 100),
+        to_ms: Some(base + 200),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        json: vec![audit::JsonFilter::parse("param.city", "Paris").unwrap()],
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        json: vec![audit::JsonFilter::parse("param.n", "2").unwrap()],
+        tool: Some("lookup".into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        has: vec![audit::Column::ResponseError],
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        visibility: audit::Visibility::Only("bank".into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        visibility: audit::Visibility::Hide(["bank".to_string()].into()),
+        ..Default::default()
+    });
+    filters.push(AuditFilter {
+        tenant: Some("nobody".into()),
+        ..Default::default()
+    });
+    for f in filters {
+        let (f, want) = check(f);
+        assert!(
+            !want.is_empty() || f.tenant.as_deref() == Some("nobody"),
+            "{f:?} selects something"
+        );
+        let p = a.query_audit(&f, 0, 1000, now).await.unwrap();
+        let got: Vec<String> = p.events.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(got, want, "query {f:?}");
+        assert_eq!(p.total as usize, want.len(), "total of {f:?}");
+        let page = a.query_audit(&f, 1, 2, now).await.unwrap();
+        let got: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(
+            got,
+            want.iter().skip(1).take(2).cloned().collect::<Vec<_>>(),
+            "page of {f:?}"
+        );
+        // A scan in pages of 4 reads the same, in the same order.
+        let mut scanned = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (evs, next) = a.scan_audit(&f, cursor.as_deref(), 4, now).await.unwrap();
+            scanned.extend(evs.into_iter().map(|e| e.id));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(scanned, want, "scan of {f:?}");
+    }
+}
+
+async fn audit_retention_drops_the_oldest_by_age_and_count(s: Stores) {
+    let a = &s.audit;
+    let now = understudy_core::now_ms();
+    let entries: Vec<_> = (0..20u64)
+        .map(|i| {
+            audit_entry(
+                now - 100_000 + i * 1000,
+                Some("shop"),
+                "lookup",
+                Some("ann"),
+                true,
+            )
+        })
+        .collect();
+    a.append_audit(&entries).await.unwrap();
+    // By age: the first 5 are older than the cut-off; in batches of 3.
+    let cut = now - 100_000 + 5 * 1000;
+    assert_eq!(a.prune_audit(cut, 1000, 3).await.unwrap(), 3);
+    assert_eq!(a.prune_audit(cut, 1000, 3).await.unwrap(), 2);
+    assert_eq!(a.prune_audit(cut, 1000, 3).await.unwrap(), 0);
+    assert_eq!(a.audit_len().await.unwrap(), 15);
+    assert_eq!(a.audit_event(&entries[4].event.id).await.unwrap(), None);
+    // By count: keep the newest 10.
+    assert_eq!(a.prune_audit(0, 10, 100).await.unwrap(), 5);
+    assert_eq!(a.audit_len().await.unwrap(), 10);
+    let f = AuditFilter {
+        user: Some("ann".into()),
+        tool: Some("lookup".into()),
+        ..Default::default()
+    };
+    let p = a.query_audit(&f, 0, 100, now).await.unwrap();
+    assert_eq!(p.total, 10, "the indexes lose what was pruned");
+    assert_eq!(p.events.last().unwrap().id, entries[10].event.id);
+    let p = a
+        .query_audit(
+            &AuditFilter {
+                q: Some("lookup".into()),
+                ..Default::default()
+            },
+            0,
+            100,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.total, 10);
+}
+
 macro_rules! contract {
     ($suite:ident: $($name:ident),* $(,)?) => {
         mod $suite {
@@ -1475,6 +1778,13 @@ contract!(runtime:
     plain_counters_and_purge,
     locks_are_held_extended_and_expire,
     seed_generation_is_kept,
+    token_buckets_hold_a_burst_and_refill,
+    values_live_for_their_ttl_and_are_taken_once,
+);
+
+contract!(audit_log:
+    audit_events_are_stored_queried_and_paged,
+    audit_retention_drops_the_oldest_by_age_and_count,
 );
 
 contract!(stats:

@@ -47,6 +47,40 @@ pub fn lock(name: &str) -> String {
     format!("us:lock:{name}")
 }
 
+/// A token bucket shared by every process (`name`: e.g. `replay:<identity>`), a hash
+/// `{t: tokens, at: Unix ms}` expiring once it would be full again.
+pub fn token_bucket(name: &str) -> String {
+    format!("us:tb:{name}")
+}
+
+/// A short-lived value (`name`: e.g. `login:<state>`, `portal:<session hash>`), expiring with it.
+pub fn value(name: &str) -> String {
+    format!("us:val:{name}")
+}
+
+/// Hash audit event id → its summary JSON.
+pub const AUDIT_EVENTS: &str = "us:audit:ev";
+/// Hash audit event id → its payload JSON.
+pub const AUDIT_PAYLOADS: &str = "us:audit:pl";
+/// Hash audit event id → the index keys it is in, newline-separated (what a prune removes).
+pub const AUDIT_INDEXED: &str = "us:audit:ik";
+/// Sorted set of every audit event id (all scores 0: UUIDv7 ids in lexical order are in time
+/// order, so a time window is a lexical range).
+pub const AUDIT_INDEX: &str = "us:audit:ix";
+
+/// Sorted set of the audit event ids with one value of one dimension (`dim`: tenant, tool, user,
+/// session, source, ok), scored like [`AUDIT_INDEX`]. The value is hex-encoded, so it holds
+/// nothing that means something in a key name.
+pub fn audit_index(dim: &str, value: &str) -> String {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("us:audit:ix:{dim}:{hex}")
+}
+
+/// A short-lived intersection of audit indexes for one query (deleted by the query).
+pub fn audit_scratch(id: &str) -> String {
+    format!("us:audit:tmp:{id}")
+}
+
 /// Prefix of every pub/sub channel of the hub besides [`CONFIG_CHANNEL`].
 pub const HUB_PREFIX: &str = "us:hub:";
 
