@@ -1532,7 +1532,7 @@ fn audit_entry(
         },
         payload: Some(AuditPayload {
             request_params: Some(
-                json!({"n": ms % 3, "city": if ms % 2 == 0 { "Paris" } else { "Oslo" }}),
+                json!({"n": ms % 3, "city": if ms.is_multiple_of(2) { "Paris" } else { "Oslo" }}),
             ),
             request_headers: Some(json!({"User-Agent": ["sdk/1"]})),
             response_result: Some(json!({"isError": !ok})),

@@ -150,9 +150,25 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"understudy\""),
             );
+            // The full challenge (with the metadata URL) needs the request's host: added by
+            // `app::challenge` on the way out.
+            resp.extensions_mut().insert(NeedsChallenge);
         }
         resp
     }
+}
+
+/// Marks a 401 whose `WWW-Authenticate` gets the protected-resource metadata URL (SPEC §9.4).
+#[derive(Debug, Clone, Copy)]
+pub struct NeedsChallenge;
+
+/// The `WWW-Authenticate` challenge of a 401 (SPEC §4.4, §9.4).
+pub fn challenge(app: &App, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "Bearer realm=\"understudy\", resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+        base_url(app, headers)
+    ))
+    .ok()
 }
 
 /// A JSON body parsed into `T`: refusals are the envelope naming the field (unknown fields
@@ -226,22 +242,46 @@ pub fn base_url(app: &App, headers: &http::HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// The caller, resolved from `X-API-Key` / `Authorization: Bearer` (401 for a bad credential).
+/// The caller, resolved from `X-API-Key` / `Authorization: Bearer` (an API key, the admin token
+/// or an OIDC JWT), else the portal session cookie (401 for a bad credential). A request that
+/// changes something on the strength of the cookie alone must carry `X-Requested-With` (a
+/// cross-site form cannot), else 403.
 pub struct Caller(pub Identity);
 
 impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        app.identity
-            .resolve(&parts.headers)
-            .map(Caller)
-            .map_err(|e| {
-                ApiError::unauthorized(format!(
-                    "{e}: send a valid key as X-API-Key or Authorization: Bearer"
-                ))
-            })
+        let id = app
+            .identity
+            .resolve_request(&parts.headers, app.stores.runtime.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::identity::AuthError::SessionStore => ApiError::unavailable(e.to_string()),
+                e => ApiError::unauthorized(format!(
+                    "{e}: send a valid key as X-API-Key or Authorization: Bearer, or log in at /portal/auth/login"
+                )),
+            })?;
+        let safe = matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if id.auth_type == crate::identity::AuthType::Session && !safe && !csrf_header(parts) {
+            return Err(ApiError::forbidden(
+                "a change made with the portal session cookie needs the X-Requested-With header (CSRF protection)",
+            ));
+        }
+        Ok(Caller(id))
     }
+}
+
+/// Whether the request carries a non-empty `X-Requested-With` (which a cross-site form or a
+/// simple cross-origin request cannot send).
+pub fn csrf_header(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get("x-requested-with")
+        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
 }
 
 /// Most a process trusts its key snapshot without hearing from the store (SPEC §12).

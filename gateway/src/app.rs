@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  request ─► tenant-prefix rewrite (/t/{id}/…) ─► CORS ─► metrics ─► surfaces
-//!               llm · mcp · execute · channels · public · admin · ops · openapi        └─ unknown path: the owning
+//!               llm · mcp · execute · channels · public · admin · portal · ops · openapi        └─ unknown path: the owning
 //!                                                              surface's own 404
 //! ```
 
@@ -30,6 +30,7 @@ pub fn surfaces() -> Vec<Surface> {
         routes::channels::surface(),
         routes::public::surface(),
         routes::admin::surface(),
+        routes::portal::surface(),
         routes::ops::surface(),
         routes::openapi::surface(),
     ]
@@ -72,6 +73,27 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
         tenant: None,
     };
     finish(guard, next.run(req).await)
+}
+
+/// A 401 of the envelope APIs gets the full `WWW-Authenticate` challenge, with the URL of the
+/// protected-resource metadata on this request's host (SPEC §4.4, §9.4).
+async fn challenge(State(app): State<App>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).cloned();
+    let mut resp = next.run(req).await;
+    if resp
+        .extensions()
+        .get::<crate::api::NeedsChallenge>()
+        .is_some()
+    {
+        let mut headers = http::HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(header::HOST, h);
+        }
+        if let Some(v) = crate::api::challenge(&app, &headers) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    resp
 }
 
 fn finish(mut guard: RequestTimer, resp: Response) -> Response {
@@ -287,7 +309,8 @@ pub fn app(state: App) -> Router {
             let fallbacks = fallbacks.clone();
             async move { fallbacks.answer(req.method(), req.uri().path()) }
         })
-        .layer(middleware::from_fn_with_state(state.clone(), record));
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(middleware::from_fn_with_state(state.clone(), challenge));
     if let Some(trace) = trace_layer() {
         router = router.layer(trace);
     }

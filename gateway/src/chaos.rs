@@ -96,6 +96,7 @@ pub struct Chaos {
     /// every request during an outage would wait for the store's timeouts).
     local_until_ms: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
+    audit: Arc<crate::audit::Auditor>,
 }
 
 fn now_secs() -> u64 {
@@ -107,12 +108,17 @@ fn now_secs() -> u64 {
 
 impl Chaos {
     /// A chaos evaluator over `store`.
-    pub fn new(store: Arc<dyn RuntimeStore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<dyn RuntimeStore>,
+        metrics: Arc<Metrics>,
+        audit: Arc<crate::audit::Auditor>,
+    ) -> Self {
         Chaos {
             store,
             local: MemoryStore::standalone(),
             local_until_ms: std::sync::atomic::AtomicU64::new(0),
             metrics,
+            audit,
         }
     }
 
@@ -157,8 +163,52 @@ impl Chaos {
         let outcome = self.evaluate_spec(tenant.id(), spec).await;
         if let Some(kind) = outcome.injected() {
             self.metrics.chaos_injected(surface, kind, tenant.id());
+            self.audit_injection(tenant, surface, kind, &outcome);
         }
         outcome
+    }
+
+    /// Records an injection (SPEC §5, §9.1): as an event of its own (`chaos.<kind>`), and on
+    /// the request's own event when one is being captured.
+    fn audit_injection(
+        &self,
+        tenant: &TenantRuntime,
+        surface: Surface,
+        kind: &'static str,
+        outcome: &Outcome,
+    ) {
+        crate::audit::note(|n| n.chaos = Some(kind));
+        if !self.audit.enabled() {
+            return;
+        }
+        let mut r = crate::audit::Record::new(
+            crate::metrics::surface_label(surface),
+            format!("chaos.{kind}"),
+            crate::audit::Who::anonymous(),
+            std::time::Instant::now(),
+        );
+        r.tenant = Some(tenant.id().to_string());
+        r.note.chaos = Some(kind);
+        let (status, error) = match outcome.fault {
+            Some(Fault::RateLimited { retry_after }) => (
+                Some(429),
+                format!("rate limited by the chaos profile; retry after {retry_after} s"),
+            ),
+            Some(Fault::ServerError(s)) => (Some(s), format!("injected server error {s}")),
+            Some(Fault::StreamCut(n)) => (None, format!("stream cut after {n} events")),
+            Some(Fault::Malformed(n)) => (None, format!("malformed event after {n} events")),
+            None => (
+                None,
+                format!(
+                    "latency {} ms",
+                    outcome.latency.map_or(0, |l| l.as_millis())
+                ),
+            ),
+        };
+        r.status = status;
+        r.success = false;
+        r.error = Some(error);
+        self.audit.record(r);
     }
 
     async fn evaluate_spec(&self, tenant: &str, spec: &ChaosProfileSpec) -> Outcome {

@@ -131,9 +131,72 @@ pub struct ServeArgs {
     /// back this far.
     #[arg(long, env = "UNDERSTUDY_CHANNEL_RETENTION", default_value_t = 10_000)]
     pub channel_retention: usize,
+    /// Record the audit log (every tool call, execute call, LLM request, chaos injection,
+    /// replay and try-it). Writing never slows or fails a request.
+    #[arg(long, env = "UNDERSTUDY_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit: bool,
+    /// How long audit events are kept (`7d`, `24h`).
+    #[arg(long, env = "UNDERSTUDY_AUDIT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+    /// Most audit events kept (the oldest go first).
+    #[arg(long, env = "UNDERSTUDY_AUDIT_MAX_EVENTS", default_value_t = 100_000)]
+    pub audit_max_events: usize,
+    /// Most audit events waiting to be written; past it events are dropped and counted
+    /// (`understudy_audit_events_dropped_total{reason="queue_full"}`).
+    #[arg(long, env = "UNDERSTUDY_AUDIT_QUEUE", default_value_t = 10_000)]
+    pub audit_queue: usize,
+    /// OIDC issuer URL: bearer JWTs and the portal's login (off when absent).
+    #[arg(long, env = "UNDERSTUDY_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC client id (the audience of id_tokens; always accepted in bearer JWTs).
+    #[arg(long, env = "UNDERSTUDY_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// OIDC client secret (`client_secret_basic`); without it the login is a public client
+    /// with PKCE.
+    #[arg(long, env = "UNDERSTUDY_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// The claim holding the role (viewer, editor or admin; a string or a list, the highest
+    /// wins); missing or unknown: viewer.
+    #[arg(long, env = "UNDERSTUDY_OIDC_ROLE_CLAIM", default_value = "role")]
+    pub oidc_role_claim: String,
+    /// Audiences accepted in bearer JWTs besides the client id, comma-separated.
+    #[arg(long, env = "UNDERSTUDY_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+    /// Scopes asked for at login.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+    /// The login's redirect URI (default: `<public URL or Host>/portal/auth/callback`).
+    #[arg(long, env = "UNDERSTUDY_OIDC_REDIRECT_URL")]
+    pub oidc_redirect_url: Option<String>,
+    /// How long a portal login lasts.
+    #[arg(long, env = "UNDERSTUDY_PORTAL_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub portal_session_ttl: Duration,
 }
 
 impl ServeArgs {
+    /// The OIDC options, when an issuer is set.
+    pub fn oidc_options(&self) -> Option<crate::oidc::OidcOptions> {
+        let issuer = self.oidc_issuer.as_deref()?.trim().trim_end_matches('/');
+        Some(crate::oidc::OidcOptions {
+            issuer: issuer.to_string(),
+            client_id: self.oidc_client_id.clone().unwrap_or_default(),
+            client_secret: self.oidc_client_secret.clone().filter(|s| !s.is_empty()),
+            role_claim: self.oidc_role_claim.clone(),
+            audiences: self
+                .oidc_audience
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            scopes: self.oidc_scopes.clone(),
+            redirect_url: self.oidc_redirect_url.clone(),
+        })
+    }
+
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.redis_url {
@@ -173,6 +236,28 @@ impl ServeArgs {
                 "--channel-retention (UNDERSTUDY_CHANNEL_RETENTION) must be between 1 and 1000000"
                     .into(),
             );
+        }
+        if self.audit_queue < 1 || self.audit_max_events < 1 {
+            return Err("--audit-queue and --audit-max-events must be at least 1".into());
+        }
+        if self.audit_retention < Duration::from_secs(60) {
+            return Err(
+                "--audit-retention (UNDERSTUDY_AUDIT_RETENTION) must be at least 1m".into(),
+            );
+        }
+        if let Some(issuer) = self.oidc_issuer.as_deref().filter(|i| !i.trim().is_empty()) {
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                return Err("--oidc-issuer (UNDERSTUDY_OIDC_ISSUER) must be an http(s) URL".into());
+            }
+            if self
+                .oidc_client_id
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+            {
+                return Err(
+                    "--oidc-issuer needs --oidc-client-id (UNDERSTUDY_OIDC_CLIENT_ID)".into(),
+                );
+            }
         }
         if self.max_connections < 1 {
             return Err("--max-connections (UNDERSTUDY_MAX_CONNECTIONS) must be at least 1".into());

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  X-API-Key / Authorization: Bearer ─► admin token? ─► API key (SHA-256 → snapshot lookup)
-//!                                        └─ (later: OIDC JWT, portal session cookie)
+//!                                        └─ a JWT? ─► OIDC (issuer's JWKS, crate::oidc)
+//!  no credential ─► portal session cookie (`understudy_session`, kept in the runtime store)
 //! ```
 //!
 //! Keys are looked up in the in-memory snapshot (no Redis round trip per request); revocation
@@ -16,6 +17,7 @@ use subtle::ConstantTimeEq;
 use understudy_crds::Visibility;
 use understudy_crds::model::{ApiKeyRecord, Role, TenantConfig};
 
+use crate::oidc::{Oidc, OidcUser, looks_like_jwt};
 use crate::snapshot::SnapshotHandle;
 
 /// How the caller authenticated (audit's `auth_type`).
@@ -58,6 +60,15 @@ pub enum AuthError {
     /// Past its `expires_at`.
     #[error("the API key {0:?} has expired")]
     Expired(String),
+    /// A bearer JWT that does not validate.
+    #[error("the bearer JWT was refused: {0}")]
+    Jwt(String),
+    /// A portal session cookie that is unknown or expired.
+    #[error("the portal session is unknown or has expired: log in again")]
+    Session,
+    /// The store holding portal sessions cannot be reached.
+    #[error("portal sessions cannot be checked right now (the shared store is unreachable)")]
+    SessionStore,
 }
 
 impl Identity {
@@ -143,6 +154,8 @@ pub enum Principal {
     AdminToken,
     /// An API key.
     Key(Arc<ApiKeyRecord>),
+    /// An OIDC bearer JWT, or a portal session after an OIDC login.
+    Oidc(Arc<OidcUser>, AuthType),
 }
 
 impl Principal {
@@ -151,6 +164,7 @@ impl Principal {
         match self {
             Principal::AdminToken => Role::Admin,
             Principal::Key(k) => k.role,
+            Principal::Oidc(u, _) => u.role,
         }
     }
 
@@ -166,6 +180,11 @@ impl Principal {
                     || tenant.owner.as_deref() == Some(k.identity.as_str());
                 in_scope && owner
             }
+            Principal::Oidc(u, _) => {
+                tenant.visibility == Visibility::Global
+                    || u.role == Role::Admin
+                    || tenant.owner.as_deref() == Some(u.sub.as_str())
+            }
         }
     }
 
@@ -176,6 +195,7 @@ impl Principal {
         match self {
             Principal::AdminToken => ADMIN_SUBJECT.into(),
             Principal::Key(k) => k.identity.clone(),
+            Principal::Oidc(u, _) => u.sub.clone(),
         }
     }
 
@@ -190,8 +210,37 @@ impl Principal {
                 key_name: None,
             },
             Principal::Key(k) => identity_of(k),
+            Principal::Oidc(u, how) => Identity {
+                auth_type: *how,
+                subject: Some(u.sub.clone()),
+                role: Some(u.role),
+                tenant_scope: None,
+                key_name: None,
+            },
         }
     }
+}
+
+/// The portal session cookie's name.
+pub const SESSION_COOKIE: &str = "understudy_session";
+
+/// The runtime-store name of a portal session (the cookie's SHA-256: the store never holds a
+/// usable cookie).
+pub fn session_key(cookie: &str) -> String {
+    format!("portal:{}", hash_secret(cookie))
+}
+
+/// The portal session cookie of a request, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// The credential a request carries: `X-API-Key`, else `Authorization: Bearer`.
@@ -212,6 +261,7 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
 pub struct Resolver {
     admin_token_hash: Option<[u8; 32]>,
     snapshot: Arc<SnapshotHandle>,
+    oidc: Option<Arc<Oidc>>,
 }
 
 /// Whether an `expires_at` (RFC 3339, any offset or precision) is past, compared as a time, not
@@ -225,11 +275,57 @@ fn expired(at: &str) -> bool {
 
 impl Resolver {
     /// A resolver; `admin_token` is the bootstrap admin secret, if configured.
-    pub fn new(admin_token: Option<&str>, snapshot: Arc<SnapshotHandle>) -> Self {
+    pub fn new(
+        admin_token: Option<&str>,
+        snapshot: Arc<SnapshotHandle>,
+        oidc: Option<Arc<Oidc>>,
+    ) -> Self {
         Resolver {
             admin_token_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
             snapshot,
+            oidc,
         }
+    }
+
+    /// Like [`Resolver::principal`], fetching the issuer's keys again when a JWT names a key
+    /// not seen yet (at most every 10 s), so rotated keys work.
+    pub async fn principal_async(&self, secret: &str) -> Result<Principal, AuthError> {
+        if let Some(oidc) = &self.oidc
+            && looks_like_jwt(secret)
+            && self.lookup(secret).is_err()
+        {
+            let claims = oidc
+                .validate(secret, &oidc.bearer_audiences())
+                .await
+                .map_err(|e| AuthError::Jwt(e.to_string()))?;
+            let user = oidc
+                .user_of(&claims)
+                .ok_or_else(|| AuthError::Jwt("it names no subject (sub)".into()))?;
+            return Ok(Principal::Oidc(Arc::new(user), AuthType::Oidc));
+        }
+        self.principal(secret)
+    }
+
+    /// The identity of a request: its credential (the admin token, a key, a JWT), else its
+    /// portal session cookie, else anonymous.
+    pub async fn resolve_request(
+        &self,
+        headers: &HeaderMap,
+        runtime: &dyn understudy_core::RuntimeStore,
+    ) -> Result<Identity, AuthError> {
+        if let Some(secret) = credential(headers) {
+            return self.principal_async(secret).await.map(|p| p.identity());
+        }
+        let Some(cookie) = session_cookie(headers) else {
+            return Ok(Identity::anonymous());
+        };
+        let stored = runtime
+            .get_value(&session_key(cookie))
+            .await
+            .map_err(|_| AuthError::SessionStore)?
+            .ok_or(AuthError::Session)?;
+        let user: OidcUser = serde_json::from_str(&stored).map_err(|_| AuthError::Session)?;
+        Ok(Principal::Oidc(Arc::new(user), AuthType::Session).identity())
     }
 
     /// The identity of a request: anonymous without a credential, an error for a bad one.
@@ -247,14 +343,33 @@ impl Resolver {
 
     /// What one presented secret is: the admin token or a live key (constant-time comparisons).
     pub fn principal(&self, secret: &str) -> Result<Principal, AuthError> {
+        match self.lookup(secret) {
+            Err(AuthError::Invalid) if looks_like_jwt(secret) => match &self.oidc {
+                Some(oidc) => {
+                    let claims = oidc
+                        .validate_cached(secret, &oidc.bearer_audiences())
+                        .map_err(|e| AuthError::Jwt(e.to_string()))?;
+                    let user = oidc
+                        .user_of(&claims)
+                        .ok_or_else(|| AuthError::Jwt("it names no subject (sub)".into()))?;
+                    Ok(Principal::Oidc(Arc::new(user), AuthType::Oidc))
+                }
+                None => Err(AuthError::Jwt(
+                    "OIDC is not configured on this gateway (--oidc-issuer)".into(),
+                )),
+            },
+            other => other,
+        }
+    }
+
+    /// The admin token or a live key (constant-time comparisons).
+    fn lookup(&self, secret: &str) -> Result<Principal, AuthError> {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if let Some(admin) = &self.admin_token_hash
             && bool::from(admin.ct_eq(&digest))
         {
             return Ok(Principal::AdminToken);
         }
-        // OIDC bearer JWTs and portal session cookies are resolved here once the portal lands;
-        // until then they are unknown credentials.
         let snapshot = self.snapshot.load();
         let (stored, key) = snapshot
             .keys
@@ -331,7 +446,7 @@ mod tests {
                 key("scoped", "usk_scoped", Role::Admin, Some("shop"), None),
             ],
         );
-        Resolver::new(Some("root-secret"), snap)
+        Resolver::new(Some("root-secret"), snap, None)
     }
 
     #[test]

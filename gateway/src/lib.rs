@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod channels;
 pub mod chaos;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod manifests;
 pub mod mcp;
 pub mod metrics;
+pub mod oidc;
 pub mod routes;
 pub mod server;
 pub mod snapshot;
@@ -32,4 +34,5 @@ pub mod stats;
 pub mod surface;
 pub mod sync;
 pub mod tenancy;
+pub mod wellknown;
 pub mod work;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub stats_flush_errors: IntGauge,
     /// Channel messages and streams.
     pub channels: ChannelMetrics,
+    /// Audit events written and dropped.
+    pub audit: AuditMetrics,
     tenant_labels: RwLock<HashSet<String>>,
 }
 
@@ -59,6 +61,16 @@ pub struct ChannelMetrics {
     pub lagged: IntCounter,
     /// Streams opened with a replay.
     pub resumed: IntCounter,
+}
+
+/// The audit counters.
+pub struct AuditMetrics {
+    /// Events stored.
+    pub written: IntCounter,
+    /// Events dropped because the queue was full.
+    pub dropped_queue_full: IntCounter,
+    /// Events dropped because the store refused or could not be reached.
+    pub dropped_store: IntCounter,
 }
 
 /// Surface label of a surface.
@@ -168,6 +180,25 @@ impl Metrics {
                 "Channel SSE streams opened with Last-Event-ID or ?from=oldest (replay)",
             ),
         };
+        let written = counter(
+            "understudy_audit_events_written_total",
+            "Audit events stored",
+        );
+        let dropped = must(IntCounterVec::new(
+            Opts::new(
+                "understudy_audit_events_dropped_total",
+                "Audit events dropped: the queue was full (queue_full) or the store could not \
+                 take them (store)",
+            ),
+            &["reason"],
+        ));
+        let audit = AuditMetrics {
+            written,
+            dropped_queue_full: dropped.with_label_values(&["queue_full"]),
+            dropped_store: dropped.with_label_values(&["store"]),
+        };
+        must(registry.register(Box::new(audit.written.clone())));
+        must(registry.register(Box::new(dropped)));
         for c in [
             Box::new(channels.published.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(channels.delivered.clone()),
@@ -205,6 +236,7 @@ impl Metrics {
             tenants,
             stats_flush_errors,
             channels,
+            audit,
             tenant_labels: RwLock::new(HashSet::new()),
         }
     }

@@ -107,6 +107,9 @@ pub async fn wire(w: Wiring) -> Running {
         w.sync,
         tasks.clone(),
     )));
+    handles.push(tokio::spawn(
+        app.audit.clone().run(stores.clone(), tasks.clone()),
+    ));
     handles.push(tokio::spawn(app.stats.clone().run_flusher(
         stores.stats.clone(),
         metrics,
@@ -153,6 +156,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         hosted_rate_limit: args.hosted_rate_limit,
         channel_max_payload_bytes: args.channel_max_payload_bytes,
         channel_retention: args.channel_retention,
+        audit: crate::audit::AuditOptions {
+            enabled: args.audit,
+            retention: args.audit_retention,
+            max_events: args.audit_max_events,
+            queue: args.audit_queue,
+        },
+        oidc: args.oidc_options(),
+        portal_session_ttl: args.portal_session_ttl,
     };
     let mut wiring = Wiring::new(stores, options);
     wiring.sync.resync = args.resync_interval;

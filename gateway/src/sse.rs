@@ -155,18 +155,43 @@ where
             let _held = &guard;
             item
         })),
-        Some(every) => Body::from_stream(with_keep_alive(events, every).map(move |item| {
-            let _held = &guard;
-            item
-        })),
+        Some(every) => {
+            Body::from_stream(with_keep_alive(events, every, KEEP_ALIVE).map(move |item| {
+                let _held = &guard;
+                item
+            }))
+        }
     };
     whole(body)
+}
+
+/// Like [`response`], with `comment` (a whole `: …\n\n` block) as the keep-alive every `every`
+/// (the portal's audit tail sends `: keepalive`, as seed 004 has it).
+pub fn response_with_keep_alive<S>(
+    app: &App,
+    surface: &'static str,
+    events: S,
+    every: Duration,
+    comment: &'static [u8],
+) -> Response
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let guard = app.metrics.stream_guard(surface);
+    let events = events.take_until(app.shutdown.clone().cancelled_owned());
+    whole(Body::from_stream(
+        with_keep_alive(events, every, comment).map(move |item| {
+            let _held = &guard;
+            item
+        }),
+    ))
 }
 
 /// `events`, with a keep-alive comment whenever `every` passes without one.
 fn with_keep_alive<S>(
     events: S,
     every: Duration,
+    comment: &'static [u8],
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
@@ -176,7 +201,7 @@ where
         match tokio::time::timeout(every, events.next()).await {
             Ok(Some(item)) => Some((item, events)),
             Ok(None) => None,
-            Err(_) => Some((Ok(Bytes::from_static(KEEP_ALIVE)), events)),
+            Err(_) => Some((Ok(Bytes::from_static(comment)), events)),
         }
     })
 }
@@ -313,7 +338,7 @@ mod tests {
                 Ok(Bytes::from_static(b"data: 2\n\n"))
             }),
         );
-        let out: Vec<Bytes> = with_keep_alive(events, Duration::from_secs(15))
+        let out: Vec<Bytes> = with_keep_alive(events, Duration::from_secs(15), KEEP_ALIVE)
             .map(|r| r.unwrap())
             .collect()
             .await;

@@ -46,6 +46,12 @@ pub struct Options {
     pub channel_max_payload_bytes: usize,
     /// Messages retained per channel.
     pub channel_retention: usize,
+    /// The audit log.
+    pub audit: crate::audit::AuditOptions,
+    /// OIDC (`None`: off).
+    pub oidc: Option<crate::oidc::OidcOptions>,
+    /// How long a portal login lasts.
+    pub portal_session_ttl: std::time::Duration,
 }
 
 impl Default for Options {
@@ -66,6 +72,9 @@ impl Default for Options {
             hosted_rate_limit: 60,
             channel_max_payload_bytes: 256 * 1024,
             channel_retention: 10_000,
+            audit: Default::default(),
+            oidc: None,
+            portal_session_ttl: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -78,6 +87,10 @@ pub struct AppState {
     pub stores: Stores,
     /// Chaos decisions.
     pub chaos: Chaos,
+    /// The audit queue.
+    pub audit: Arc<crate::audit::Auditor>,
+    /// OIDC: discovery, JWKS, token validation (`None`: off).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Credentials → identities.
     pub identity: crate::identity::Resolver,
     /// Prometheus metrics.
@@ -112,12 +125,24 @@ impl AppState {
         metrics: Arc<Metrics>,
         options: Options,
     ) -> App {
+        let audit = Arc::new(crate::audit::Auditor::new(
+            options.audit.clone(),
+            metrics.clone(),
+            options.admin_token.iter().cloned().collect(),
+        ));
+        let oidc = options
+            .oidc
+            .clone()
+            .map(|o| Arc::new(crate::oidc::Oidc::new(o)));
         Arc::new(AppState {
-            chaos: Chaos::new(stores.runtime.clone(), metrics.clone()),
+            chaos: Chaos::new(stores.runtime.clone(), metrics.clone(), audit.clone()),
             identity: crate::identity::Resolver::new(
                 options.admin_token.as_deref(),
                 snapshot.clone(),
+                oidc.clone(),
             ),
+            audit,
+            oidc,
             snapshot,
             stores,
             metrics,

@@ -343,7 +343,7 @@ fn requested_id(app: &App, parts: &Parts) -> Result<String, TenancyError> {
                 .and_then(|secret| app.identity.principal(secret).ok())
                 .and_then(|p| match p {
                     Principal::Key(k) => k.tenant.clone(),
-                    Principal::AdminToken => None,
+                    Principal::AdminToken | Principal::Oidc(..) => None,
                 })
                 .ok_or(TenancyError::Missing { prefix: false }),
         },
@@ -368,12 +368,12 @@ pub async fn resolve(app: &App, parts: &Parts, access: Access) -> Result<Resolve
         return Err(TenancyError::InvalidId(id));
     }
     let tenant = find(app, &id).await?.ok_or(TenancyError::NotFound(id))?;
-    let principal = authorize(app, parts, &tenant, access)?;
+    let principal = authorize(app, parts, &tenant, access).await?;
     Ok(Resolved { tenant, principal })
 }
 
 /// Whether the caller may use `t` with `access`.
-fn authorize(
+async fn authorize(
     app: &App,
     parts: &Parts,
     t: &TenantRuntime,
@@ -397,7 +397,8 @@ fn authorize(
         .ok_or_else(|| unauthenticated(Unauthenticated::Missing))?;
     let principal = app
         .identity
-        .principal(secret)
+        .principal_async(secret)
+        .await
         .map_err(|e| unauthenticated(Unauthenticated::Invalid(e)))?;
     if let Access::Role(needed) = access
         && principal.role() < needed

@@ -126,16 +126,51 @@ pub async fn prepare(
     }
 }
 
-/// The worker: runs the call on this process under its lease.
-pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Work) {
+/// How a worker's run ended.
+enum End {
+    /// With this result.
+    Final(Value),
+    /// With this error code and text.
+    Error(String, String),
+    /// Cancelled, or its lease lost, or never started here.
+    Stopped,
+}
+
+/// The worker: runs the call on this process under its lease; `audit` (an execute call) is
+/// recorded when it ends.
+pub async fn run(
+    app: App,
+    tenant: Arc<TenantRuntime>,
+    call_id: String,
+    work: Work,
+    audit: Option<crate::audit::Record>,
+) {
+    let end = run_call(&app, &tenant, &call_id, work).await;
+    let Some(mut r) = audit else { return };
+    match end {
+        End::Final(result) => r.note.result = crate::audit::Captured::Json(result),
+        End::Error(code, text) => {
+            r.success = false;
+            r.error = Some(format!("{code}: {text}"));
+            r.response_error = crate::audit::Captured::Json(json!({"code": code, "text": text}));
+        }
+        End::Stopped => {
+            r.success = false;
+            r.error = Some("stopped: cancelled, or its lease was lost".into());
+        }
+    }
+    app.audit.record(r);
+}
+
+async fn run_call(app: &App, tenant: &Arc<TenantRuntime>, call_id: &str, work: Work) -> End {
     let calls = app.stores.calls.clone();
     let t = tenant.id();
-    if calls.start_call(t, &call_id, owner(), LEASE_MS).await.ok() != Some(Lease::Held) {
-        return;
+    if calls.start_call(t, call_id, owner(), LEASE_MS).await.ok() != Some(Lease::Held) {
+        return End::Stopped;
     }
     let append = |kind: EventKind, data: String, result: Option<String>, error: Option<String>| {
         let calls = calls.clone();
-        let call_id = call_id.clone();
+        let call_id = call_id.to_string();
         let tenant = t.to_string();
         async move {
             calls
@@ -155,6 +190,7 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
         Work::Fault(code, text) => {
             let data = json!({"type": "error", "code": code, "text": text}).to_string();
             let _ = append(EventKind::Error, data, None, Some(code.into())).await;
+            End::Error(code.into(), text)
         }
         Work::Tool(result) => {
             let text = result["content"][0]["text"]
@@ -166,9 +202,11 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
                     json!({"type": "error", "code": "TOOL_ERROR", "text": text, "result": result})
                         .to_string();
                 let _ = append(EventKind::Error, data, None, Some("TOOL_ERROR".into())).await;
+                End::Error("TOOL_ERROR".into(), text)
             } else {
                 let data = json!({"type": "final", "text": text}).to_string();
                 let _ = append(EventKind::Final, data, Some(result.to_string()), None).await;
+                End::Final(result)
             }
         }
         Work::Chat { pieces, text } => {
@@ -189,20 +227,21 @@ pub async fn run(app: App, tenant: Arc<TenantRuntime>, call_id: String, work: Wo
                 // Between chunks: renew the lease; a cancel (or a lost lease) stops the work.
                 if renewed.elapsed() >= RENEW_EVERY {
                     renewed = tokio::time::Instant::now();
-                    match calls.renew_call(t, &call_id, owner(), LEASE_MS).await {
+                    match calls.renew_call(t, call_id, owner(), LEASE_MS).await {
                         Ok(Lease::Held) | Err(_) => {}
-                        Ok(_) => return,
+                        Ok(_) => return End::Stopped,
                     }
                 }
                 let data = json!({"type": "partial", "text": piece}).to_string();
                 match append(EventKind::Partial, data, None, None).await {
                     Ok(Appended::Event(_)) | Err(_) => {}
-                    Ok(_) => return,
+                    Ok(_) => return End::Stopped,
                 }
             }
             let result = json!({"content": [{"type": "text", "text": text}], "isError": false});
             let data = json!({"type": "final", "text": text}).to_string();
             let _ = append(EventKind::Final, data, Some(result.to_string()), None).await;
+            End::Final(result)
         }
     }
 }

@@ -45,6 +45,17 @@ pub fn enabled(tenant: &TenantRuntime) -> bool {
 }
 
 /// Whether `name` is a channel tool `tenant` offers (its own tool of that name wins).
+/// The channel tools `tenant` offers: name, description, input schema.
+pub fn catalog(tenant: &TenantRuntime) -> Vec<(&'static str, &'static str, Value)> {
+    if !enabled(tenant) {
+        return Vec::new();
+    }
+    definitions()
+        .into_iter()
+        .filter(|(name, _, _)| offered(tenant, name))
+        .collect()
+}
+
 fn offered(tenant: &TenantRuntime, name: &str) -> bool {
     enabled(tenant) && TOOLS.contains(&name) && tenant.tools.get(name).is_none()
 }

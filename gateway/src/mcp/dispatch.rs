@@ -4,6 +4,7 @@
 //! ```text
 //!  transport ─► Ctx { tenant, revision, transport } + Message ─► handle ─► Option<Reply>
 //!                                                                 (None: a notification)
+//!  tools/call ─► audited (mcp::audit): one event per call, whatever the transport
 //!  revision-specific shapes: tool fields per revision, validation errors as -32602 or as a
 //!  tool result, 2026-07-28 result fields (resultType, ttlMs, cacheScope, serverInfo in _meta)
 //! ```
@@ -82,6 +83,10 @@ pub struct Ctx<'a> {
     pub transport: Transport,
     /// The request's headers (links the server hands out are built on its host).
     pub headers: &'a http::HeaderMap,
+    /// The session, on the legacy transport (streamable sessions are in the headers).
+    pub session: Option<&'a str>,
+    /// Who an in-process call (portal replay, try-it) is audited as.
+    pub audit_as: Option<&'a super::audit::AuditAs>,
 }
 
 /// The answer to one request.
@@ -164,8 +169,20 @@ pub async fn handle_body(ctx: &Ctx<'_>, body: Body) -> BodyReply {
     }
 }
 
-/// Handles one message, tasks included (they touch the call store, so they are awaited).
+/// Handles one message, tasks and channel tools included (they touch stores, so they are
+/// awaited); a `tools/call` is audited.
 pub async fn handle_any(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
+    super::audit::audited(ctx, msg, true).await
+}
+
+/// Handles one message with the tenant's own tools only (the hosted endpoint); a `tools/call`
+/// is audited.
+pub async fn handle_own(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
+    super::audit::audited(ctx, msg, false).await
+}
+
+/// [`handle_any`] without the audit.
+pub(crate) async fn route_any(ctx: &Ctx<'_>, msg: Message) -> Option<Reply> {
     if super::channel_tools::wants(ctx, &msg) {
         super::channel_tools::handle(ctx, msg).await
     } else if super::tasks::wants(ctx, &msg) {
@@ -468,10 +485,9 @@ fn call(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Reply {
             }
         }
         Call::Answer { scenario, result } => {
-            ctx.app.stats.record(
-                tenant,
-                Some(Some(tenant.config.scenarios[scenario].id.as_str())),
-            );
+            let scenario_id = tenant.config.scenarios[scenario].id.as_str();
+            ctx.app.stats.record(tenant, Some(Some(scenario_id)));
+            crate::audit::note(|n| n.scenario = Some(scenario_id.to_string()));
             // `structuredContent` goes to every revision (SPEC §4): clients of revisions before
             // 2025-06-18 ignore the extra field; plain JSON-RPC callers of `/mcp/message` (which
             // speaks 2025-03-26) read it.

@@ -2,6 +2,7 @@
 //! the channel MCP server: JSON-RPC messages, protocol revisions, the dispatcher, the
 //! per-request checks of the sessionless 2026-07-28 revision, tasks and the channel tools.
 
+pub mod audit;
 pub mod channel_tools;
 pub mod dispatch;
 pub mod jsonrpc;

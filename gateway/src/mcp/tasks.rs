@@ -280,6 +280,7 @@ async fn begin(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Result<Call, Reply>
         ctx.tenant.clone(),
         call_id.clone(),
         work,
+        None,
     ));
     match find(ctx, &call_id).await {
         Ok(Some(c)) => Ok(c),

@@ -33,6 +33,43 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/api/v1/admin/keys", get(list_keys).post(create_key))
         .route("/api/v1/admin/keys/{name}", delete(revoke_key))
+        .route("/api/v1/admin/tryit/{name}", axum::routing::post(tryit))
+}
+
+/// `POST /api/v1/admin/tryit/{name}` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TryIt {
+    /// The tool's arguments (default `{}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// `POST /api/v1/admin/tryit/{name}` (+ `X-Tenant-ID`, `X-Requested-With`): the tool called
+/// in-process, recorded in the audit log as `portal-tryit`.
+async fn tryit(
+    State(app): State<App>,
+    caller: Caller,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = crate::api::read_body(&app, &parts, body).await?;
+    let input: TryIt = if body.iter().all(u8::is_ascii_whitespace) {
+        TryIt { arguments: None }
+    } else {
+        crate::api::parse_json(&body)?
+    };
+    let arguments = input
+        .arguments
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !caller.0.is_authenticated() {
+        return Err(ApiError::unauthorized(
+            "try-it needs a login: send X-API-Key or Authorization: Bearer, or log in at /portal/auth/login",
+        ));
+    }
+    crate::routes::portal::api::tryit(&app, &caller.0, &name, arguments, &parts).await
 }
 
 /// `POST /api/v1/admin/keys` body.

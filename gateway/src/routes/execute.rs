@@ -146,7 +146,8 @@ async fn caller(app: &App, parts: &Parts) -> Result<(String, Arc<TenantRuntime>)
     };
     let principal = app
         .identity
-        .principal(secret)
+        .principal_async(secret)
+        .await
         .map_err(|e| ExecError::new(StatusCode::UNAUTHORIZED, "AUTH_ERROR", format!("{e}.")))?;
     if principal.role() < Role::Editor {
         return Err(ExecError::new(
@@ -226,6 +227,7 @@ struct ExecuteBody {
 
 /// `POST /mcp/execute`.
 async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecError> {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let (caller, tenant) = caller(&app, &parts).await?;
     let bytes = crate::body::read(&parts, body, app.options.max_body_bytes)
@@ -348,7 +350,30 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
             format!("{text} (call {call_id})"),
         ));
     }
-    tokio::spawn(run(app.clone(), tenant.clone(), call_id.clone(), work));
+    let audit = if app.audit.enabled() {
+        let who = match crate::identity::credential(&parts.headers) {
+            Some(secret) => match app.identity.principal_async(secret).await {
+                Ok(p) => crate::audit::Who::from(&p.identity()),
+                Err(_) => crate::audit::Who::anonymous(),
+            },
+            None => crate::audit::Who::anonymous(),
+        };
+        let mut r = crate::audit::Record::new("execute", body.tool.clone(), who, started);
+        r.tenant = Some(tenant.id().to_string());
+        r.note.params = crate::audit::Captured::Json(input.clone());
+        r.headers = Some(parts.headers.clone());
+        r.session = body.session_id.clone();
+        Some(r)
+    } else {
+        None
+    };
+    tokio::spawn(run(
+        app.clone(),
+        tenant.clone(),
+        call_id.clone(),
+        work,
+        audit,
+    ));
     Ok(axum::Json(json!({"call_id": call_id, "status": "started"})).into_response())
 }
 

@@ -7,4 +7,5 @@ pub mod llm;
 pub mod mcp;
 pub mod openapi;
 pub mod ops;
+pub mod portal;
 pub mod public;

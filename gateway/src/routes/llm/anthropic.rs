@@ -331,6 +331,7 @@ pub struct Messages;
 impl super::Dialect for Messages {
     type Request = MessagesRequest;
     const PROVIDER: Provider = Provider::Anthropic;
+    const TOOL: &'static str = "llm.messages";
 
     fn prepare(req: &MessagesRequest) -> Result<super::Prepared, LlmError> {
         let max = super::max_tokens(Some(req.max_tokens), "max_tokens")?.unwrap_or(1);

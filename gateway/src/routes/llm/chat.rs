@@ -485,6 +485,7 @@ pub struct Chat;
 impl super::Dialect for Chat {
     type Request = ChatRequest;
     const PROVIDER: Provider = Provider::OpenAi;
+    const TOOL: &'static str = "llm.chat";
 
     fn prepare(req: &ChatRequest) -> Result<super::Prepared, LlmError> {
         let (_, max_tokens) = validate(req)?;

@@ -91,8 +91,14 @@ struct Usage {
     total_tokens: u64,
 }
 
-/// The handler.
+/// The handler (audited as `llm.embeddings`).
 pub async fn handle(State(app): State<App>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let run = serve(app.clone(), req);
+    super::audited(&app, "llm.embeddings", headers, run).await
+}
+
+async fn serve(app: App, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let tenant = match super::tenant(&app, &parts).await {
         Ok(t) => t,
@@ -100,6 +106,7 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
     };
     let result = async {
         let bytes = super::body(&app, &parts, body).await?;
+        crate::audit::note(|n| n.params = crate::audit::Captured::Raw(bytes.clone()));
         let req: EmbeddingsRequest = super::parse(&bytes)?;
         let texts = inputs(&req.input)?;
         let dims = match req.dimensions {

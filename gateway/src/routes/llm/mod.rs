@@ -221,6 +221,8 @@ pub trait Dialect: Send + Sync + 'static {
     type Request: DeserializeOwned + Send + Sync + 'static;
     /// Whose error shape to answer in.
     const PROVIDER: Provider;
+    /// Its name in the audit log (`llm.chat`, …).
+    const TOOL: &'static str;
     /// Validates the request and reduces it.
     fn prepare(req: &Self::Request) -> Result<Prepared, LlmError>;
     /// The non-streamed body.
@@ -318,7 +320,45 @@ pub async fn handle<D: Dialect>(
     axum::extract::State(app): axum::extract::State<App>,
     req: axum::extract::Request,
 ) -> Response {
-    pipeline(app, req, D::PROVIDER, serve::<D>).await
+    let headers = req.headers().clone();
+    let run = pipeline(app.clone(), req, D::PROVIDER, serve::<D>);
+    audited(&app, D::TOOL, headers, run).await
+}
+
+/// Runs an LLM request's handling and records it in the audit log (SPEC §9.1): the tenant, the
+/// caller, the body, the scenario that answered (or none), an injected fault, the answer. The
+/// capture costs nothing when audit is off.
+pub async fn audited(
+    app: &App,
+    tool: &'static str,
+    headers: HeaderMap,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    if !app.audit.enabled() {
+        return run.await;
+    }
+    let started = std::time::Instant::now();
+    let (note, resp) = crate::audit::capture(run).await;
+    let who = match crate::identity::credential(&headers) {
+        None => crate::audit::Who::anonymous(),
+        Some(secret) => match app.identity.principal_async(secret).await {
+            Ok(p) => crate::audit::Who::from(&p.identity()),
+            Err(_) => crate::audit::Who::anonymous(),
+        },
+    };
+    let mut r = crate::audit::Record::new("llm", tool, who, started);
+    r.tenant = resp
+        .extensions()
+        .get::<TenantLabel>()
+        .map(|t| t.0.id().to_string());
+    let status = resp.status().as_u16();
+    r.status = Some(status);
+    r.success = status < 400 && note.chaos.is_none_or(|c| c == "latency");
+    r.error = note.error.clone();
+    r.headers = Some(headers);
+    r.note = note;
+    app.audit.record(r);
+    resp
 }
 
 /// Bodies above this size are parsed and matched on the blocking pool.
@@ -341,6 +381,7 @@ async fn serve<D: Dialect>(
     body: Body,
 ) -> Result<Response, LlmError> {
     let bytes = self::body(&app, &parts, body).await?;
+    crate::audit::note(|n| n.params = crate::audit::Captured::Raw(bytes.clone()));
     // A large body (parsing, lower-casing, matching) is worked on off the async workers, so it
     // cannot delay liveness probes or other tenants.
     let heavy = bytes.len() > HEAVY_BODY_BYTES;
@@ -368,11 +409,28 @@ async fn serve<D: Dialect>(
         let answer = generate(&app, &tenant, &prepared)?;
         (prepared, answer)
     };
+    if crate::audit::capturing() {
+        let scenario = answer
+            .scenario
+            .map(|i| tenant.config.scenarios[i].id.clone());
+        let streamed = prepared.stream.then(|| {
+            serde_json::json!({"stream": true, "text": answer.text.to_string(),
+                "tool_call": answer.call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments}))})
+        });
+        crate::audit::note(|n| {
+            n.scenario = scenario;
+            if let Some(s) = streamed {
+                n.result = crate::audit::Captured::Json(s);
+            }
+        });
+    }
     let resp = if prepared.stream {
         let plan = D::render_stream(&req, &answer, tenant.settings.stream_chunk_chars);
         sse::respond(&app, plan, &tenant.settings, &outcome)
     } else {
-        sse::respond_json(D::render_json(&req, &answer), &outcome)
+        let body = Bytes::from(D::render_json(&req, &answer));
+        crate::audit::note(|n| n.result = crate::audit::Captured::Raw(body.clone()));
+        sse::respond_json(body, &outcome)
     };
     Ok(finish(resp, D::PROVIDER, Some(&tenant), outcome.rate))
 }
@@ -427,6 +485,7 @@ pub fn fail(
     tenant: Option<&Arc<TenantRuntime>>,
     rate: Option<RateInfo>,
 ) -> Response {
+    crate::audit::note(|n| n.error = Some(e.message.clone()));
     finish(e.render(provider), provider, tenant, rate)
 }
 

@@ -397,6 +397,7 @@ pub struct Responses;
 impl super::Dialect for Responses {
     type Request = ResponsesRequest;
     const PROVIDER: Provider = Provider::OpenAi;
+    const TOOL: &'static str = "llm.responses";
 
     fn prepare(req: &ResponsesRequest) -> Result<super::Prepared, LlmError> {
         let max_tokens = super::max_tokens(req.max_output_tokens, "max_output_tokens")?;

@@ -394,7 +394,8 @@ pub fn respond(app: &App, mut plan: Plan, settings: &Settings, chaos: &Outcome) 
 
 /// A non-streamed JSON answer with chaos applied: latency was already waited for by the caller;
 /// stream_cut closes the connection before a response, malformed_stream sends invalid JSON.
-pub fn respond_json(body: Vec<u8>, chaos: &Outcome) -> Response {
+pub fn respond_json(body: impl Into<bytes::Bytes>, chaos: &Outcome) -> Response {
+    let body: bytes::Bytes = body.into();
     let body = match chaos.fault {
         Some(Fault::StreamCut(_)) => crate::chaos::aborted_body(),
         Some(Fault::Malformed(_)) => {

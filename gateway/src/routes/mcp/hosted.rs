@@ -49,7 +49,8 @@ async fn admit(app: &App, parts: &http::request::Parts) -> Result<Arc<TenantRunt
     };
     let principal = app
         .identity
-        .principal(secret)
+        .principal_async(secret)
+        .await
         .map_err(|e| forbidden(format!("{e}: {SEND}.")))?;
     if principal.role() < Role::Editor {
         return Err(forbidden(format!(
@@ -161,11 +162,11 @@ pub async fn post(State(app): State<App>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return labelled(r, &tenant),
     };
-    let resp = answer(&app, &tenant, &bytes, &parts.headers);
+    let resp = answer(&app, &tenant, &bytes, &parts.headers).await;
     labelled(with_faults(resp, &outcome), &tenant)
 }
 
-fn answer(
+async fn answer(
     app: &App,
     tenant: &Arc<TenantRuntime>,
     bytes: &[u8],
@@ -227,8 +228,10 @@ fn answer(
         revision: Revision::V2025_03_26,
         transport: Transport::Hosted,
         headers,
+        session: None,
+        audit_as: None,
     };
-    match crate::mcp::dispatch::handle(&ctx, msg) {
+    match crate::mcp::dispatch::handle_own(&ctx, msg).await {
         None => accepted(),
         Some(r) => {
             let status = match r.error_code() {

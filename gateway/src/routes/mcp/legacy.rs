@@ -111,6 +111,8 @@ pub async fn message(State(app): State<App>, req: Request) -> Response {
                 revision: Revision::DEFAULT_HTTP,
                 transport: Transport::Message,
                 headers: &parts.headers,
+                session: None,
+                audit_as: None,
             };
             match crate::mcp::dispatch::handle_body(&ctx, parsed).await {
                 BodyReply::Accepted => accepted(),
@@ -175,6 +177,8 @@ async fn relay(
         revision,
         transport: Transport::Sse,
         headers,
+        session: Some(sid),
+        audit_as: None,
     };
     let replies = match crate::mcp::dispatch::handle_body(&ctx, body).await {
         BodyReply::Accepted => return accepted_text(),

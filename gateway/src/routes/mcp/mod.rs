@@ -161,15 +161,7 @@ async fn protected_resource(
     axum::extract::State(app): axum::extract::State<App>,
     headers: HeaderMap,
 ) -> Response {
-    let base = crate::api::base_url(&app, &headers);
-    let body = serde_json::json!({
-        "resource": format!("{base}/mcp"),
-        "authorization_servers": [],
-        "bearer_methods_supported": ["header"],
-        "resource_name": "Understudy tenant MCP",
-        "resource_documentation": format!("{base}/docs/mcp"),
-    });
-    axum::Json(body).into_response()
+    axum::Json(crate::wellknown::protected_resource(&app, &headers)).into_response()
 }
 
 /// A JSON-RPC error response (id null) with `status`.

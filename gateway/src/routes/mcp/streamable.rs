@@ -111,6 +111,8 @@ async fn session_post(
                 revision: Revision::V2026_07_28,
                 transport: Transport::Stateless,
                 headers,
+                session: None,
+                audit_as: None,
             };
             return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
         }
@@ -122,6 +124,8 @@ async fn session_post(
                 revision: Revision::DEFAULT_HTTP,
                 transport: Transport::Message,
                 headers,
+                session: None,
+                audit_as: None,
             };
             return reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await);
         }
@@ -141,6 +145,8 @@ async fn session_post(
         revision: session,
         transport: Transport::Streamable,
         headers,
+        session: None,
+        audit_as: None,
     };
     reply_body(headers, crate::mcp::dispatch::handle_body(&ctx, body).await)
 }
@@ -195,6 +201,8 @@ async fn initialize(
         revision: Revision::DEFAULT_HTTP,
         transport: Transport::Streamable,
         headers,
+        session: None,
+        audit_as: None,
     };
     let BodyReply::One(reply) = crate::mcp::dispatch::handle_body(&ctx, body).await else {
         return accepted();
@@ -277,6 +285,8 @@ async fn stateless_post(
         revision: Revision::V2026_07_28,
         transport: Transport::Stateless,
         headers,
+        session: None,
+        audit_as: None,
     };
     match crate::mcp::dispatch::handle_any(&ctx, msg).await {
         None => accepted(),
