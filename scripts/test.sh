@@ -3,7 +3,8 @@
 # JavaScript SDKs and MCP tooling from npm) and runs every check: no file refers to a path
 # outside the repository (tests/repo_paths.py), formatting, clippy, unit + Redis-backed +
 # multi-process tests (cargo), CRD staleness, the JavaScript SDK smoke tests, MCP with the
-# TypeScript SDK, the Inspector CLI and the conformance suite (tests/mcp-node), the Helm chart
+# TypeScript SDK, the Inspector CLI and the conformance suite (tests/mcp-node), the portal with a
+# real OpenID provider and headless Chromium (tests/portal), the Helm chart
 # checks (tests/chart), MCP with the Python SDK 2.x and 1.x (tests/mcp), and the end-to-end
 # suite with the official openai and anthropic Python SDKs (tests/sdk).
 set -euo pipefail
@@ -20,6 +21,8 @@ step "system packages"
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 for tool in curl jq openssl; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+# Debian's chromium for the portal's browser test (tests/portal, driven by playwright-core).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $missing >/dev/null
   else sudo apt-get update -qq && sudo apt-get install -y -qq $missing >/dev/null; fi
@@ -53,6 +56,9 @@ step "the official JavaScript SDKs (openai, @anthropic-ai/sdk; node --test)"
 
 step "MCP with the official Node tooling (TypeScript SDK, MCP Inspector CLI, conformance suite; Node 22 from npm)"
 (cd tests/mcp-node && npm ci --no-audit --no-fund --loglevel=error && timeout 600 npm test --silent)
+
+step "portal: audit log, portal API, OIDC login with a real OpenID provider (oidc-provider), headless Chromium (tests/portal)"
+(cd tests/portal && npm ci --no-audit --no-fund --loglevel=error && timeout 600 npm test --silent)
 
 step "helm chart: lint, render, validate"
 # Its own venv (.venv-helm, Python >= 3.12 for helm-sdkpy); validates against the oldest and

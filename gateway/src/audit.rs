@@ -111,6 +111,18 @@ impl Who {
     }
 }
 
+/// Who sent a request, by its credential (anonymous without one, or with one that is refused:
+/// the refusal is the request's own business, recorded as its status).
+pub async fn who_of(app: &crate::state::AppState, headers: &HeaderMap) -> Who {
+    match crate::identity::credential(headers) {
+        None => Who::anonymous(),
+        Some(secret) => match app.identity.principal_async(secret).await {
+            Ok(p) => Who::from(&p.identity()),
+            Err(_) => Who::anonymous(),
+        },
+    }
+}
+
 impl From<&Identity> for Who {
     fn from(id: &Identity) -> Who {
         Who {

@@ -49,6 +49,10 @@ pub struct Identity {
     pub tenant_scope: Option<String>,
     /// The API key's name, for audit.
     pub key_name: Option<String>,
+    /// The display name (OIDC `name`), if known.
+    pub name: Option<String>,
+    /// The e-mail address (OIDC `email`), if known.
+    pub email: Option<String>,
 }
 
 /// Why a credential was refused (always 401: the caller must send something else).
@@ -80,6 +84,8 @@ impl Identity {
             role: None,
             tenant_scope: None,
             key_name: None,
+            name: None,
+            email: None,
         }
     }
 
@@ -208,6 +214,8 @@ impl Principal {
                 role: Some(Role::Admin),
                 tenant_scope: None,
                 key_name: None,
+                name: None,
+                email: None,
             },
             Principal::Key(k) => identity_of(k),
             Principal::Oidc(u, how) => Identity {
@@ -216,6 +224,8 @@ impl Principal {
                 role: Some(u.role),
                 tenant_scope: None,
                 key_name: None,
+                name: u.name.clone(),
+                email: u.email.clone(),
             },
         }
     }
@@ -393,6 +403,8 @@ pub fn identity_of(key: &ApiKeyRecord) -> Identity {
         role: Some(key.role),
         tenant_scope: key.tenant.clone(),
         key_name: Some(key.name.clone()),
+        name: None,
+        email: None,
     }
 }
 

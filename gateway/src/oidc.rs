@@ -165,16 +165,7 @@ impl Oidc {
             return Ok(m.clone());
         }
         let url = format!("{}/.well-known/openid-configuration", self.options.issuer);
-        let meta: Metadata = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| TokenError::Unreachable(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| TokenError::Unreachable(format!("its discovery document: {e}")))?;
+        let meta: Metadata = self.get_json(&url, "its discovery document").await?;
         if meta.issuer.trim_end_matches('/') != self.options.issuer {
             return Err(TokenError::Unreachable(format!(
                 "its discovery document names the issuer {:?}, not {:?}",
@@ -184,6 +175,22 @@ impl Oidc {
         let meta = Arc::new(meta);
         self.metadata.store(Arc::new(Some(meta.clone())));
         Ok(meta)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<T, TokenError> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| TokenError::Unreachable(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| TokenError::Unreachable(format!("{what}: {e}")))
     }
 
     /// The discovery document if it was fetched already.
@@ -201,16 +208,7 @@ impl Oidc {
             }
         }
         let meta = self.metadata().await?;
-        let set: JwkSet = self
-            .http
-            .get(&meta.jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| TokenError::Unreachable(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| TokenError::Unreachable(format!("its JWKS: {e}")))?;
+        let set: JwkSet = self.get_json(&meta.jwks_uri, "its JWKS").await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))

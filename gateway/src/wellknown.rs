@@ -6,16 +6,23 @@ use serde_json::{Value, json};
 use crate::state::App;
 
 /// RFC 9728 protected-resource metadata: where clients learn how to authenticate (API keys, or
-/// the OIDC issuer's tokens when one is configured).
-pub fn protected_resource(app: &App, headers: &http::HeaderMap) -> Value {
+/// the OIDC issuer's tokens when one is configured). The root document describes the whole
+/// gateway (`resource` is its base URL, a prefix of every MCP endpoint, `/t/{id}/mcp`
+/// included); the path-suffixed form (`/.well-known/oauth-protected-resource/mcp`) describes
+/// that path.
+pub fn protected_resource(app: &App, headers: &http::HeaderMap, path: Option<&str>) -> Value {
     let base = crate::api::base_url(app, headers);
+    let resource = match path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        Some(p) => format!("{base}/{p}"),
+        None => base.clone(),
+    };
     let servers: Vec<&str> = app
         .oidc
         .as_ref()
         .map(|o| vec![o.options.issuer.as_str()])
         .unwrap_or_default();
     json!({
-        "resource": format!("{base}/mcp"),
+        "resource": resource,
         "authorization_servers": servers,
         "bearer_methods_supported": ["header"],
         "resource_name": "Understudy",

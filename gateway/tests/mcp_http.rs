@@ -512,7 +512,16 @@ async fn origins_credentials_and_browsers() {
         "",
     )
     .await;
-    assert_eq!(r.json()["resource"], "http://gw.test/mcp");
+    assert_eq!(r.json()["resource"], "http://gw.test");
+    let r = call(
+        &app,
+        "GET",
+        "/.well-known/oauth-protected-resource/t/shop/mcp",
+        &[("host", "gw.test")],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["resource"], "http://gw.test/t/shop/mcp");
 
     // A browser at / goes to the portal; an MCP client's POST / is the MCP endpoint.
     let r = call(&app, "GET", "/", &[("accept", "text/html")], "").await;

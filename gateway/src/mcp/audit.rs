@@ -83,13 +83,7 @@ pub(crate) async fn audited(ctx: &Ctx<'_>, msg: Message, all: bool) -> Option<Re
 async fn finish(ctx: &Ctx<'_>, begun: Begun, mut note: crate::audit::Note, reply: Option<&Reply>) {
     let who = match ctx.audit_as {
         Some(a) => a.who.clone(),
-        None => match crate::identity::credential(ctx.headers) {
-            None => Who::anonymous(),
-            Some(secret) => match ctx.app.identity.principal_async(secret).await {
-                Ok(p) => Who::from(&p.identity()),
-                Err(_) => Who::anonymous(),
-            },
-        },
+        None => crate::audit::who_of(ctx.app, ctx.headers).await,
     };
     let source = match (ctx.audit_as, ctx.transport) {
         (Some(a), _) => a.source,

@@ -351,13 +351,7 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
         ));
     }
     let audit = if app.audit.enabled() {
-        let who = match crate::identity::credential(&parts.headers) {
-            Some(secret) => match app.identity.principal_async(secret).await {
-                Ok(p) => crate::audit::Who::from(&p.identity()),
-                Err(_) => crate::audit::Who::anonymous(),
-            },
-            None => crate::audit::Who::anonymous(),
-        };
+        let who = crate::audit::who_of(&app, &parts.headers).await;
         let mut r = crate::audit::Record::new("execute", body.tool.clone(), who, started);
         r.tenant = Some(tenant.id().to_string());
         r.note.params = crate::audit::Captured::Json(input.clone());

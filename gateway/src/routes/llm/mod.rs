@@ -339,13 +339,7 @@ pub async fn audited(
     }
     let started = std::time::Instant::now();
     let (note, resp) = crate::audit::capture(run).await;
-    let who = match crate::identity::credential(&headers) {
-        None => crate::audit::Who::anonymous(),
-        Some(secret) => match app.identity.principal_async(secret).await {
-            Ok(p) => crate::audit::Who::from(&p.identity()),
-            Err(_) => crate::audit::Who::anonymous(),
-        },
-    };
+    let who = crate::audit::who_of(app, &headers).await;
     let mut r = crate::audit::Record::new("llm", tool, who, started);
     r.tenant = resp
         .extensions()

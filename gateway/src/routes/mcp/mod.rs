@@ -140,7 +140,7 @@ fn router() -> Router<App> {
         )
         .route(
             "/.well-known/oauth-protected-resource/{*rest}",
-            get(protected_resource),
+            get(protected_resource_of),
         )
 }
 
@@ -161,7 +161,21 @@ async fn protected_resource(
     axum::extract::State(app): axum::extract::State<App>,
     headers: HeaderMap,
 ) -> Response {
-    axum::Json(crate::wellknown::protected_resource(&app, &headers)).into_response()
+    axum::Json(crate::wellknown::protected_resource(&app, &headers, None)).into_response()
+}
+
+/// `GET /.well-known/oauth-protected-resource/{path}`: the same for one path (RFC 9728 §3.1).
+async fn protected_resource_of(
+    axum::extract::State(app): axum::extract::State<App>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    axum::Json(crate::wellknown::protected_resource(
+        &app,
+        &headers,
+        Some(&rest),
+    ))
+    .into_response()
 }
 
 /// A JSON-RPC error response (id null) with `status`.

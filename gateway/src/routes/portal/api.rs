@@ -188,6 +188,20 @@ fn parse_query(
     Ok(p)
 }
 
+/// The caller (any role) and its query, scoped to what it may see.
+fn scoped(
+    app: &App,
+    caller: Caller,
+    q: Option<&str>,
+    default_limit: usize,
+    max_limit: usize,
+) -> Result<Parsed, ApiError> {
+    let id = reader(caller)?;
+    let mut p = parse_query(q, default_limit, max_limit)?;
+    p.filter.visibility = visibility(app, &id);
+    Ok(p)
+}
+
 fn no_store(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -203,6 +217,8 @@ async fn me(caller: Caller) -> Result<Response, ApiError> {
             "role": id.role.map(|r| r.as_str()),
             "tenant": id.tenant_scope,
             "key_name": id.key_name,
+            "name": id.name,
+            "email": id.email,
         }))
         .into_response(),
     ))
@@ -373,9 +389,7 @@ async fn events(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = reader(caller)?;
-    let mut p = parse_query(q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    p.filter.visibility = visibility(&app, &id);
+    let p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = app
         .stores
         .audit
@@ -522,8 +536,7 @@ async fn export(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = reader(caller)?;
-    let mut p = parse_query(q.as_deref(), MAX_EXPORT_ROWS, MAX_EXPORT_ROWS)?;
+    let p = scoped(&app, caller, q.as_deref(), MAX_EXPORT_ROWS, MAX_EXPORT_ROWS)?;
     match p.rest.get("format").map(String::as_str) {
         None | Some("jsonl") | Some("ndjson") => {}
         Some(other) => {
@@ -533,7 +546,6 @@ async fn export(
             )));
         }
     }
-    p.filter.visibility = visibility(&app, &id);
     let filter = Arc::new(p.filter);
     let now = now_ms();
     let store = app.stores.audit.clone();
@@ -586,9 +598,7 @@ async fn stream(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = reader(caller)?;
-    let mut p = parse_query(q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    p.filter.visibility = visibility(&app, &id);
+    let mut p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The tail carries summaries: payload filters do not apply to it, nor does a past window.
     p.filter.json.clear();
     p.filter.has.clear();
@@ -708,9 +718,7 @@ async fn timeseries(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = reader(caller)?;
-    let mut p = parse_query(q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    p.filter.visibility = visibility(&app, &id);
+    let mut p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let now = now_ms();
     let (from, to) = window(&mut p, now);
     let bucket_text = p.rest.get("bucket").cloned().unwrap_or_else(|| "1m".into());
@@ -795,9 +803,7 @@ async fn breakdown(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = reader(caller)?;
-    let mut p = parse_query(q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    p.filter.visibility = visibility(&app, &id);
+    let mut p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let by = p.rest.get("by").cloned().unwrap_or_else(|| "tool".into());
     if !["tool", "user", "success", "auth_type", "source", "tenant"].contains(&by.as_str()) {
         return Err(ApiError::invalid(format!(
@@ -895,7 +901,7 @@ async fn wellknown(
 ) -> Result<Response, ApiError> {
     reader(caller)?;
     Ok(axum::Json(json!({
-        "protected_resource": crate::wellknown::protected_resource(&app, &headers),
+        "protected_resource": crate::wellknown::protected_resource(&app, &headers, None),
         "authorization_server": crate::wellknown::authorization_server(&app).await,
     }))
     .into_response())
