@@ -35,19 +35,19 @@ fn entry(i: u64, n: u64, now: u64) -> AuditEntry {
             .into(),
             user,
             session: Some(format!("s{}", i / 50)),
-            source: if i % 4 == 0 { "llm" } else { "mcp" }.into(),
-            success: i % 10 != 0,
+            source: if i.is_multiple_of(4) { "llm" } else { "mcp" }.into(),
+            success: !i.is_multiple_of(10),
             duration_ms: (i % 97) as f64 / 10.0,
             transport: Some("streamable".into()),
             scenario: Some(format!("scenario{}", i % 30)),
             chaos: None,
             status: None,
-            error: (i % 10 == 0).then(|| "upstream said no".to_string()),
+            error: i.is_multiple_of(10).then(|| "upstream said no".to_string()),
         },
         payload: Some(AuditPayload {
             request_params: Some(json!({"city": CITIES[(i % 7) as usize], "n": i % 100})),
             request_headers: Some(json!({"User-Agent": ["bench/1"]})),
-            response_result: Some(json!({"isError": i % 10 == 0})),
+            response_result: Some(json!({"isError": i.is_multiple_of(10)})),
             ..Default::default()
         }),
     }
