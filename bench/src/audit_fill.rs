@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use understudy_core::Stores;
-use understudy_core::audit::{AuditEntry, AuditEvent, AuditPayload, new_id, rfc3339_ms};
+use understudy_core::audit::{AuditEntry, AuditEvent, AuditPayload, new_id, raw, rfc3339_ms};
 
 const CITIES: [&str; 7] = ["Paris", "Oslo", "Lima", "Rome", "Kyiv", "Pune", "Quito"];
 
@@ -45,9 +45,11 @@ fn entry(i: u64, n: u64, now: u64) -> AuditEntry {
             error: i.is_multiple_of(10).then(|| "upstream said no".to_string()),
         },
         payload: Some(AuditPayload {
-            request_params: Some(json!({"city": CITIES[(i % 7) as usize], "n": i % 100})),
-            request_headers: Some(json!({"User-Agent": ["bench/1"]})),
-            response_result: Some(json!({"isError": i.is_multiple_of(10)})),
+            request_params: Some(raw(
+                &json!({"city": CITIES[(i % 7) as usize], "n": i % 100}),
+            )),
+            request_headers: Some(raw(&json!({"User-Agent": ["bench/1"]}))),
+            response_result: Some(raw(&json!({"isError": i.is_multiple_of(10)}))),
             ..Default::default()
         }),
     }
@@ -66,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
     let mut i = 0;
     while i < n {
         let batch: Vec<AuditEntry> = (i..(i + 1_000).min(n)).map(|j| entry(j, n, now)).collect();
-        stores.audit.append_audit(&batch).await?;
         i += batch.len() as u64;
+        stores.audit.append_audit(batch).await?;
     }
     let took = started.elapsed().as_secs_f64();
     println!(

@@ -82,27 +82,60 @@ impl AuditEvent {
     }
 }
 
+/// A JSON document kept as its text: written as it came (no tree built on the request's
+/// behalf), parsed only by a query that looks inside it.
+pub type Raw = Box<serde_json::value::RawValue>;
+
+/// `v` as a [`Raw`].
+pub fn raw(v: &Value) -> Raw {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| raw_null())
+}
+
+/// JSON `null` as a [`Raw`].
+pub fn raw_null() -> Raw {
+    serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
+}
+
+/// A [`Raw`] parsed into a tree (`None` if it somehow does not parse).
+pub fn parsed(r: &Raw) -> Option<Value> {
+    serde_json::from_str(r.get()).ok()
+}
+
 /// The payload row of an event (what was sent and answered), credentials redacted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditPayload {
     /// The request's parameters (tool arguments, the LLM request body).
     #[serde(default)]
-    pub request_params: Option<Value>,
+    pub request_params: Option<Raw>,
     /// Request headers, canonical names → values.
     #[serde(default)]
-    pub request_headers: Option<Value>,
+    pub request_headers: Option<Raw>,
     /// The result.
     #[serde(default)]
-    pub response_result: Option<Value>,
+    pub response_result: Option<Raw>,
     /// The error.
     #[serde(default)]
-    pub response_error: Option<Value>,
+    pub response_error: Option<Raw>,
     /// Notifications sent while it ran.
     #[serde(default)]
-    pub notifications: Option<Value>,
+    pub notifications: Option<Raw>,
     /// The event this one replays.
     #[serde(default)]
     pub replayed_from: Option<String>,
+}
+
+impl PartialEq for AuditPayload {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Option<Raw>, b: &Option<Raw>| {
+            a.as_ref().map(|r| r.get()) == b.as_ref().map(|r| r.get())
+        };
+        same(&self.request_params, &other.request_params)
+            && same(&self.request_headers, &other.request_headers)
+            && same(&self.response_result, &other.response_result)
+            && same(&self.response_error, &other.response_error)
+            && same(&self.notifications, &other.notifications)
+            && self.replayed_from == other.replayed_from
+    }
 }
 
 /// An event with its payload row.
@@ -158,11 +191,21 @@ impl Column {
     /// Whether the payload holds something in this column: present, and not an empty
     /// container, `null` or an empty text (seed 004: a JSON string `""` does pass).
     fn present(self, p: &AuditPayload) -> bool {
-        let json = |v: &Option<Value>| match v {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(o)) => !o.is_empty(),
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
+        let json = |v: &Option<Raw>| {
+            let Some(r) = v else { return false };
+            let text = r.get().trim();
+            match text {
+                "null" | "{}" | "[]" => false,
+                // An empty container written with inner spaces.
+                t if t.len() <= 16 && (t.starts_with('{') || t.starts_with('[')) => {
+                    match parsed(r) {
+                        Some(Value::Object(o)) => !o.is_empty(),
+                        Some(Value::Array(a)) => !a.is_empty(),
+                        _ => true,
+                    }
+                }
+                _ => true,
+            }
         };
         match self {
             Column::RequestParams => json(&p.request_params),
@@ -211,10 +254,18 @@ impl JsonFilter {
 
     fn matches(&self, p: &AuditPayload) -> bool {
         match self {
-            JsonFilter::Param(path, v) => contains_at(p.request_params.as_ref(), path, v),
-            JsonFilter::Response(path, v) => contains_at(p.response_result.as_ref(), path, v),
+            JsonFilter::Param(path, v) => {
+                contains_at(p.request_params.as_ref().and_then(parsed).as_ref(), path, v)
+            }
+            JsonFilter::Response(path, v) => contains_at(
+                p.response_result.as_ref().and_then(parsed).as_ref(),
+                path,
+                v,
+            ),
             JsonFilter::Header(name, v) => p
                 .request_headers
+                .as_ref()
+                .and_then(parsed)
                 .as_ref()
                 .and_then(|h| h.get(name))
                 .is_some_and(|vals| match vals {
@@ -317,8 +368,9 @@ pub enum Visibility {
     All,
     /// One tenant's events only (tenant-scoped credentials).
     Only(String),
-    /// Everything but these tenants' events (private tenants the caller does not own).
-    Hide(HashSet<String>),
+    /// These tenants' events only (those the caller may read; events without a tenant are not
+    /// among them).
+    Allow(HashSet<String>),
 }
 
 /// A query over the log: the indexed fields, free text, JSON-path filters and `has=`, all
@@ -453,7 +505,7 @@ impl AuditFilter {
         let scope_ok = match &self.visibility {
             Visibility::All => true,
             Visibility::Only(t) => self.tenant.as_ref().is_none_or(|x| x == t),
-            Visibility::Hide(h) => h.is_empty(),
+            Visibility::Allow(_) => false,
         };
         scope_ok && self.q.is_none() && self.auth_type.is_none() && !self.needs_payload()
     }
@@ -485,8 +537,8 @@ impl AuditFilter {
                     return false;
                 }
             }
-            Visibility::Hide(h) => {
-                if e.tenant.as_ref().is_some_and(|t| h.contains(t)) {
+            Visibility::Allow(a) => {
+                if !e.tenant.as_ref().is_some_and(|t| a.contains(t)) {
                     return false;
                 }
             }
@@ -580,6 +632,11 @@ pub fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// The hub topic of the live tail: every stored batch's summaries, one JSON per line.
+pub fn tail_topic() -> crate::Topic {
+    crate::Topic::global("audit", "tail").unwrap_or_else(|_| crate::Topic::config())
+}
+
 /// A page of a query.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditPage {
@@ -595,8 +652,9 @@ pub type Cursor = String;
 /// The audit log's storage: append in batches (off the request path), read by the portal.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Stores a batch of events with their payloads and indexes.
-    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Stores a batch of events with their payloads and indexes, and rings the live tail
+    /// ([`tail_topic`]) with their summaries in the same step.
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
     /// One event with its payload.
     async fn audit_event(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
     /// One page (newest first) and the number of matches.
@@ -684,9 +742,11 @@ mod tests {
     #[test]
     fn containment_follows_paths_and_types() {
         let p = AuditPayload {
-            request_params: Some(json!({"user": {"id": "alice"}, "code": 200, "tags": ["a", "b"]})),
-            request_headers: Some(json!({"User-Agent": ["curl/8.0"]})),
-            response_result: Some(json!({"isError": false})),
+            request_params: Some(raw(
+                &json!({"user": {"id": "alice"}, "code": 200, "tags": ["a", "b"]}),
+            )),
+            request_headers: Some(raw(&json!({"User-Agent": ["curl/8.0"]}))),
+            response_result: Some(raw(&json!({"isError": false}))),
             ..Default::default()
         };
         let f = |k: &str, v: &str| JsonFilter::parse(k, v).unwrap().matches(&p);
@@ -702,10 +762,12 @@ mod tests {
         assert!(Column::RequestParams.present(&p));
         assert!(!Column::ResponseError.present(&p));
         let empty = AuditPayload {
-            response_error: Some(json!({})),
-            notifications: Some(json!("")),
+            response_error: Some(raw(&json!({}))),
+            request_params: Some(serde_json::value::RawValue::from_string("{ }".into()).unwrap()),
+            notifications: Some(raw(&json!(""))),
             ..Default::default()
         };
+        assert!(!Column::RequestParams.present(&empty));
         assert!(!Column::ResponseError.present(&empty));
         assert!(Column::Notifications.present(&empty));
     }
@@ -737,8 +799,10 @@ mod tests {
         f.q = None;
         f.visibility = Visibility::Only("other".into());
         assert!(!f.matches(&e, None, now));
-        f.visibility = Visibility::Hide(["shop".to_string()].into());
+        f.visibility = Visibility::Allow(["bank".to_string()].into());
         assert!(!f.matches(&e, None, now));
+        f.visibility = Visibility::Allow(["shop".to_string()].into());
+        assert!(f.matches(&e, None, now));
         f.visibility = Visibility::All;
         f.success = Some(false);
         assert!(!f.matches(&e, None, now));
@@ -750,7 +814,7 @@ mod tests {
         assert!(!f.matches(&e, None, now), "a JSON filter needs a payload");
         let old = event(&new_id(now - DEFAULT_JSON_WINDOW_MS - 1000));
         let p = AuditPayload {
-            request_params: Some(json!({"x": 1})),
+            request_params: Some(raw(&json!({"x": 1}))),
             ..Default::default()
         };
         assert!(f.matches(&e, Some(&p), now));

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::audit::{
     AuditEntry, AuditEvent, AuditFilter, AuditPage, AuditStore, Cursor, id_ceil, id_floor,
+    tail_topic,
 };
 use crate::memory::MemoryStore;
 use crate::store::StoreError;
@@ -50,10 +51,20 @@ impl MemAudit {
 
 #[async_trait]
 impl AuditStore for MemoryStore {
-    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        let topic = tail_topic();
+        // Nobody else can listen in embedded mode: render the tail only for a local listener.
+        if self.hub.has_local_receivers(&topic) {
+            let mut tail = String::new();
+            for e in &entries {
+                tail.push_str(&e.event.to_json());
+                tail.push('\n');
+            }
+            self.hub.publish_local(&topic, tail);
+        }
         let mut a = self.audit_write();
         for e in entries {
-            a.events.insert(e.event.id.clone(), Arc::new(e.clone()));
+            a.events.insert(e.event.id.clone(), Arc::new(e));
         }
         Ok(())
     }

@@ -53,6 +53,33 @@ return #ids
     )
 });
 
+/// KEYS: summaries, payloads, index lists, all ids; ARGV: tail topic, tail text, then per event
+/// `id, summary, payload ('' for none), n, n index keys`. One call per batch: the writer pays
+/// for one request and one reply, not one per command.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local i = 3
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 3])
+  redis.call('HSET', KEYS[1], id, ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[2], id, ARGV[i + 2]) end
+  redis.call('ZADD', KEYS[4], 0, id)
+  local ik = {}
+  for j = 1, n do
+    local k = ARGV[i + 3 + j]
+    redis.call('ZADD', k, 0, id)
+    ik[j] = k
+  end
+  redis.call('HSET', KEYS[3], id, table.concat(ik, '\n'))
+  i = i + 4 + n
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("audit {what}: {e}"))
 }
@@ -170,33 +197,43 @@ impl RedisStore {
 
 #[async_trait]
 impl AuditStore for RedisStore {
-    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for e in entries {
-            let id = &e.event.id;
-            pipe.hset(keys::AUDIT_EVENTS, id, e.event.to_json())
-                .ignore();
-            if let Some(p) = &e.payload {
-                let json = serde_json::to_string(p).map_err(|e| corrupt("payload", e))?;
-                pipe.hset(keys::AUDIT_PAYLOADS, id, json).ignore();
+        let mut tail = String::with_capacity(entries.len() * 320);
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(entries.len() * 12);
+        for e in &entries {
+            let summary = e.event.to_json();
+            tail.push_str(&summary);
+            tail.push('\n');
+            let payload = match &e.payload {
+                Some(p) => serde_json::to_string(p).map_err(|e| corrupt("payload", e))?,
+                None => String::new(),
+            };
+            let indexes = Dim::of(&e.event);
+            args.push(e.event.id.clone().into_bytes());
+            args.push(summary.into_bytes());
+            args.push(payload.into_bytes());
+            args.push(indexes.len().to_string().into_bytes());
+            for (d, v) in &indexes {
+                args.push(keys::audit_index(d.as_str(), v).into_bytes());
             }
-            let indexes: Vec<String> = Dim::of(&e.event)
-                .iter()
-                .map(|(d, v)| keys::audit_index(d.as_str(), v))
-                .collect();
-            pipe.zadd(keys::AUDIT_INDEX, id, 0).ignore();
-            for k in &indexes {
-                pipe.zadd(k, id, 0).ignore();
-            }
-            pipe.hset(keys::AUDIT_INDEXED, id, indexes.join("\n"))
-                .ignore();
         }
-        pipe.query_async::<()>(&mut self.audit_conn())
+        let topic = crate::audit::tail_topic();
+        let mut call = APPEND.prepare_invoke();
+        call.key(keys::AUDIT_EVENTS)
+            .key(keys::AUDIT_PAYLOADS)
+            .key(keys::AUDIT_INDEXED)
+            .key(keys::AUDIT_INDEX)
+            .arg(topic.as_str())
+            .arg(tail);
+        for a in args {
+            call.arg(a);
+        }
+        call.invoke_async::<i64>(&mut self.audit_conn())
             .await
+            .map(|_| ())
             .map_err(unavailable)
     }
 

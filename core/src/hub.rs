@@ -392,6 +392,12 @@ impl Hub {
         }
     }
 
+    /// Whether `topic` has a receiver in this process (a publisher of something costly to render
+    /// may skip it when, in embedded mode, nobody listens).
+    pub fn has_local_receivers(&self, topic: &Topic) -> bool {
+        self.inner.lock().contains_key(topic.as_str())
+    }
+
     /// Publishes to every receiver of `topic` in every process.
     pub async fn publish(
         &self,

@@ -72,8 +72,16 @@ pub const AUDIT_INDEX: &str = "us:audit:ix";
 /// session, source, ok), scored like [`AUDIT_INDEX`]. The value is hex-encoded, so it holds
 /// nothing that means something in a key name.
 pub fn audit_index(dim: &str, value: &str) -> String {
-    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("us:audit:ix:{dim}:{hex}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(13 + dim.len() + 2 * value.len());
+    key.push_str("us:audit:ix:");
+    key.push_str(dim);
+    key.push(':');
+    for b in value.bytes() {
+        key.push(DIGITS[(b >> 4) as usize] as char);
+        key.push(DIGITS[(b & 15) as usize] as char);
+    }
+    key
 }
 
 /// A short-lived intersection of audit indexes for one query (deleted by the query).

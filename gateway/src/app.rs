@@ -223,6 +223,7 @@ fn cors(options: &Options) -> CorsLayer {
             header::RETRY_AFTER,
             header::HeaderName::from_static("mcp-session-id"),
             header::HeaderName::from_static("mcp-protocol-version"),
+            header::HeaderName::from_static("x-audit-event-id"),
             header::HeaderName::from_static("x-ratelimit-limit-requests"),
             header::HeaderName::from_static("x-ratelimit-remaining-requests"),
             header::HeaderName::from_static("x-ratelimit-reset-requests"),

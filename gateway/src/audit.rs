@@ -19,19 +19,22 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 use http::HeaderMap;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use understudy_core::audit::{AuditEntry, AuditEvent, AuditPayload, canonical_header};
-use understudy_core::{Stores, Topic};
+use understudy_core::Stores;
+use understudy_core::audit::{AuditEntry, AuditEvent, AuditPayload, Raw, canonical_header, raw};
 
 use crate::identity::{AuthType, Identity};
 use crate::metrics::Metrics;
 
 /// Events stored per batch at most.
-const BATCH: usize = 256;
+const BATCH: usize = 1_024;
+/// How long the writer waits for more events after the first of a batch (the live tail's delay).
+const LINGER: Duration = Duration::from_millis(20);
 /// Largest payload field kept, serialised; a larger one is replaced by a note of its size.
 pub const FIELD_MAX_BYTES: usize = 64 * 1024;
 /// How often retention is enforced.
@@ -50,6 +53,8 @@ pub struct AuditOptions {
     pub max_events: usize,
     /// Most events waiting to be written.
     pub queue: usize,
+    /// Whether payload rows (request, answer, headers) are kept, or summaries only.
+    pub payloads: bool,
 }
 
 impl Default for AuditOptions {
@@ -59,6 +64,7 @@ impl Default for AuditOptions {
             retention: Duration::from_secs(7 * 86_400),
             max_events: 100_000,
             queue: 10_000,
+            payloads: true,
         }
     }
 }
@@ -163,8 +169,12 @@ pub struct Record {
     pub response_error: Captured,
     /// The event replayed.
     pub replayed_from: Option<String>,
-    /// The event's id, when the caller must know it in advance (else made when written).
+    /// The event's id, when the caller must know it in advance (else made from its end time).
     pub id: Option<String>,
+    /// Unix ms of its end (set when recorded).
+    pub ended_ms: u64,
+    /// Its duration (set when recorded).
+    pub duration: Option<Duration>,
 }
 
 impl Record {
@@ -186,6 +196,8 @@ impl Record {
             response_error: Captured::None,
             replayed_from: None,
             id: None,
+            ended_ms: 0,
+            duration: None,
         }
     }
 }
@@ -236,19 +248,55 @@ pub struct Auditor {
     rx: Mutex<Option<mpsc::Receiver<Record>>>,
     metrics: Arc<Metrics>,
     options: AuditOptions,
-    /// Secrets to blank wherever they appear (the admin token).
+    /// Secrets to blank wherever they appear (the admin token, the OIDC client secret).
     secrets: Vec<String>,
+    /// Finds, in one pass over raw JSON, anything redaction might have to touch: only then is
+    /// the document parsed and walked.
+    suspects: AhoCorasick,
 }
 
-/// The hub topic of the live tail.
-pub fn tail_topic() -> Topic {
-    Topic::global("audit", "tail").unwrap_or_else(|_| Topic::config())
-}
+/// What makes raw JSON worth a closer look: the ends of credential-like keys, the starts of
+/// Understudy's credentials and JWTs.
+const SUSPECTS: &[&str] = &[
+    "token\"",
+    "secret\"",
+    "password\"",
+    "passwd\"",
+    "apikey\"",
+    "api_key\"",
+    "api-key\"",
+    "authorization\"",
+    "credential\"",
+    "credentials\"",
+    "cookie\"",
+    "privatekey\"",
+    "private_key\"",
+    "private-key\"",
+    "\"usk_",
+    "\"pub_",
+    "\"rdg_",
+    "\"eyJ",
+    "\"bearer ",
+    "\\u",
+];
 
 impl Auditor {
     /// A queue of `options.queue` events; the writer starts with [`Auditor::run`].
     pub fn new(options: AuditOptions, metrics: Arc<Metrics>, secrets: Vec<String>) -> Self {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let patterns: Vec<&str> = SUSPECTS
+            .iter()
+            .copied()
+            .chain(secrets.iter().map(String::as_str).filter(|s| !s.is_empty()))
+            .collect();
+        // A DFA without prefilter: every pattern holds a quote, which JSON is full of, so a
+        // prefilter would stop at every one.
+        let suspects = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .prefilter(false)
+            .build(patterns)
+            .expect("fixed patterns build");
         Auditor {
             enabled: options.enabled,
             tx,
@@ -256,6 +304,7 @@ impl Auditor {
             metrics,
             options,
             secrets,
+            suspects,
         }
     }
 
@@ -269,11 +318,14 @@ impl Auditor {
         &self.options
     }
 
-    /// Queues an event; never waits: a full queue drops it and counts the drop.
-    pub fn record(&self, r: Record) {
+    /// Queues an event; never waits: a full queue drops it and counts the drop. Its time and
+    /// duration are taken now, not when the writer gets to it.
+    pub fn record(&self, mut r: Record) {
         if !self.enabled {
             return;
         }
+        r.ended_ms = understudy_core::now_ms();
+        r.duration = Some(r.started.elapsed());
         if self.tx.try_send(r).is_err() {
             self.metrics.audit.dropped_queue_full.inc();
         }
@@ -293,6 +345,20 @@ impl Auditor {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         return;
+                    }
+                    // Linger a moment so a busy process writes few large batches (one store
+                    // round trip each) rather than many small ones.
+                    if batch.len() < BATCH {
+                        tokio::select! {
+                            _ = tokio::time::sleep(LINGER) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     self.write(&stores, std::mem::take(&mut batch)).await;
                 }
@@ -317,18 +383,8 @@ impl Auditor {
         }
         let n = batch.len() as u64;
         let entries: Vec<AuditEntry> = batch.into_iter().map(|r| self.entry(r)).collect();
-        match stores.audit.append_audit(&entries).await {
-            Ok(()) => {
-                self.metrics.audit.written.inc_by(n);
-                let mut tail = String::new();
-                for e in &entries {
-                    tail.push_str(&e.event.to_json());
-                    tail.push('\n');
-                }
-                if let Err(e) = stores.hub.publish(&tail_topic(), tail).await {
-                    tracing::debug!(error = %e, "audit tail publish failed");
-                }
-            }
+        match stores.audit.append_audit(entries).await {
+            Ok(()) => self.metrics.audit.written.inc_by(n),
             Err(e) => {
                 self.metrics.audit.dropped_store.inc_by(n);
                 self.metrics.redis_error("audit_append");
@@ -358,9 +414,20 @@ impl Auditor {
     }
 
     /// Builds the stored entry: redacted, bounded, with its id and time.
-    pub fn entry(&self, r: Record) -> AuditEntry {
-        let ms = understudy_core::now_ms();
-        let duration_ms = (r.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    pub fn entry(&self, mut r: Record) -> AuditEntry {
+        let ms = if r.ended_ms > 0 {
+            r.ended_ms
+        } else {
+            understudy_core::now_ms()
+        };
+        let took = r.duration.unwrap_or_else(|| r.started.elapsed());
+        let duration_ms = (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        if !self.options.payloads {
+            r.note.params = Captured::None;
+            r.note.result = Captured::None;
+            r.response_error = Captured::None;
+            r.headers = None;
+        }
         let has_payload = !r.note.params.is_none()
             || !r.note.result.is_none()
             || !r.response_error.is_none()
@@ -397,17 +464,36 @@ impl Auditor {
         }
     }
 
-    fn field(&self, c: Captured) -> Option<Value> {
-        let mut v = c.into_value()?;
-        self.redact(&mut v, 0);
-        let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
-        if size > FIELD_MAX_BYTES {
-            let mut o = Map::new();
-            o.insert("_truncated".into(), Value::Bool(true));
-            o.insert("bytes".into(), Value::from(size));
-            return Some(Value::Object(o));
+    /// A payload field: redacted, at most [`FIELD_MAX_BYTES`], as JSON text. Raw bytes with
+    /// nothing that looks like a credential are kept as they came (validated, never parsed into
+    /// a tree); anything else is parsed, redacted and written again.
+    fn field(&self, c: Captured) -> Option<Raw> {
+        let cut = |size: usize| Some(raw(&serde_json::json!({"_truncated": true, "bytes": size})));
+        match c {
+            Captured::None => None,
+            Captured::Raw(b) => {
+                if b.len() > FIELD_MAX_BYTES {
+                    return cut(b.len());
+                }
+                if !self.suspects.is_match(&b[..])
+                    && let Ok(text) = std::str::from_utf8(&b)
+                    && let Ok(r) = serde_json::value::RawValue::from_string(text.to_owned())
+                {
+                    return Some(r);
+                }
+                let mut v = Captured::Raw(b).into_value()?;
+                self.redact(&mut v, 0);
+                Some(raw(&v))
+            }
+            Captured::Json(mut v) => {
+                self.redact(&mut v, 0);
+                let r = raw(&v);
+                if r.get().len() > FIELD_MAX_BYTES {
+                    return cut(r.get().len());
+                }
+                Some(r)
+            }
         }
-        Some(v)
     }
 
     /// Blanks credentials: values under credential-like keys, and strings that look like one of
@@ -442,7 +528,23 @@ impl Auditor {
     }
 
     fn scrub_text(&self, s: String) -> String {
-        let mut s = s;
+        let mut s = if s
+            .split(|c: char| c.is_whitespace() || "\"'(),;".contains(c))
+            .any(looks_like_credential)
+        {
+            s.split_inclusive(|c: char| c.is_whitespace())
+                .map(|w| {
+                    let core = w.trim_matches(|c: char| c.is_whitespace() || "\"'(),;".contains(c));
+                    if looks_like_credential(core) {
+                        w.replace(core, REDACTED)
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            s
+        };
         for x in &self.secrets {
             if !x.is_empty() && s.contains(x.as_str()) {
                 s = s.replace(x.as_str(), REDACTED);
@@ -451,25 +553,42 @@ impl Auditor {
         s
     }
 
-    fn headers(&self, h: &HeaderMap) -> Value {
-        let mut out = Map::new();
-        for name in h.keys() {
-            let key = canonical_header(name.as_str());
-            let values: Vec<Value> = h
-                .get_all(name)
-                .iter()
-                .map(|v| {
-                    let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                    if secret_header(name.as_str()) || self.secret_value(&text) {
-                        Value::String(REDACTED.into())
-                    } else {
-                        Value::String(clip(&text, 1024))
-                    }
-                })
-                .collect();
-            out.insert(key, Value::Array(values));
+    fn headers(&self, h: &HeaderMap) -> Raw {
+        let mut out: Vec<u8> = Vec::with_capacity(64 * h.keys_len() + 2);
+        out.push(b'{');
+        for (i, name) in h.keys().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, &canonical_header(name.as_str()));
+            out.extend_from_slice(b":[");
+            for (j, v) in h.get_all(name).iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                let text = String::from_utf8_lossy(v.as_bytes());
+                let shown = if secret_header(name.as_str()) || self.secret_value(&text) {
+                    REDACTED
+                } else {
+                    clip_str(&text, 1024)
+                };
+                let _ = serde_json::to_writer(&mut out, shown);
+            }
+            out.push(b']');
         }
-        Value::Object(out)
+        out.push(b'}');
+        String::from_utf8(out)
+            .ok()
+            .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
+            .unwrap_or_else(understudy_core::audit::raw_null)
+    }
+}
+
+/// `s` cut to `max` characters (no copy).
+fn clip_str(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -502,34 +621,42 @@ pub fn secret_header(name: &str) -> bool {
 /// Whether an object key names a credential (`max_tokens` does not: exact names and suffixes,
 /// separators ignored).
 pub fn secret_key(key: &str) -> bool {
-    let k: String = key
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    const EXACT: &[&str] = &[
-        "token",
-        "accesstoken",
-        "refreshtoken",
-        "idtoken",
-        "authtoken",
-        "sessiontoken",
-        "bearertoken",
-        "publishtoken",
-        "readtoken",
-        "rawtoken",
-        "authorization",
-        "credential",
-        "credentials",
-        "cookie",
-        "privatekey",
-        "clientsecret",
+    // Lower-cased, separators dropped, into a stack buffer (keys are checked by the thousand).
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for b in key.bytes().filter(|b| *b != b'_' && *b != b'-') {
+        if n == buf.len() {
+            // Longer than any name below: only the suffix rules can apply.
+            buf.copy_within(1.., 0);
+            n -= 1;
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let k = &buf[..n];
+    const EXACT: &[&[u8]] = &[
+        b"token",
+        b"accesstoken",
+        b"refreshtoken",
+        b"idtoken",
+        b"authtoken",
+        b"sessiontoken",
+        b"bearertoken",
+        b"publishtoken",
+        b"readtoken",
+        b"rawtoken",
+        b"authorization",
+        b"credential",
+        b"credentials",
+        b"cookie",
+        b"privatekey",
+        b"clientsecret",
     ];
-    EXACT.contains(&k.as_str())
-        || k.ends_with("password")
-        || k.ends_with("passwd")
-        || k.ends_with("secret")
-        || k.ends_with("apikey")
+    EXACT.contains(&k)
+        || k.ends_with(b"password")
+        || k.ends_with(b"passwd")
+        || k.ends_with(b"secret")
+        || k.ends_with(b"apikey")
 }
 
 /// Whether a string is one of Understudy's credentials or a JWT.
@@ -602,7 +729,7 @@ mod tests {
         h.insert("x-api-key", "k".parse().unwrap());
         h.insert("user-agent", "curl/8.0".parse().unwrap());
         h.insert("x-custom", "usk_0123456789abcdef".parse().unwrap());
-        let out = a.headers(&h);
+        let out: Value = serde_json::from_str(a.headers(&h).get()).unwrap();
         assert_eq!(out["Authorization"], json!([REDACTED]));
         assert_eq!(out["X-Api-Key"], json!([REDACTED]));
         assert_eq!(out["User-Agent"], json!(["curl/8.0"]));
@@ -618,12 +745,39 @@ mod tests {
             "a".repeat(FIELD_MAX_BYTES)
         )));
         r.note.result = Captured::Raw(Bytes::from_static(b"not json"));
-        r.error = Some("bad token root-secret-token-123".into());
+        r.error = Some("bad token root-secret-token-123 (key usk_0123456789abcdef)".into());
         let e = a.entry(r);
         let p = e.payload.unwrap();
-        assert_eq!(p.request_params.unwrap()["_truncated"], true);
-        assert_eq!(p.response_result.unwrap(), json!("not json"));
-        assert_eq!(e.event.error.as_deref(), Some("bad token [REDACTED]"));
+        let params = understudy_core::audit::parsed(&p.request_params.unwrap()).unwrap();
+        assert_eq!(params["_truncated"], true);
+        assert_eq!(p.response_result.unwrap().get(), "\"not json\"");
+        // Raw JSON without anything credential-like is kept as it came; with, it is redacted.
+        let plain = a
+            .field(Captured::Raw(Bytes::from_static(
+                b" {\"max_tokens\": 5, \"x\": [1]} ",
+            )))
+            .unwrap();
+        assert_eq!(plain.get(), "{\"max_tokens\": 5, \"x\": [1]}");
+        let secret = a
+            .field(Captured::Raw(Bytes::from_static(
+                b"{\"Api_Key\": \"k\", \"n\": 1}",
+            )))
+            .unwrap();
+        assert_eq!(secret.get(), "{\"Api_Key\":\"[REDACTED]\",\"n\":1}");
+        let escaped = a
+            .field(Captured::Raw(Bytes::from_static(
+                b"{\"p\": \"\\u0075sk_0123456789abcdef\"}",
+            )))
+            .unwrap();
+        assert_eq!(escaped.get(), "{\"p\":\"[REDACTED]\"}");
+        assert!(
+            secret_key("client-secret") && secret_key("X_API_KEY") && !secret_key("max_tokens")
+        );
+        assert!(secret_key(&format!("{}_password", "a".repeat(100))));
+        assert_eq!(
+            e.event.error.as_deref(),
+            Some("bad token [REDACTED] (key [REDACTED])")
+        );
         assert!(understudy_core::audit::id_ms(&e.event.id).is_some());
     }
 

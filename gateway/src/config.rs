@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// (`understudy_audit_events_dropped_total{reason="queue_full"}`).
     #[arg(long, env = "UNDERSTUDY_AUDIT_QUEUE", default_value_t = 10_000)]
     pub audit_queue: usize,
+    /// Keep each event's payload row (request, answer, redacted headers); `false` keeps
+    /// summaries only (cheaper, and nothing a request carried is stored; replay needs payloads).
+    #[arg(long, env = "UNDERSTUDY_AUDIT_PAYLOADS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_payloads: bool,
     /// OIDC issuer URL: bearer JWTs and the portal's login (off when absent).
     #[arg(long, env = "UNDERSTUDY_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,

@@ -207,6 +207,8 @@ impl Oidc {
                 return Ok(());
             }
         }
+        // A failed fetch counts too: an issuer that is down is asked at most every 10 s.
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let meta = self.metadata().await?;
         let set: JwkSet = self.get_json(&meta.jwks_uri, "its JWKS").await?;
         let mut keys = HashMap::new();
@@ -222,7 +224,6 @@ impl Oidc {
         }
         tracing::debug!(keys = keys.len(), "OIDC signing keys fetched");
         self.keys.store(Arc::new(keys));
-        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
     }
 

@@ -161,6 +161,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             retention: args.audit_retention,
             max_events: args.audit_max_events,
             queue: args.audit_queue,
+            payloads: args.audit_payloads,
         },
         oidc: args.oidc_options(),
         portal_session_ttl: args.portal_session_ttl,

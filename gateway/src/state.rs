@@ -128,7 +128,12 @@ impl AppState {
         let audit = Arc::new(crate::audit::Auditor::new(
             options.audit.clone(),
             metrics.clone(),
-            options.admin_token.iter().cloned().collect(),
+            options
+                .admin_token
+                .iter()
+                .cloned()
+                .chain(options.oidc.iter().filter_map(|o| o.client_secret.clone()))
+                .collect(),
         ));
         let oidc = options
             .oidc

@@ -26,7 +26,6 @@ pub fn protected_resource(app: &App, headers: &http::HeaderMap, path: Option<&st
         "authorization_servers": servers,
         "bearer_methods_supported": ["header"],
         "resource_name": "Understudy",
-        "resource_documentation": format!("{base}/docs/portal"),
     })
 }
 

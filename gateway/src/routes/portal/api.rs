@@ -79,12 +79,14 @@ fn visibility(app: &App, id: &Identity) -> Visibility {
     if id.is_admin() {
         return Visibility::All;
     }
+    // Others see the tenants they may read now: not events without a tenant (refusals that
+    // may name a private tenant), nor those of deleted tenants.
     let snapshot = app.snapshot.load();
-    Visibility::Hide(
+    Visibility::Allow(
         snapshot
             .tenants
             .values()
-            .filter(|t| !id.may_read(&t.config))
+            .filter(|t| id.may_read(&t.config))
             .map(|t| t.id().to_string())
             .collect(),
     )
@@ -250,6 +252,7 @@ async fn server(State(app): State<App>, caller: Caller) -> Result<Response, ApiE
                 "retention_seconds": o.audit.retention.as_secs(),
                 "max_events": o.audit.max_events,
                 "queue": o.audit.queue,
+                "payloads": o.audit.payloads,
             },
             "portal_session_ttl_seconds": o.portal_session_ttl.as_secs(),
         },
@@ -285,7 +288,7 @@ async fn named_tenant(
         })
         .or_else(|| id.tenant_scope.clone())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::invalid("name a tenant: ?tenant=<id> or X-Tenant-ID"))?;
+        .ok_or_else(|| ApiError::invalid("name a tenant: ?tenant=<id>, X-Tenant-ID or /t/<id>/"))?;
     if !understudy_crds::model::valid_tenant_id(&name) {
         return Err(ApiError::invalid(format!(
             "{name:?} is not a valid tenant id"
@@ -473,7 +476,12 @@ async fn replay(
     if !REPLAYABLE.contains(&e.event.source.as_str()) || e.event.tool.is_empty() {
         return not("only MCP tool calls can be replayed");
     }
-    let Some(args) = e.payload.as_ref().and_then(|p| p.request_params.clone()) else {
+    let Some(args) = e
+        .payload
+        .as_ref()
+        .and_then(|p| p.request_params.as_ref())
+        .and_then(understudy_core::audit::parsed)
+    else {
         return not("it has no captured request");
     };
     if !args.is_object() {
@@ -605,7 +613,11 @@ async fn stream(
     p.filter.from_ms = None;
     p.filter.to_ms = None;
     let filter = p.filter;
-    let sub = app.stores.hub.subscribe(&crate::audit::tail_topic()).await;
+    let sub = app
+        .stores
+        .hub
+        .subscribe(&understudy_core::audit::tail_topic())
+        .await;
     let events =
         futures::stream::unfold(
             sub,
@@ -704,13 +716,19 @@ async fn read_all(
     }
 }
 
-/// The window of an aggregation: `from`/`to`, by default the last hour.
-fn window(p: &mut Parsed, now: u64) -> (u64, u64) {
+/// The window of an aggregation: `from`/`to`, by default the last hour (400 when `from` ends
+/// up after `to`, e.g. a `from` in the future without a `to`).
+fn window(p: &mut Parsed, now: u64) -> Result<(u64, u64), ApiError> {
     let to = p.filter.to_ms.unwrap_or(now);
     let from = p.filter.from_ms.unwrap_or(to.saturating_sub(3_600_000));
+    if from > to {
+        return Err(ApiError::invalid(
+            "from is after to (a to defaults to now): the window is empty",
+        ));
+    }
     p.filter.from_ms = Some(from);
     p.filter.to_ms = Some(to);
-    (from, to)
+    Ok((from, to))
 }
 
 async fn timeseries(
@@ -720,7 +738,7 @@ async fn timeseries(
 ) -> Result<Response, ApiError> {
     let mut p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let now = now_ms();
-    let (from, to) = window(&mut p, now);
+    let (from, to) = window(&mut p, now)?;
     let bucket_text = p.rest.get("bucket").cloned().unwrap_or_else(|| "1m".into());
     let bucket = go_duration(&bucket_text).ok_or_else(|| {
         ApiError::invalid(format!(
@@ -732,7 +750,7 @@ async fn timeseries(
         return Err(ApiError::invalid("bucket: at least 1s"));
     }
     let start = from / bucket * bucket;
-    let n = (to - start) / bucket + 1;
+    let n = to.saturating_sub(start) / bucket + 1;
     if n > MAX_BUCKETS {
         return Err(ApiError::invalid(format!(
             "{n} buckets of {bucket_text} between from and to: at most {MAX_BUCKETS}; widen the bucket or narrow the window"
@@ -812,7 +830,7 @@ async fn breakdown(
         )));
     }
     let now = now_ms();
-    let (from, to) = window(&mut p, now);
+    let (from, to) = window(&mut p, now)?;
     let mut map: HashMap<Value, (u64, u64)> = HashMap::new();
     read_all(&app, &p.filter, now, |e| {
         let c = map.entry(dimension(&by, e)).or_default();
