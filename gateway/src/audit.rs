@@ -313,6 +313,11 @@ impl Auditor {
         self.enabled
     }
 
+    /// Whether payload rows are kept (capturing them is skipped otherwise).
+    pub fn payloads(&self) -> bool {
+        self.options.payloads
+    }
+
     /// The options.
     pub fn options(&self) -> &AuditOptions {
         &self.options

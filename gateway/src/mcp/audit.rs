@@ -34,7 +34,7 @@ struct Begun {
     started: Instant,
 }
 
-fn begin(msg: &Message) -> Option<Begun> {
+fn begin(msg: &Message, payloads: bool) -> Option<Begun> {
     match msg {
         Message::Request { method, params, .. } if method == "tools/call" => {
             let params = params.as_ref();
@@ -43,10 +43,14 @@ fn begin(msg: &Message) -> Option<Begun> {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let arguments = params
-                .and_then(|p| p.get("arguments"))
-                .cloned()
-                .unwrap_or_else(|| json!({}));
+            let arguments = if payloads {
+                params
+                    .and_then(|p| p.get("arguments"))
+                    .cloned()
+                    .unwrap_or_else(|| json!({}))
+            } else {
+                Value::Null
+            };
             Some(Begun {
                 tool,
                 arguments,
@@ -61,7 +65,7 @@ fn begin(msg: &Message) -> Option<Begun> {
 /// a `tools/call` when it is answered.
 pub(crate) async fn audited(ctx: &Ctx<'_>, msg: Message, all: bool) -> Option<Reply> {
     let begun = if ctx.app.audit.enabled() {
-        begin(&msg)
+        begin(&msg, ctx.app.audit.payloads())
     } else {
         None
     };
@@ -99,8 +103,11 @@ async fn finish(ctx: &Ctx<'_>, begun: Begun, mut note: crate::audit::Note, reply
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     });
-    r.headers = Some(ctx.headers.clone());
-    note.params = Captured::Json(begun.arguments);
+    let payloads = ctx.app.audit.payloads();
+    if payloads {
+        r.headers = Some(ctx.headers.clone());
+        note.params = Captured::Json(begun.arguments);
+    }
     let body = reply.map(|r| &r.body);
     if let Some(result) = body.and_then(|b| b.get("result")) {
         if result.get("isError") == Some(&Value::Bool(true)) {
@@ -112,7 +119,9 @@ async fn finish(ctx: &Ctx<'_>, begun: Begun, mut note: crate::audit::Note, reply
                 .and_then(Value::as_str)
                 .map(String::from);
         }
-        note.result = Captured::Json(result.clone());
+        if payloads {
+            note.result = Captured::Json(result.clone());
+        }
     }
     if let Some(error) = body.and_then(|b| b.get("error")) {
         r.success = false;
@@ -120,7 +129,9 @@ async fn finish(ctx: &Ctx<'_>, begun: Begun, mut note: crate::audit::Note, reply
             .get("message")
             .and_then(Value::as_str)
             .map(String::from);
-        r.response_error = Captured::Json(error.clone());
+        if payloads {
+            r.response_error = Captured::Json(error.clone());
+        }
     }
     if let Some(a) = ctx.audit_as {
         r.replayed_from = a.replayed_from.clone();
