@@ -41,27 +41,25 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(WAIT).build().unwrap()
 }
 
-/// A tenant of the fixtures and one of its tools.
-async fn tenant_and_tool(gw: &Gateway) -> (String, String) {
-    let tenants: Value = client()
-        .get(format!("{}/public/tenants", gw.base))
+/// GET `url` as the admin, as JSON.
+async fn admin_get(url: String) -> Value {
+    client()
+        .get(url)
+        .header("x-api-key", ADMIN)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A tenant of the fixtures and one of its tools.
+async fn tenant_and_tool(gw: &Gateway) -> (String, String) {
+    let tenants = admin_get(format!("{}/public/tenants", gw.base)).await;
     for t in tenants["tenants"].as_array().unwrap() {
         let id = t["tenant_id"].as_str().unwrap().to_string();
-        let tools: Value = client()
-            .get(format!("{}/api/v1/portal/tools?tenant={id}", gw.base))
-            .header("x-api-key", ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tools = admin_get(format!("{}/api/v1/portal/tools?tenant={id}", gw.base)).await;
         if let Some(name) = tools["tools"]
             .as_array()
             .and_then(|a| a.iter().find(|t| t["group"] == "tenant"))
@@ -86,15 +84,7 @@ async fn call_tool(gw: &Gateway, tenant: &str, tool: &str, marker: &str) -> reqw
 }
 
 async fn events(gw: &Gateway, query: &str) -> Value {
-    client()
-        .get(format!("{}/api/v1/portal/audit/events?{query}", gw.base))
-        .header("x-api-key", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    admin_get(format!("{}/api/v1/portal/audit/events?{query}", gw.base)).await
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
@@ -142,15 +132,7 @@ async fn an_event_recorded_on_one_process_is_listed_and_tailed_on_another() {
     assert_eq!(e["tenant"], tenant.as_str());
     // B lists it with its payload.
     let id = e["id"].as_str().unwrap().to_string();
-    let detail: Value = client()
-        .get(format!("{}/api/v1/portal/audit/events/{id}", b.base))
-        .header("x-api-key", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = admin_get(format!("{}/api/v1/portal/audit/events/{id}", b.base)).await;
     assert_eq!(detail["payload"]["request_params"]["marker"], "m-one");
     let found = events(&b, "param.marker=m-one").await;
     assert_eq!(found["total"], 1, "{found}");
