@@ -252,28 +252,65 @@ impl JsonFilter {
         None
     }
 
+    #[cfg(test)]
     fn matches(&self, p: &AuditPayload) -> bool {
+        self.matches_parsed(&mut Parsed::new(p))
+    }
+
+    fn matches_parsed(&self, p: &mut Parsed<'_>) -> bool {
         match self {
-            JsonFilter::Param(path, v) => {
-                contains_at(p.request_params.as_ref().and_then(parsed).as_ref(), path, v)
+            JsonFilter::Param(path, v) => contains_at(p.params(), path, v),
+            JsonFilter::Response(path, v) => contains_at(p.result(), path, v),
+            JsonFilter::Header(name, v) => {
+                p.headers()
+                    .and_then(|h| h.get(name))
+                    .is_some_and(|vals| match vals {
+                        Value::Array(a) => a.iter().any(|x| x.as_str() == Some(v)),
+                        Value::String(s) => s == v,
+                        _ => false,
+                    })
             }
-            JsonFilter::Response(path, v) => contains_at(
-                p.response_result.as_ref().and_then(parsed).as_ref(),
-                path,
-                v,
-            ),
-            JsonFilter::Header(name, v) => p
-                .request_headers
-                .as_ref()
-                .and_then(parsed)
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .is_some_and(|vals| match vals {
-                    Value::Array(a) => a.iter().any(|x| x.as_str() == Some(v)),
-                    Value::String(s) => s == v,
-                    _ => false,
-                }),
         }
+    }
+}
+
+/// A payload's columns, each parsed once, when a filter first looks into it.
+struct Parsed<'a> {
+    payload: &'a AuditPayload,
+    params: Option<Option<Value>>,
+    result: Option<Option<Value>>,
+    headers: Option<Option<Value>>,
+}
+
+impl<'a> Parsed<'a> {
+    fn new(payload: &'a AuditPayload) -> Self {
+        Parsed {
+            payload,
+            params: None,
+            result: None,
+            headers: None,
+        }
+    }
+
+    fn params(&mut self) -> Option<&Value> {
+        let p = self.payload;
+        self.params
+            .get_or_insert_with(|| p.request_params.as_ref().and_then(parsed))
+            .as_ref()
+    }
+
+    fn result(&mut self) -> Option<&Value> {
+        let p = self.payload;
+        self.result
+            .get_or_insert_with(|| p.response_result.as_ref().and_then(parsed))
+            .as_ref()
+    }
+
+    fn headers(&mut self) -> Option<&Value> {
+        let p = self.payload;
+        self.headers
+            .get_or_insert_with(|| p.request_headers.as_ref().and_then(parsed))
+            .as_ref()
     }
 }
 
@@ -566,7 +603,11 @@ impl AuditFilter {
             return true;
         }
         let Some(p) = p else { return false };
-        self.json.iter().all(|f| f.matches(p)) && self.has.iter().all(|c| c.present(p))
+        if !self.has.iter().all(|c| c.present(p)) {
+            return false;
+        }
+        let mut cols = Parsed::new(p);
+        self.json.iter().all(|f| f.matches_parsed(&mut cols))
     }
 
     /// Every predicate.

@@ -24,6 +24,8 @@ use crate::store::StoreError;
 
 /// Ids read per round trip while scanning.
 const PAGE: usize = 1_000;
+/// Payloads read per round trip while scanning.
+const PAYLOAD_PAGE: usize = 50;
 
 /// KEYS: all ids, summaries, payloads, index lists; ARGV: cutoff id, max events, batch.
 /// Deletes events older than the cutoff and the oldest beyond the cap, at most `batch`.
@@ -183,9 +185,40 @@ impl RedisStore {
             };
             hi = format!("({last}");
             let done = ids.len() < PAGE;
-            for (e, p) in Self::read_events(conn, &ids, payloads).await? {
-                if filter.matches(&e, p.as_ref(), now_ms) && !visit(e) {
-                    return Ok(());
+            // Summaries first; payloads only for the events they let through, a few at a time
+            // (a page of payloads can be large).
+            let events: Vec<AuditEvent> = Self::read_events(conn, &ids, false)
+                .await?
+                .into_iter()
+                .map(|(e, _)| e)
+                .filter(|e| filter.matches_event(e, now_ms))
+                .collect();
+            if !payloads {
+                for e in events {
+                    if !visit(e) {
+                        return Ok(());
+                    }
+                }
+            } else {
+                for chunk in events.chunks(PAYLOAD_PAGE) {
+                    let ids: Vec<String> = chunk.iter().map(|e| e.id.clone()).collect();
+                    let pls: Vec<Option<String>> = redis::cmd("HMGET")
+                        .arg(keys::AUDIT_PAYLOADS)
+                        .arg(&ids)
+                        .query_async(conn)
+                        .await
+                        .map_err(unavailable)?;
+                    for (e, pl) in chunk.iter().zip(pls) {
+                        let p: Option<AuditPayload> = match pl {
+                            Some(text) => Some(
+                                serde_json::from_str(&text).map_err(|e| corrupt("payload", e))?,
+                            ),
+                            None => None,
+                        };
+                        if filter.matches_payload(p.as_ref()) && !visit(e.clone()) {
+                            return Ok(());
+                        }
+                    }
                 }
             }
             if done {

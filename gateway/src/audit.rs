@@ -119,10 +119,11 @@ impl Who {
 
 /// Who sent a request, by its credential (anonymous without one, or with one that is refused:
 /// the refusal is the request's own business, recorded as its status).
-pub async fn who_of(app: &crate::state::AppState, headers: &HeaderMap) -> Who {
+pub fn who_of(app: &crate::state::AppState, headers: &HeaderMap) -> Who {
     match crate::identity::credential(headers) {
         None => Who::anonymous(),
-        Some(secret) => match app.identity.principal_async(secret).await {
+        // The keys at hand only: recording never waits for the issuer.
+        Some(secret) => match app.identity.principal(secret) {
             Ok(p) => Who::from(&p.identity()),
             Err(_) => Who::anonymous(),
         },
@@ -401,8 +402,9 @@ impl Auditor {
     async fn prune(&self, stores: &Stores) {
         let min_ms = understudy_core::now_ms()
             .saturating_sub(self.options.retention.as_millis().min(u64::MAX as u128) as u64);
-        // Bounded work per tick: at most 20 batches of 1,000.
-        for _ in 0..20 {
+        // At most 200 batches of 1,000 per tick (20,000 events/s), yielding between them.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
             match stores
                 .audit
                 .prune_audit(min_ms, self.options.max_events, 1_000)
@@ -447,14 +449,17 @@ impl Auditor {
             replayed_from: r.replayed_from.clone(),
         });
         let error = r.error.map(|e| self.scrub_text(clip(&e, 500)));
+        // Client-chosen names are bounded: they end up in index keys and on every tail.
+        let tool = clip_owned(r.tool, 256);
+        let session = r.session.map(|s| clip_owned(s, 256));
         AuditEntry {
             event: AuditEvent {
                 id: r.id.unwrap_or_else(|| understudy_core::audit::new_id(ms)),
                 ts: understudy_core::audit::rfc3339_ms(ms),
                 tenant: r.tenant,
-                tool: r.tool,
+                tool,
                 user: r.who.user,
-                session: r.session,
+                session,
                 auth_type: auth_type_label(r.who.auth_type).into(),
                 source: r.source.into(),
                 success: r.success,
@@ -520,10 +525,31 @@ impl Auditor {
                 for val in a {
                     if depth < 64 {
                         self.redact(val, depth + 1);
+                    } else {
+                        *val = Value::String(REDACTED.into());
                     }
                 }
             }
             Value::String(s) if self.secret_value(s) => *s = REDACTED.into(),
+            Value::String(s) => {
+                // JSON inside a string (a tool result's text copy of its structured content):
+                // redacted as JSON.
+                let t = s.trim_start();
+                if (t.starts_with('{') || t.starts_with('['))
+                    && depth < 64
+                    && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+                {
+                    let before = inner.clone();
+                    self.redact(&mut inner, depth + 1);
+                    if inner != before {
+                        *s = inner.to_string();
+                    }
+                    return;
+                }
+                if let Some(clean) = scrub_words(s) {
+                    *s = clean;
+                }
+            }
             _ => {}
         }
     }
@@ -533,23 +559,7 @@ impl Auditor {
     }
 
     fn scrub_text(&self, s: String) -> String {
-        let mut s = if s
-            .split(|c: char| c.is_whitespace() || "\"'(),;".contains(c))
-            .any(looks_like_credential)
-        {
-            s.split_inclusive(|c: char| c.is_whitespace())
-                .map(|w| {
-                    let core = w.trim_matches(|c: char| c.is_whitespace() || "\"'(),;".contains(c));
-                    if looks_like_credential(core) {
-                        w.replace(core, REDACTED)
-                    } else {
-                        w.to_string()
-                    }
-                })
-                .collect()
-        } else {
-            s
-        };
+        let mut s = scrub_words(&s).unwrap_or(s);
         for x in &self.secrets {
             if !x.is_empty() && s.contains(x.as_str()) {
                 s = s.replace(x.as_str(), REDACTED);
@@ -586,6 +596,18 @@ impl Auditor {
             .ok()
             .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
             .unwrap_or_else(understudy_core::audit::raw_null)
+    }
+}
+
+/// `s` cut to `max` characters, reusing it when it fits.
+fn clip_owned(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => {
+            let mut s = s;
+            s.truncate(i);
+            s
+        }
+        None => s,
     }
 }
 
@@ -664,13 +686,42 @@ pub fn secret_key(key: &str) -> bool {
         || k.ends_with(b"apikey")
 }
 
+/// `s` with every credential inside it (a run of token characters that is one: `usk_…`,
+/// `pub_…`, `rdg_…`, a JWT) replaced by `[REDACTED]`; `None` when there is none.
+pub fn scrub_words(s: &str) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    if !(s.contains("usk_") || s.contains("pub_") || s.contains("rdg_") || s.contains("eyJ")) {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    let mut rest = s;
+    while let Some(start) = rest.find(token) {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        let end = run.find(|c: char| !token(c)).unwrap_or(run.len());
+        let word = &run[..end];
+        let core = word.trim_end_matches('.');
+        if looks_like_credential(core) {
+            out.push_str(REDACTED);
+            out.push_str(&word[core.len()..]);
+            changed = true;
+        } else {
+            out.push_str(word);
+        }
+        rest = &run[end..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
 /// Whether a string is one of Understudy's credentials or a JWT.
 pub fn looks_like_credential(s: &str) -> bool {
     let t = s.trim();
-    let t = t
-        .strip_prefix("Bearer ")
-        .or_else(|| t.strip_prefix("bearer "))
-        .unwrap_or(t);
+    let t = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim_start(),
+        _ => t,
+    };
     if ["usk_", "pub_", "rdg_"]
         .iter()
         .any(|p| t.starts_with(p) && t.len() > 12)
@@ -769,6 +820,16 @@ mod tests {
             )))
             .unwrap();
         assert_eq!(secret.get(), "{\"Api_Key\":\"[REDACTED]\",\"n\":1}");
+        // A credential inside a text, and a tool result's JSON text copy.
+        let mut v = json!({"content": [{"type": "text",
+            "text": "{\"id\":\"c1\",\"publish_token\":\"pub_0123456789abcdef\"}"}],
+            "note": "use key usk_0123456789abcdef, BEARER eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln."});
+        a.redact(&mut v, 0);
+        assert_eq!(
+            v["content"][0]["text"],
+            "{\"id\":\"c1\",\"publish_token\":\"[REDACTED]\"}"
+        );
+        assert_eq!(v["note"], "use key [REDACTED], BEARER [REDACTED].");
         let escaped = a
             .field(Captured::Raw(Bytes::from_static(
                 b"{\"p\": \"\\u0075sk_0123456789abcdef\"}",

@@ -206,7 +206,8 @@ impl Chaos {
             ),
         };
         r.status = status;
-        r.success = false;
+        // A delay is injected, not a failure.
+        r.success = outcome.fault.is_none();
         r.error = Some(error);
         self.audit.record(r);
     }

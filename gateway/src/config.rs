@@ -244,6 +244,14 @@ impl ServeArgs {
         if self.audit_queue < 1 || self.audit_max_events < 1 {
             return Err("--audit-queue and --audit-max-events must be at least 1".into());
         }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400))
+            .contains(&self.portal_session_ttl)
+        {
+            return Err(
+                "--portal-session-ttl (UNDERSTUDY_PORTAL_SESSION_TTL) must be between 1m and 30d"
+                    .into(),
+            );
+        }
         if self.audit_retention < Duration::from_secs(60) {
             return Err(
                 "--audit-retention (UNDERSTUDY_AUDIT_RETENTION) must be at least 1m".into(),

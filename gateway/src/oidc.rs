@@ -213,11 +213,27 @@ impl Oidc {
         let set: JwkSet = self.get_json(&meta.jwks_uri, "its JWKS").await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
+            // Encryption keys never verify a signature.
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
+                continue;
+            }
             let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
             else {
                 continue;
             };
-            let algorithms = algorithms_for(&jwk.algorithm);
+            let mut algorithms = algorithms_for(&jwk.algorithm);
+            // A key that names its algorithm verifies that one only.
+            if let Some(named) = jwk
+                .common
+                .key_algorithm
+                .as_ref()
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+            {
+                algorithms.retain(|a| *a == named);
+            }
             if !algorithms.is_empty() {
                 keys.insert(kid, Arc::new(Key { key, algorithms }));
             }
@@ -245,7 +261,12 @@ impl Oidc {
         }
         let mut v = Validation::new(header.alg);
         v.algorithms = key.algorithms.clone();
-        v.set_issuer(&[&self.options.issuer]);
+        // The issuer exactly as its discovery document spells it (a trailing slash included).
+        let issuer = self
+            .metadata_cached()
+            .map(|m| m.issuer.clone())
+            .unwrap_or_else(|| self.options.issuer.clone());
+        v.set_issuer(&[issuer]);
         v.set_audience(audiences);
         v.validate_nbf = true;
         v.leeway = 60;
@@ -276,7 +297,8 @@ impl Oidc {
     /// The identity in validated claims.
     pub fn user_of(&self, claims: &Value) -> Option<OidcUser> {
         let sub = claims.get("sub")?.as_str()?.to_string();
-        if sub.is_empty() {
+        // `@` begins the identities of built-in principals (`@admin`): no token may claim one.
+        if sub.is_empty() || sub.starts_with('@') {
             return None;
         }
         let role_of = |v: &Value| {
@@ -396,5 +418,6 @@ mod tests {
             .unwrap();
         assert_eq!(u.role, Role::Viewer);
         assert!(o.user_of(&serde_json::json!({"sub": ""})).is_none());
+        assert!(o.user_of(&serde_json::json!({"sub": "@admin"})).is_none());
     }
 }

@@ -754,6 +754,26 @@ describe("--audit false", () => {
 });
 
 // Last: everything the suite sent is in the logs and the audit logs by now.
+describe("channel tokens a tool returns", () => {
+  it("never reach an audit row, not even inside the result's text copy", async () => {
+    // The channel MCP server's create_channel answers the publish token twice: in
+    // structuredContent and as JSON text in content[0].text.
+    const body = { jsonrpc: "2.0", id: 1, method: "tools/call",
+      params: { name: "create_channel", arguments: { name: "audit-redaction", visibility: "private" } } };
+    const r = await http(E.base, "/channels/mcp", { method: "POST", body,
+      headers: { accept: "application/json, text/event-stream" } });
+    assert.equal(r.status, 200, r.describe());
+    const token = /pub_[A-Za-z0-9_-]+/.exec(r.text)?.[0];
+    assert.ok(token, `create_channel answered a publish token: ${r.text}`);
+    mintedKeys.push(token);
+    const rows = await waitForEvents(E.base, admin, { tool: "create_channel" }, 1);
+    const detail = await http(E.base, `/api/v1/portal/audit/events/${rows.events[0].id}`, admin);
+    assert.equal(detail.status, 200, detail.describe());
+    assert.ok(!detail.text.includes(token), `the publish token is in the audit row: ${detail.text}`);
+    assert.ok(detail.text.includes("[REDACTED]"), "the token's place says [REDACTED]");
+  });
+});
+
 describe("no credential anywhere, at the end", () => {
   it("no gateway log and no audit export holds the admin token or any minted key", async () => {
     assert.ok(mintedKeys.length > 0, "no key was minted: the check would be vacuous");

@@ -257,8 +257,9 @@ function parseForm(html, login) {
  *   callbackUrl     the callback URL the IdP redirected to (to replay it)
  *   callback        the callback's Response (status, headers; body not read)
  *   steps           [{method, url, status}] for failure messages
+ * With `stopAtCallback`, it stops before the callback: { callbackUrl, loginLocation, steps, jar }.
  */
-export async function loginFlow(gatewayBase, login, { returnTo } = {}) {
+export async function loginFlow(gatewayBase, login, { returnTo, stopAtCallback = false } = {}) {
   const jar = new CookieJar();
   const steps = [];
   const gw = new URL(gatewayBase).origin;
@@ -272,6 +273,7 @@ export async function loginFlow(gatewayBase, login, { returnTo } = {}) {
   let url = loginLocation;
   for (let hop = 0; hop < 20; hop++) {
     if (new URL(url).origin === gw) {
+      if (stopAtCallback) return { callbackUrl: url, loginLocation, steps, jar };
       const callback = await send(jar, url);
       steps.push({ method: "GET", url, status: callback.status });
       return {

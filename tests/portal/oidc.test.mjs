@@ -182,6 +182,15 @@ describe("login (authorization code + PKCE)", () => {
     assertBadRequest(denied, "IdP error=access_denied");
   });
 
+  it("a callback opened in another browser (without the login cookie) is 400 and sets no session", async () => {
+    const flow = await loginFlow(A.base, "mallory", { stopAtCallback: true });
+    // Sent to a victim: their browser has no understudy_login cookie for this login.
+    const elsewhere = await http(A.base, flow.callbackUrl);
+    assertBadRequest(elsewhere, "callback without the login cookie");
+    assert.ok(!elsewhere.headers.getSetCookie().some((c) => c.startsWith("understudy_session=") && !c.includes("Max-Age=0")),
+      "no session cookie is set for the other browser");
+  });
+
   it("CSRF: a cookie-authenticated POST needs X-Requested-With", async () => {
     const cookie = await loginViaHttp(A.base, "admin-csrf");
     const id = "0190f0f0-0000-7000-8000-000000000000";

@@ -87,7 +87,7 @@ pub(crate) async fn audited(ctx: &Ctx<'_>, msg: Message, all: bool) -> Option<Re
 async fn finish(ctx: &Ctx<'_>, begun: Begun, mut note: crate::audit::Note, reply: Option<&Reply>) {
     let who = match ctx.audit_as {
         Some(a) => a.who.clone(),
-        None => crate::audit::who_of(ctx.app, ctx.headers).await,
+        None => crate::audit::who_of(ctx.app, ctx.headers),
     };
     let source = match (ctx.audit_as, ctx.transport) {
         (Some(a), _) => a.source,

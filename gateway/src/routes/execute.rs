@@ -351,7 +351,7 @@ async fn execute(State(app): State<App>, req: Request) -> Result<Response, ExecE
         ));
     }
     let audit = if app.audit.enabled() {
-        let who = crate::audit::who_of(&app, &parts.headers).await;
+        let who = crate::audit::who_of(&app, &parts.headers);
         let mut r = crate::audit::Record::new("execute", body.tool.clone(), who, started);
         r.tenant = Some(tenant.id().to_string());
         r.note.params = crate::audit::Captured::Json(input.clone());

@@ -339,7 +339,7 @@ pub async fn audited(
     }
     let started = std::time::Instant::now();
     let (note, resp) = crate::audit::capture(run).await;
-    let who = crate::audit::who_of(app, &headers).await;
+    let who = crate::audit::who_of(app, &headers);
     let mut r = crate::audit::Record::new("llm", tool, who, started);
     r.tenant = resp
         .extensions()

@@ -23,7 +23,7 @@ use understudy_core::audit::{
 use understudy_core::{Delivery, now_ms};
 use understudy_crds::model::Role;
 
-use crate::api::{ApiError, Caller, Code, csrf_header};
+use crate::api::{ApiError, Caller, Code};
 use crate::identity::Identity;
 use crate::snapshot::TenantRuntime;
 use crate::state::App;
@@ -38,6 +38,10 @@ const MAX_BUCKETS: u64 = 1_000;
 const BREAKDOWN_ROWS: usize = 100;
 /// Most events an aggregation (time series, breakdown, dashboard) reads.
 const AGGREGATE_MAX: usize = 1_000_000;
+/// Most JSON-path filters in one query (each reads the payloads it looks into).
+const MAX_JSON_FILTERS: usize = 32;
+/// Largest `offset` (past it, pages are empty anyway).
+const MAX_OFFSET: usize = 10_000_000;
 /// The live tail's keep-alive (seed 004: every 30 s).
 const TAIL_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
@@ -74,7 +78,17 @@ fn reader(caller: Caller) -> Result<Identity, ApiError> {
 /// What `id` may see of the log.
 fn visibility(app: &App, id: &Identity) -> Visibility {
     if let Some(t) = &id.tenant_scope {
-        return Visibility::Only(t.clone());
+        // Its scope, if it may read that tenant (a viewer key scoped to someone's private
+        // tenant sees nothing of it here either).
+        let readable = app
+            .snapshot
+            .tenant(t)
+            .is_some_and(|tenant| id.may_read(&tenant.config));
+        return if readable {
+            Visibility::Only(t.clone())
+        } else {
+            Visibility::Allow(Default::default())
+        };
     }
     if id.is_admin() {
         return Visibility::All;
@@ -161,9 +175,10 @@ fn parse_query(
                 p.limit = n.clamp(1, max_limit);
             }
             "offset" => {
-                p.offset = v
+                let n: usize = v
                     .parse()
                     .map_err(|_| ApiError::invalid(format!("offset: {v:?} is not a number")))?;
+                p.offset = n.min(MAX_OFFSET);
             }
             "has" => {
                 // Unknown columns are dropped silently (seed 004).
@@ -175,6 +190,14 @@ fn parse_query(
             }
             key => {
                 if let Some(f) = JsonFilter::parse(key, &v) {
+                    if p.filter.json.contains(&f) {
+                        continue;
+                    }
+                    if p.filter.json.len() == MAX_JSON_FILTERS {
+                        return Err(ApiError::invalid(format!(
+                            "at most {MAX_JSON_FILTERS} param., response. and header. filters"
+                        )));
+                    }
                     p.filter.json.push(f);
                 } else if !key.contains('.') {
                     p.rest.insert(key.to_string(), v.to_string());
@@ -415,12 +438,12 @@ async fn find_event(
     who: &Identity,
     id: &str,
 ) -> Result<understudy_core::audit::AuditEntry, ApiError> {
-    if uuid::Uuid::parse_str(id).is_err() {
+    let Ok(uuid) = uuid::Uuid::parse_str(id) else {
         return Err(ApiError::invalid(format!("{:?} is not a UUID", clip(id))));
-    }
+    };
     app.stores
         .audit
-        .audit_event(&id.to_ascii_lowercase())
+        .audit_event(&uuid.hyphenated().to_string())
         .await?
         .filter(|e| may_see(app, who, &e.event))
         .ok_or_else(|| ApiError::not_found(format!("no audit event {id}")))
@@ -499,6 +522,12 @@ async fn replay(
     };
     if !who.may_read(&tenant.config) && !tenant.tenantless {
         return Err(ApiError::not_found(format!("no audit event {id}")));
+    }
+    if !tool_list(&tenant)
+        .iter()
+        .any(|t| t["name"] == e.event.tool.as_str())
+    {
+        return not("its tool is no longer offered");
     }
     let subject = who.subject.clone().unwrap_or_default();
     if let Some(wait_ms) = app
@@ -934,11 +963,7 @@ pub async fn tryit(
     arguments: Value,
     parts: &http::request::Parts,
 ) -> Result<Response, ApiError> {
-    if !csrf_header(parts) {
-        return Err(ApiError::forbidden(
-            "try-it needs the X-Requested-With header (CSRF protection)",
-        ));
-    }
+    // (A cookie caller's X-Requested-With is checked by `Caller`, as for every change.)
     if !who.has_role(Role::Editor) {
         return Err(ApiError::forbidden("try-it needs the editor or admin role"));
     }

@@ -115,7 +115,13 @@ struct Pending {
     nonce: String,
     return_to: String,
     redirect_uri: String,
+    /// The SHA-256 of the login cookie set on the browser that started it: only that browser
+    /// can finish it (no login CSRF: a callback URL sent to someone else fails).
+    browser: String,
 }
+
+/// The cookie that ties a login to the browser that started it.
+const LOGIN_COOKIE: &str = "understudy_login";
 
 #[derive(Deserialize)]
 struct LoginQuery {
@@ -165,11 +171,13 @@ async fn login(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let state = random_token();
+    let browser = random_token();
     let pending = Pending {
         verifier: random_token(),
         nonce: random_token(),
         return_to: safe_return(q.return_to.as_deref()),
         redirect_uri: redirect_uri(&app, &headers),
+        browser: crate::identity::hash_secret(&browser),
     };
     let doc = serde_json::to_string(&pending).unwrap_or_default();
     app.stores
@@ -192,14 +200,23 @@ async fn login(
         '?'
     };
     let location = format!("{}{sep}{query}", meta.authorization_endpoint);
-    Ok((
+    let mut resp = (
         StatusCode::FOUND,
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, "no-store".into()),
         ],
     )
-        .into_response())
+        .into_response();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={browser}; HttpOnly; SameSite=Lax; Path=/portal/auth; Max-Age={}{}",
+        LOGIN_TTL_MS / 1000,
+        secure(&app, &headers)
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
 }
 
 #[derive(Deserialize)]
@@ -246,6 +263,13 @@ async fn callback(
                 "unknown, used or expired login state: start again at /portal/auth/login",
             )
         })?;
+    let same_browser = crate::identity::cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|c| crate::identity::hash_secret(c) == pending.browser);
+    if !same_browser {
+        return Err(ApiError::invalid(
+            "this login was started in another browser (or its cookie expired): start again at /portal/auth/login",
+        ));
+    }
     let id_token = oidc
         .exchange(&code, &pending.verifier, &pending.redirect_uri)
         .await
@@ -274,14 +298,10 @@ async fn callback(
         )
         .await?;
     tracing::info!(subject = %user.sub, role = user.role.as_str(), "portal login");
-    let secure = if crate::api::base_url(&app, &headers).starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
     let set = format!(
-        "{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
-        ttl.as_secs()
+        "{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
+        ttl.as_secs(),
+        secure(&app, &headers)
     );
     let mut resp = (
         StatusCode::FOUND,
@@ -294,7 +314,22 @@ async fn callback(
     if let Ok(v) = HeaderValue::from_str(&set) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "understudy_login=; HttpOnly; SameSite=Lax; Path=/portal/auth; Max-Age=0",
+        ),
+    );
     Ok(resp)
+}
+
+/// `; Secure` when the gateway is reached over https.
+fn secure(app: &App, headers: &HeaderMap) -> &'static str {
+    if crate::api::base_url(app, headers).starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 fn clip(s: &str) -> String {
