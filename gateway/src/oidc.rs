@@ -101,7 +101,13 @@ pub struct Oidc {
     keys: ArcSwap<HashMap<String, Arc<Key>>>,
     last_fetch: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
+    /// When discovery last failed: for a few seconds after, callers are answered at once
+    /// instead of each waiting for the issuer's timeout.
+    discovery_failed: Mutex<Option<Instant>>,
 }
+
+/// How long a failed discovery is remembered.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// Whether a credential looks like a JWT (three base64url parts, a JSON header).
 pub fn looks_like_jwt(s: &str) -> bool {
@@ -156,6 +162,7 @@ impl Oidc {
             keys: ArcSwap::from_pointee(HashMap::new()),
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            discovery_failed: Mutex::new(None),
         }
     }
 
@@ -164,8 +171,27 @@ impl Oidc {
         if let Some(m) = self.metadata.load().as_ref() {
             return Ok(m.clone());
         }
+        if self
+            .discovery_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < DISCOVERY_RETRY)
+        {
+            return Err(TokenError::Unreachable(
+                "its discovery document could not be read a moment ago; retrying shortly".into(),
+            ));
+        }
         let url = format!("{}/.well-known/openid-configuration", self.options.issuer);
-        let meta: Metadata = self.get_json(&url, "its discovery document").await?;
+        let meta: Metadata = match self.get_json(&url, "its discovery document").await {
+            Ok(m) => m,
+            Err(e) => {
+                *self
+                    .discovery_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                return Err(e);
+            }
+        };
         if meta.issuer.trim_end_matches('/') != self.options.issuer {
             return Err(TokenError::Unreachable(format!(
                 "its discovery document names the issuer {:?}, not {:?}",

@@ -177,3 +177,40 @@ async fn a_frozen_redis_drops_and_counts_events_and_never_holds_a_request() {
     .await
     .expect("recorded again after Redis came back");
 }
+
+#[tokio::test]
+async fn a_tail_ends_when_its_key_is_revoked() {
+    let redis = RedisServer::start().unwrap();
+    let a = gateway(&redis).await;
+    let b = gateway(&redis).await;
+    let minted: Value = client()
+        .post(format!("{}/api/v1/admin/keys", a.base))
+        .header("x-api-key", ADMIN)
+        .json(&json!({"name": "tail-viewer", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = minted["plaintext"].as_str().unwrap().to_string();
+    let resp = client()
+        .get(format!("{}/api/v1/portal/audit/stream", b.base))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut tail = Sse::new(resp);
+    let r = client()
+        .delete(format!("{}/api/v1/admin/keys/tail-viewer", a.base))
+        .header("x-api-key", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        tail.ends(WAIT).await,
+        "the tail on B ends once the key is revoked on A"
+    );
+}

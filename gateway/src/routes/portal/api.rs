@@ -42,6 +42,8 @@ const AGGREGATE_MAX: usize = 1_000_000;
 const MAX_JSON_FILTERS: usize = 32;
 /// Largest `offset` (past it, pages are empty anyway).
 const MAX_OFFSET: usize = 10_000_000;
+/// How often an open live tail resolves its caller again.
+const TAIL_RECHECK: Duration = Duration::from_secs(5);
 /// The live tail's keep-alive (seed 004: every 30 s).
 const TAIL_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
@@ -634,6 +636,7 @@ async fn stream(
     State(app): State<App>,
     caller: Caller,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut p = scoped(&app, caller, q.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The tail carries summaries: payload filters do not apply to it, nor does a past window.
@@ -641,43 +644,35 @@ async fn stream(
     p.filter.has.clear();
     p.filter.from_ms = None;
     p.filter.to_ms = None;
-    let filter = p.filter;
     let sub = app
         .stores
         .hub
         .subscribe(&understudy_core::audit::tail_topic())
         .await;
-    let events =
-        futures::stream::unfold(
-            sub,
-            |mut sub| async move { sub.recv().await.map(|d| (d, sub)) },
-        );
-    let filter = Arc::new(filter);
-    let frames = events
-        .map(move |d| match d {
-            Delivery::Message(bytes) => {
-                let mut out = Vec::new();
-                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let Ok(e) = serde_json::from_slice::<AuditEvent>(line) else {
-                        continue;
-                    };
-                    if filter.matches_event(&e, now_ms()) {
-                        crate::sse::Event {
-                            id: Some(&e.id),
-                            event: Some("audit"),
-                            data: std::str::from_utf8(line).unwrap_or("{}"),
-                        }
-                        .encode_into(&mut out);
+    // Every few seconds the caller is resolved again: a revoked key, an expired token or a
+    // logout ends the tail, and what it may see follows tenants' visibility as it changes.
+    let mut recheck = tokio::time::interval(TAIL_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.reset();
+    let state = (sub, recheck, p.filter, headers, app.clone());
+    let frames = futures::stream::unfold(state, |(mut sub, mut recheck, mut filter, headers, app)| async move {
+        loop {
+            tokio::select! {
+                d = sub.recv() => {
+                    let frame = tail_frame(&filter, d?);
+                    return Some((frame, (sub, recheck, filter, headers, app)));
+                }
+                _ = recheck.tick() => {
+                    match app.identity.resolve_request(&headers, app.stores.runtime.as_ref()).await {
+                        Ok(id) if id.is_authenticated() => filter.visibility = visibility(&app, &id),
+                        _ => return None,
                     }
                 }
-                Bytes::from(out)
             }
-            Delivery::Gap => Bytes::from_static(
-                b": some events may have been missed (the tail lagged or reconnected)\n\n",
-            ),
-        })
-        .filter(|b| futures::future::ready(!b.is_empty()))
-        .map(Ok::<Bytes, std::io::Error>);
+        }
+    })
+    .filter(|b| futures::future::ready(!b.is_empty()))
+    .map(Ok::<Bytes, std::io::Error>);
     let first = futures::stream::once(async { Ok(Bytes::from_static(b": connected\n\n")) });
     Ok(crate::sse::response_with_keep_alive(
         &app,
@@ -686,6 +681,32 @@ async fn stream(
         TAIL_KEEP_ALIVE,
         b": keepalive\n\n",
     ))
+}
+
+/// The SSE frames of one tail delivery: the events `filter` lets through.
+fn tail_frame(filter: &AuditFilter, d: Delivery) -> Bytes {
+    match d {
+        Delivery::Message(bytes) => {
+            let mut out = Vec::new();
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let Ok(e) = serde_json::from_slice::<AuditEvent>(line) else {
+                    continue;
+                };
+                if filter.matches_event(&e, now_ms()) {
+                    crate::sse::Event {
+                        id: Some(&e.id),
+                        event: Some("audit"),
+                        data: std::str::from_utf8(line).unwrap_or("{}"),
+                    }
+                    .encode_into(&mut out);
+                }
+            }
+            Bytes::from(out)
+        }
+        Delivery::Gap => Bytes::from_static(
+            b": some events may have been missed (the tail lagged or reconnected)\n\n",
+        ),
+    }
 }
 
 /// A Go duration (`1h30m`, `5m`, `90s`, `1.5h`, `500ms`) in milliseconds.
