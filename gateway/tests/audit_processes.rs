@@ -71,6 +71,18 @@ async fn tenant_and_tool(gw: &Gateway) -> (String, String) {
     panic!("the fixtures hold a tenant with a tool");
 }
 
+/// The live tail of `gw`, opened with `key`.
+async fn open_tail(gw: &Gateway, key: &str) -> Sse {
+    let resp = client()
+        .get(format!("{}/api/v1/portal/audit/stream", gw.base))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    Sse::new(resp)
+}
+
 async fn call_tool(gw: &Gateway, tenant: &str, tool: &str, marker: &str) -> reqwest::StatusCode {
     client()
         .post(format!("{}/mcp/message", gw.base))
@@ -108,14 +120,7 @@ async fn an_event_recorded_on_one_process_is_listed_and_tailed_on_another() {
     let a = gateway(&redis).await;
     let b = gateway(&redis).await;
     let (tenant, tool) = tenant_and_tool(&a).await;
-    let resp = client()
-        .get(format!("{}/api/v1/portal/audit/stream", b.base))
-        .header("x-api-key", ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut tail = Sse::new(resp);
+    let mut tail = open_tail(&b, ADMIN).await;
     assert_eq!(call_tool(&a, &tenant, &tool, "m-one").await, 200);
     // The tail on B shows the call made on A.
     let mut seen = None;
@@ -194,14 +199,7 @@ async fn a_tail_ends_when_its_key_is_revoked() {
         .await
         .unwrap();
     let key = minted["plaintext"].as_str().unwrap().to_string();
-    let resp = client()
-        .get(format!("{}/api/v1/portal/audit/stream", b.base))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut tail = Sse::new(resp);
+    let mut tail = open_tail(&b, &key).await;
     let r = client()
         .delete(format!("{}/api/v1/admin/keys/tail-viewer", a.base))
         .header("x-api-key", ADMIN)
