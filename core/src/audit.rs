@@ -690,6 +690,25 @@ pub struct AuditPage {
 /// Where a scan goes on from: the last id it returned (exclusive).
 pub type Cursor = String;
 
+impl AuditPage {
+    /// Counts one more match, keeping it when it falls in the page `offset..offset + limit`
+    /// (the backends walk matches newest first and page with this).
+    pub(crate) fn count(&mut self, e: impl FnOnce() -> AuditEvent, offset: usize, limit: usize) {
+        if self.total as usize >= offset && self.events.len() < limit {
+            self.events.push(e());
+        }
+        self.total += 1;
+    }
+}
+
+/// The cursor a scan that asked for `max` events and got `events` goes on from (`None`: it
+/// found fewer, so nothing older matches).
+pub(crate) fn next_cursor(events: &[AuditEvent], max: usize) -> Option<Cursor> {
+    (events.len() == max && max > 0)
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten()
+}
+
 /// The audit log's storage: append in batches (off the request path), read by the portal.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::audit::{
     AuditEntry, AuditEvent, AuditFilter, AuditPage, AuditStore, Cursor, id_ceil, id_floor,
-    tail_topic,
+    next_cursor, tail_topic,
 };
 use crate::memory::MemoryStore;
 use crate::store::StoreError;
@@ -81,15 +81,11 @@ impl AuditStore for MemoryStore {
         now_ms: u64,
     ) -> Result<AuditPage, StoreError> {
         let a = self.audit_read();
-        let mut total = 0u64;
-        let mut events = Vec::new();
+        let mut page = AuditPage::default();
         for e in a.walk(filter, None, now_ms) {
-            if total as usize >= offset && events.len() < limit {
-                events.push(e.event.clone());
-            }
-            total += 1;
+            page.count(|| e.event.clone(), offset, limit);
         }
-        Ok(AuditPage { events, total })
+        Ok(page)
     }
 
     async fn scan_audit(
@@ -105,9 +101,7 @@ impl AuditStore for MemoryStore {
             .take(max)
             .map(|e| e.event.clone())
             .collect();
-        let next = (events.len() == max && max > 0)
-            .then(|| events.last().map(|e| e.id.clone()))
-            .flatten();
+        let next = next_cursor(&events, max);
         Ok((events, next))
     }
 

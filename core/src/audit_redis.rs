@@ -17,7 +17,7 @@ use understudy_crds::keys;
 
 use crate::audit::{
     AuditEntry, AuditEvent, AuditFilter, AuditPage, AuditPayload, AuditStore, Cursor, Dim, id_ceil,
-    id_floor,
+    id_floor, next_cursor,
 };
 use crate::redis::{RedisStore, unavailable};
 use crate::store::StoreError;
@@ -342,17 +342,13 @@ impl AuditStore for RedisStore {
             return Ok(AuditPage { events, total });
         }
         let key = Self::narrowest(&mut conn, &dims, &lo, &hi).await?;
-        let mut total = 0u64;
-        let mut events = Vec::new();
+        let mut page = AuditPage::default();
         Self::walk(&mut conn, &key, filter, hi, &lo, now_ms, |e| {
-            if total as usize >= offset && events.len() < limit {
-                events.push(e);
-            }
-            total += 1;
+            page.count(|| e, offset, limit);
             true
         })
         .await?;
-        Ok(AuditPage { events, total })
+        Ok(page)
     }
 
     async fn scan_audit(
@@ -377,9 +373,7 @@ impl AuditStore for RedisStore {
             })
             .await?;
         }
-        let next = (events.len() == max && max > 0)
-            .then(|| events.last().map(|e| e.id.clone()))
-            .flatten();
+        let next = next_cursor(&events, max);
         Ok((events, next))
     }
 

@@ -600,15 +600,10 @@ impl Auditor {
 }
 
 /// `s` cut to `max` characters, reusing it when it fits.
-fn clip_owned(s: String, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => {
-            let mut s = s;
-            s.truncate(i);
-            s
-        }
-        None => s,
-    }
+fn clip_owned(mut s: String, max: usize) -> String {
+    let keep = clip_str(&s, max).len();
+    s.truncate(keep);
+    s
 }
 
 /// `s` cut to `max` characters (no copy).
@@ -630,10 +625,11 @@ pub fn auth_type_label(a: AuthType) -> &'static str {
     }
 }
 
+/// `s` cut to `max` characters, with `…` when cut.
 fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    match clip_str(s, max) {
+        kept if kept.len() == s.len() => s.to_string(),
+        kept => format!("{kept}…"),
     }
 }
 
@@ -728,11 +724,7 @@ pub fn looks_like_credential(s: &str) -> bool {
     {
         return true;
     }
-    // A JWT: three base64url parts, the first a JSON object ("eyJ").
-    t.starts_with("eyJ")
-        && t.split('.').count() == 3
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    crate::oidc::looks_like_jwt(t)
 }
 
 /// Whether a stored request's params were redacted or cut (it cannot be replayed as it was).

@@ -237,14 +237,10 @@ fn tenancy_refusal(app: &App, headers: &HeaderMap, e: TenancyError) -> Response 
         _ => SERVER_ERROR,
     };
     let mut resp = rpc_error(e.status(), code, e.message());
-    if e.status() == StatusCode::UNAUTHORIZED {
-        let value = format!(
-            "Bearer realm=\"understudy\", resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
-            crate::api::base_url(app, headers)
-        );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
+    if e.status() == StatusCode::UNAUTHORIZED
+        && let Some(v) = crate::api::challenge(app, headers)
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
 }
